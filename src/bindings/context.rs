@@ -1,0 +1,129 @@
+//! `hephaestus.Context`: a wrapper around the core [`Context`].
+
+use std::sync::Arc;
+
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString, PyTuple};
+
+use crate::bindings::convert::{map_to_py, to_map, Path};
+use crate::bindings::registry::describe;
+use crate::core::context::Context;
+
+/// Initial data plus step results; immutable.
+#[pyclass(name = "Context", module = "hephaestus._core", frozen)]
+pub struct PyContext {
+    pub inner: Context,
+}
+
+impl From<Context> for PyContext {
+    fn from(inner: Context) -> Self {
+        Self { inner }
+    }
+}
+
+/// Builds a core context from an `initial` dict and an optional `steps` dict
+/// of `step_key -> result dict`.
+pub fn context_from_py(
+    initial: &Bound<'_, PyAny>,
+    steps: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Context> {
+    let mut context = Context::new(to_map(initial, Path::Root("initial"))?);
+    let Some(steps) = steps.filter(|s| !s.is_none()) else {
+        return Ok(context);
+    };
+    let Ok(steps) = steps.cast::<PyDict>() else {
+        return Err(PyTypeError::new_err(format!(
+            "steps: expected a dict, got {}",
+            describe(steps)
+        )));
+    };
+    for (key, result) in steps.iter() {
+        let Ok(key) = key.cast::<PyString>() else {
+            return Err(PyTypeError::new_err(format!(
+                "steps: keys must be str, got {}",
+                describe(&key)
+            )));
+        };
+        let key = key.to_str()?;
+        let result = to_map(&result, Path::Key(&Path::Root("steps"), key))?;
+        context = context.put_step_result(key, Arc::new(result));
+    }
+    Ok(context)
+}
+
+#[pymethods]
+impl PyContext {
+    #[new]
+    #[pyo3(signature = (initial, steps=None))]
+    fn py_new(initial: &Bound<'_, PyAny>, steps: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+        context_from_py(initial, steps).map(Self::from)
+    }
+
+    /// A context with `initial` data and no step results.
+    #[staticmethod]
+    fn new(initial: &Bound<'_, PyAny>) -> PyResult<Self> {
+        context_from_py(initial, None).map(Self::from)
+    }
+
+    /// The data the instance started with (a fresh dict).
+    #[getter]
+    fn initial<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        map_to_py(py, self.inner.initial())
+    }
+
+    /// Step results by step key (a fresh dict).
+    #[getter]
+    fn steps<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        steps_to_py(py, &self.inner)
+    }
+
+    /// A new context with `result` stored under `step_key`.
+    fn put_step_result(
+        &self,
+        step_key: &Bound<'_, PyString>,
+        result: &Bound<'_, PyAny>,
+    ) -> PyResult<Self> {
+        let key = step_key.to_str()?;
+        let result = to_map(result, Path::Root("result"))?;
+        Ok(self.inner.put_step_result(key, Arc::new(result)).into())
+    }
+
+    fn __eq__(&self, other: &Bound<'_, PyAny>) -> bool {
+        other
+            .cast::<PyContext>()
+            .is_ok_and(|o| o.get().inner == self.inner)
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(format!(
+            "Context(initial={}, steps={})",
+            map_to_py(py, self.inner.initial())?.repr()?,
+            steps_to_py(py, &self.inner)?.repr()?
+        ))
+    }
+
+    fn __reduce__<'py>(
+        slf: &Bound<'py, Self>,
+    ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyTuple>)> {
+        let py = slf.py();
+        let this = slf.get();
+        let args = PyTuple::new(
+            py,
+            [
+                map_to_py(py, this.inner.initial())?,
+                steps_to_py(py, &this.inner)?,
+            ],
+        )?;
+        Ok((slf.get_type().into_any(), args))
+    }
+}
+
+/// `context.steps` as a fresh dict.
+pub fn steps_to_py<'py>(py: Python<'py>, context: &Context) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new(py);
+    for (key, result) in context.steps() {
+        dict.set_item(key, map_to_py(py, result)?)?;
+    }
+    Ok(dict)
+}

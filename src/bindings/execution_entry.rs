@@ -1,0 +1,108 @@
+//! `hephaestus.ExecutionEntry`: a wrapper around the core
+//! [`ExecutionEntry`].
+
+use std::sync::Arc;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDateTime, PyDict, PyString, PyTuple, PyType};
+
+use crate::bindings::convert::{
+    map_to_py, timestamp_from_py, timestamp_to_py, to_optional_map, Path,
+};
+use crate::bindings::errors::IntoPyResult;
+use crate::bindings::registry::{info, resolve};
+use crate::core::execution_entry::ExecutionEntry;
+
+/// One completed step in an instance's history; immutable.
+#[pyclass(name = "ExecutionEntry", module = "hephaestus._core", frozen)]
+pub struct PyExecutionEntry {
+    pub inner: ExecutionEntry,
+}
+
+#[pymethods]
+impl PyExecutionEntry {
+    #[new]
+    #[pyo3(signature = (step_ref, event, timestamp, context_updates=None))]
+    fn py_new(
+        step_ref: &Bound<'_, PyAny>,
+        event: &Bound<'_, PyString>,
+        timestamp: &Bound<'_, PyAny>,
+        context_updates: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let step = info(step_ref, "step_ref")?.name;
+        let timestamp = timestamp_from_py(timestamp, "timestamp")?;
+        let updates =
+            to_optional_map(context_updates, Path::Root("context_updates"))?.map(Arc::new);
+        let inner = ExecutionEntry::new(step, event.to_str()?, timestamp, updates).py()?;
+        Ok(Self { inner })
+    }
+
+    /// The step class that completed.
+    #[getter]
+    fn step_ref<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyType>> {
+        resolve(py, self.inner.step())
+    }
+
+    /// The event it emitted.
+    #[getter]
+    fn event(&self) -> &str {
+        self.inner.event()
+    }
+
+    /// When it completed (an aware UTC datetime).
+    #[getter]
+    fn timestamp<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDateTime>> {
+        timestamp_to_py(py, self.inner.timestamp())
+    }
+
+    /// The result it stored, or `None` when it passed none.
+    #[getter]
+    fn context_updates<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        self.inner
+            .context_updates()
+            .map(|m| map_to_py(py, m))
+            .transpose()
+    }
+
+    fn __eq__(&self, other: &Bound<'_, PyAny>) -> bool {
+        other
+            .cast::<PyExecutionEntry>()
+            .is_ok_and(|o| o.get().inner == self.inner)
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        let updates = match self.context_updates(py)? {
+            Some(dict) => dict.repr()?.to_string(),
+            None => "None".to_string(),
+        };
+        Ok(format!(
+            "ExecutionEntry(step_ref={}, event={:?}, timestamp={}, context_updates={updates})",
+            short_name(self.inner.step().as_str()),
+            self.inner.event(),
+            self.timestamp(py)?.str()?,
+        ))
+    }
+
+    fn __reduce__<'py>(
+        slf: &Bound<'py, Self>,
+    ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyTuple>)> {
+        let py = slf.py();
+        let this = slf.get();
+        let args = PyTuple::new(
+            py,
+            [
+                this.step_ref(py)?.into_any(),
+                PyString::new(py, this.inner.event()).into_any(),
+                this.timestamp(py)?.into_any(),
+                this.context_updates(py)?
+                    .map_or_else(|| py.None().into_bound(py), Bound::into_any),
+            ],
+        )?;
+        Ok((slf.get_type().into_any(), args))
+    }
+}
+
+/// `"shop.steps:Pay"` → `"Pay"`, for reprs.
+pub fn short_name(name: &str) -> &str {
+    name.rsplit_once(':').map_or(name, |(_, qualname)| qualname)
+}

@@ -1,0 +1,98 @@
+//! The data an instance carries (Elixir: `Hephaestus.Core.Context`).
+//!
+//! `initial` is what the instance was started with and never changes;
+//! `steps` holds each completed step's result under its step key.
+
+use std::sync::Arc;
+
+use rpds::RedBlackTreeMapSync;
+
+use crate::core::value::Map;
+
+/// Initial data plus step results. Updates share structure with the
+/// original, so storing a result costs O(log n) whatever the context's size.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Context {
+    initial: Arc<Map>,
+    steps: RedBlackTreeMapSync<Arc<str>, Arc<Map>>,
+}
+
+impl Context {
+    /// A context with `initial` data and no step results.
+    #[must_use]
+    pub fn new(initial: Map) -> Context {
+        Context {
+            initial: Arc::new(initial),
+            steps: RedBlackTreeMapSync::new_sync(),
+        }
+    }
+
+    /// The data the instance started with.
+    #[must_use]
+    pub fn initial(&self) -> &Map {
+        &self.initial
+    }
+
+    /// Step results by step key, in key order.
+    pub fn steps(&self) -> impl Iterator<Item = (&str, &Map)> {
+        self.steps.iter().map(|(k, v)| (&**k, &**v))
+    }
+
+    /// The number of stored step results.
+    #[must_use]
+    pub fn step_count(&self) -> usize {
+        self.steps.size()
+    }
+
+    /// The result stored under `step_key`.
+    #[must_use]
+    pub fn step_result(&self, step_key: &str) -> Option<&Map> {
+        self.steps.get(step_key).map(|v| &**v)
+    }
+
+    /// A new context with `result` under `step_key` (overwriting any earlier
+    /// one); `initial` is untouched.
+    #[must_use]
+    pub fn put_step_result(&self, step_key: &str, result: Arc<Map>) -> Context {
+        Context {
+            initial: Arc::clone(&self.initial),
+            steps: self.steps.insert(step_key.into(), result),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::value::Value;
+
+    fn map(entries: &[(&str, i64)]) -> Map {
+        Map::from_entries(
+            entries
+                .iter()
+                .map(|(k, v)| ((*k).into(), Value::Int(*v)))
+                .collect(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn results_are_namespaced_and_overwritten() {
+        let ctx = Context::new(map(&[("order", 1)]));
+        let one = ctx.put_step_result("validate", Arc::new(map(&[("ok", 1)])));
+        let two = one.put_step_result("validate", Arc::new(map(&[("ok", 2)])));
+        assert_eq!(ctx.step_count(), 0);
+        assert_eq!(one.step_result("validate"), Some(&map(&[("ok", 1)])));
+        assert_eq!(two.step_result("validate"), Some(&map(&[("ok", 2)])));
+        assert_eq!(two.step_count(), 1);
+        assert_eq!(two.initial(), &map(&[("order", 1)]));
+    }
+
+    #[test]
+    fn equality_is_by_value() {
+        let a = Context::new(map(&[("x", 1)])).put_step_result("s", Arc::new(map(&[])));
+        let b = Context::new(map(&[("x", 1)])).put_step_result("s", Arc::new(map(&[])));
+        assert_eq!(a, b);
+        assert_ne!(a, Context::new(map(&[("x", 1)])));
+    }
+}

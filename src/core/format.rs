@@ -1,0 +1,627 @@
+//! The serialized form of an [`Instance`]: JSON and a compact binary form
+//! ([MessagePack](https://msgpack.org)), both versioned. `docs/format.md` is the reference.
+//!
+//! Both carry the same document: a `format` marker, a `format_version`,
+//! then every field of the instance. JSON writes it as an object with
+//! named fields and text timestamps; the binary form writes it as an array
+//! in the same field order with integer timestamps. Step sets and maps are
+//! written in name order, so equal instances serialize identically.
+//!
+//! Reading never trusts the input: nesting is bounded (values by
+//! [`MAX_DEPTH`](crate::core::value::MAX_DEPTH), documents by the parsers'
+//! own limits), preallocation is capped, and every invariant of
+//! [`Instance`] is checked before an instance is returned.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::ser::SerializeStruct;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::core::class_ref::ClassRef;
+use crate::core::context::Context;
+use crate::core::datetime::{format_timestamp, parse_timestamp};
+use crate::core::error::{CoreError, CoreResult};
+use crate::core::execution_entry::ExecutionEntry;
+use crate::core::instance::{Instance, InstanceFields};
+use crate::core::status::Status;
+use crate::core::value::{Map, MapSeed, Value, ValueSeed};
+
+/// The marker every serialized instance starts with.
+pub const FORMAT: &str = "hephaestus.instance";
+/// The format version this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+/// Nesting limit for whole documents (values nest at most
+/// [`MAX_DEPTH`](crate::core::value::MAX_DEPTH) inside that).
+const DOCUMENT_DEPTH: usize = 128;
+
+/// Writes `instance` as JSON.
+pub fn to_json(instance: &Instance) -> CoreResult<String> {
+    serde_json::to_string(&Document(instance)).map_err(|e| CoreError::serialization(e.to_string()))
+}
+
+/// Resolves a class name found in a document to the reference to store,
+/// or fails naming it. [`ClassRef::parse`] keeps names as they are; the
+/// bindings import the class and return its canonical name.
+pub trait Resolve: FnMut(&str) -> CoreResult<ClassRef> {}
+impl<F: FnMut(&str) -> CoreResult<ClassRef>> Resolve for F {}
+
+/// Reads an instance from JSON, resolving class names with `resolve`.
+pub fn from_json(text: &str, resolve: impl Resolve) -> CoreResult<Instance> {
+    let parsed = DocumentIn::deserialize(&mut serde_json::Deserializer::from_str(text));
+    match parsed {
+        Ok(doc) => doc.into_instance(resolve).map_err(as_serialization),
+        Err(err) => Err(explain(
+            err.to_string(),
+            Probe::deserialize(&mut serde_json::Deserializer::from_str(text)).ok(),
+        )),
+    }
+}
+
+/// Writes `instance` in the binary form.
+pub fn to_bytes(instance: &Instance) -> CoreResult<Vec<u8>> {
+    rmp_serde::to_vec(&Document(instance)).map_err(|e| CoreError::serialization(e.to_string()))
+}
+
+/// Reads an instance from the binary form, resolving class names with
+/// `resolve`.
+pub fn from_bytes(bytes: &[u8], resolve: impl Resolve) -> CoreResult<Instance> {
+    let reader = |bytes| {
+        let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
+        de.set_max_depth(DOCUMENT_DEPTH);
+        de
+    };
+    match DocumentIn::deserialize(&mut reader(bytes)) {
+        Ok(doc) => doc.into_instance(resolve).map_err(as_serialization),
+        Err(err) => Err(explain(
+            err.to_string(),
+            Probe::deserialize(&mut reader(bytes)).ok(),
+        )),
+    }
+}
+
+/// Reports any error found while reading as a serialization error.
+fn as_serialization(error: CoreError) -> CoreError {
+    match error {
+        CoreError::Serialization { .. } => error,
+        other => CoreError::serialization(other.to_string()),
+    }
+}
+
+/// Turns a parse error into a message, saying so when the input is another
+/// format or a version this build cannot read.
+fn explain(error: String, probe: Option<Probe>) -> CoreError {
+    match probe {
+        Some(Probe { format, .. }) if format != FORMAT => CoreError::serialization(format!(
+            "not a serialized instance (format is {format:?}, expected {FORMAT:?})"
+        )),
+        Some(Probe { version, .. }) if version != FORMAT_VERSION => {
+            CoreError::serialization(format!(
+            "format version {version} is not supported (this build reads version {FORMAT_VERSION})"
+        ))
+        }
+        _ => CoreError::serialization(error),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Writing
+
+struct Document<'a>(&'a Instance);
+
+/// Serializes whatever `F` yields as a map.
+struct MapOf<F>(F);
+
+impl<F, I, K, V> Serialize for MapOf<F>
+where
+    F: Fn() -> I,
+    I: Iterator<Item = (K, V)>,
+    K: Serialize,
+    V: Serialize,
+{
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map((self.0)())
+    }
+}
+
+/// Serializes whatever `F` yields as a sequence.
+struct SeqOf<F>(F);
+
+impl<F, I, T> Serialize for SeqOf<F>
+where
+    F: Fn() -> I,
+    I: Iterator<Item = T>,
+    T: Serialize,
+{
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq((self.0)())
+    }
+}
+
+/// A timestamp: text in JSON, an integer in the binary form.
+struct Timestamp(i64);
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() {
+            let mut text = String::with_capacity(27);
+            format_timestamp(self.0, &mut text);
+            serializer.serialize_str(&text)
+        } else {
+            serializer.serialize_i64(self.0)
+        }
+    }
+}
+
+impl Serialize for ExecutionEntry {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut s = serializer.serialize_struct("ExecutionEntry", 4)?;
+        s.serialize_field("step", self.step().as_str())?;
+        s.serialize_field("event", self.event())?;
+        s.serialize_field("timestamp", &Timestamp(self.timestamp()))?;
+        s.serialize_field("context_updates", &self.context_updates().map(|m| &**m))?;
+        s.end()
+    }
+}
+
+impl Serialize for Document<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let inst = self.0;
+        let sets = inst.step_sets();
+        let history: Vec<&ExecutionEntry> = {
+            let mut entries: Vec<_> = inst.history_newest_first().collect();
+            entries.reverse();
+            entries
+        };
+        let mut s = serializer.serialize_struct("Instance", 18)?;
+        s.serialize_field("format", FORMAT)?;
+        s.serialize_field("format_version", &FORMAT_VERSION)?;
+        s.serialize_field("id", inst.id())?;
+        s.serialize_field("workflow", inst.workflow().as_str())?;
+        s.serialize_field("workflow_version", &inst.workflow_version())?;
+        s.serialize_field("current_step", &inst.current_step().map(ClassRef::as_str))?;
+        s.serialize_field("status", inst.status().as_str())?;
+        s.serialize_field("context", &ContextOut(inst.context()))?;
+        s.serialize_field(
+            "step_configs",
+            &MapOf(|| inst.step_configs().map(|(k, v)| (k.as_str(), &**v))),
+        )?;
+        s.serialize_field(
+            "active_steps",
+            &SeqOf(|| sets.active.iter().map(ClassRef::as_str)),
+        )?;
+        s.serialize_field(
+            "completed_steps",
+            &SeqOf(|| sets.completed.iter().map(ClassRef::as_str)),
+        )?;
+        s.serialize_field(
+            "waiting_steps",
+            &SeqOf(|| sets.waiting.iter().map(ClassRef::as_str)),
+        )?;
+        s.serialize_field(
+            "skipped_steps",
+            &SeqOf(|| sets.skipped.iter().map(ClassRef::as_str)),
+        )?;
+        s.serialize_field("runtime_metadata", &MapOf(|| inst.runtime_metadata()))?;
+        s.serialize_field("telemetry_metadata", &**inst.telemetry_metadata())?;
+        s.serialize_field("telemetry_start_time", &inst.telemetry_start_time())?;
+        s.serialize_field("execution_history", &SeqOf(|| history.iter()))?;
+        s.serialize_field("error", &inst.error().map(|m| &**m))?;
+        s.end()
+    }
+}
+
+struct ContextOut<'a>(&'a Context);
+
+impl Serialize for ContextOut<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut s = serializer.serialize_struct("Context", 2)?;
+        s.serialize_field("initial", self.0.initial())?;
+        s.serialize_field("steps", &MapOf(|| self.0.steps()))?;
+        s.end()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Reading
+
+/// A value read with the depth guard.
+struct AnyValue(Value);
+
+impl<'de> Deserialize<'de> for AnyValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        ValueSeed::ROOT.deserialize(deserializer).map(AnyValue)
+    }
+}
+
+/// A dict read with the depth guard.
+struct AnyMap(Map);
+
+impl<'de> Deserialize<'de> for AnyMap {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        MapSeed.deserialize(deserializer).map(AnyMap)
+    }
+}
+
+/// A map read as pairs in input order, rejecting duplicate keys.
+struct Pairs<V>(Vec<(String, V)>);
+
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for Pairs<V> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct PairsVisitor<V>(PhantomData<V>);
+        impl<'de, V: Deserialize<'de>> Visitor<'de> for PairsVisitor<V> {
+            type Value = Pairs<V>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
+                let mut pairs = Vec::with_capacity(access.size_hint().unwrap_or(0).min(4096));
+                let mut seen = HashSet::new();
+                while let Some((key, value)) = access.next_entry::<String, V>()? {
+                    if !seen.insert(key.clone()) {
+                        return Err(de::Error::custom(format_args!("duplicate key {key:?}")));
+                    }
+                    pairs.push((key, value));
+                }
+                Ok(Pairs(pairs))
+            }
+        }
+        deserializer.deserialize_map(PairsVisitor(PhantomData))
+    }
+}
+
+/// A timestamp in either representation.
+struct TimestampIn(i64);
+
+impl<'de> Deserialize<'de> for TimestampIn {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        if deserializer.is_human_readable() {
+            let text = std::borrow::Cow::<str>::deserialize(deserializer)?;
+            parse_timestamp(&text)
+                .map(TimestampIn)
+                .map_err(de::Error::custom)
+        } else {
+            i64::deserialize(deserializer).map(TimestampIn)
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EntryIn {
+    step: String,
+    event: String,
+    timestamp: TimestampIn,
+    context_updates: Option<AnyMap>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ContextIn {
+    initial: AnyMap,
+    steps: Pairs<AnyMap>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DocumentIn {
+    format: String,
+    format_version: u32,
+    id: String,
+    workflow: String,
+    workflow_version: u32,
+    current_step: Option<String>,
+    status: String,
+    context: ContextIn,
+    step_configs: Pairs<AnyValue>,
+    active_steps: Vec<String>,
+    completed_steps: Vec<String>,
+    waiting_steps: Vec<String>,
+    skipped_steps: Vec<String>,
+    runtime_metadata: Pairs<AnyValue>,
+    telemetry_metadata: AnyMap,
+    telemetry_start_time: Option<i64>,
+    execution_history: Vec<EntryIn>,
+    error: Option<AnyMap>,
+}
+
+/// Resolves each distinct name once.
+struct Resolver<R> {
+    resolve: R,
+    seen: HashMap<String, ClassRef>,
+}
+
+impl<R: Resolve> Resolver<R> {
+    fn get(&mut self, name: &str) -> CoreResult<ClassRef> {
+        if let Some(found) = self.seen.get(name) {
+            return Ok(found.clone());
+        }
+        ClassRef::parse(name)?;
+        let resolved = (self.resolve)(name)?;
+        self.seen.insert(name.to_string(), resolved.clone());
+        Ok(resolved)
+    }
+
+    fn all(&mut self, names: &[String]) -> CoreResult<Vec<ClassRef>> {
+        names.iter().map(|n| self.get(n)).collect()
+    }
+}
+
+impl DocumentIn {
+    fn into_instance(self, resolve: impl Resolve) -> CoreResult<Instance> {
+        let mut names = Resolver {
+            resolve,
+            seen: HashMap::new(),
+        };
+        if self.format != FORMAT {
+            return Err(explain(
+                String::new(),
+                Some(Probe {
+                    format: self.format,
+                    version: 0,
+                }),
+            ));
+        }
+        if self.format_version != FORMAT_VERSION {
+            return Err(explain(
+                String::new(),
+                Some(Probe {
+                    format: self.format,
+                    version: self.format_version,
+                }),
+            ));
+        }
+        let mut context = Context::new(self.context.initial.0);
+        for (key, result) in self.context.steps.0 {
+            context = context.put_step_result(&key, Arc::new(result.0));
+        }
+        let mut execution_history = Vec::with_capacity(self.execution_history.len());
+        for e in self.execution_history {
+            execution_history.push(ExecutionEntry::new(
+                names.get(&e.step)?,
+                &e.event,
+                e.timestamp.0,
+                e.context_updates.map(|m| Arc::new(m.0)),
+            )?);
+        }
+        let fields = InstanceFields {
+            id: self.id.into(),
+            workflow: names.get(&self.workflow)?,
+            workflow_version: self.workflow_version,
+            current_step: self
+                .current_step
+                .as_deref()
+                .map(|n| names.get(n))
+                .transpose()?,
+            status: self.status.parse::<Status>()?,
+            context,
+            step_configs: self
+                .step_configs
+                .0
+                .into_iter()
+                .map(|(k, v)| Ok((names.get(&k)?, Arc::new(v.0))))
+                .collect::<CoreResult<_>>()?,
+            active_steps: names.all(&self.active_steps)?,
+            completed_steps: names.all(&self.completed_steps)?,
+            waiting_steps: names.all(&self.waiting_steps)?,
+            skipped_steps: names.all(&self.skipped_steps)?,
+            runtime_metadata: self
+                .runtime_metadata
+                .0
+                .into_iter()
+                .map(|(k, v)| (k.into(), Arc::new(v.0)))
+                .collect(),
+            telemetry_metadata: Arc::new(self.telemetry_metadata.0),
+            telemetry_start_time: self.telemetry_start_time,
+            execution_history,
+            error: self.error.map(|m| Arc::new(m.0)),
+        };
+        Instance::from_fields(fields)
+    }
+}
+
+/// Just the marker and the version, read from a document of any shape.
+struct Probe {
+    format: String,
+    version: u32,
+}
+
+impl<'de> Deserialize<'de> for Probe {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ProbeVisitor;
+        impl<'de> Visitor<'de> for ProbeVisitor {
+            type Value = Probe;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a serialized instance")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Probe, A::Error> {
+                let (mut format, mut version) = (None, None);
+                while let Some(key) = access.next_key::<std::borrow::Cow<'de, str>>()? {
+                    match &*key {
+                        "format" => format = Some(access.next_value::<String>()?),
+                        "format_version" => version = Some(access.next_value::<u32>()?),
+                        _ => {
+                            access.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(Probe {
+                    format: format.ok_or_else(|| de::Error::missing_field("format"))?,
+                    version: version.ok_or_else(|| de::Error::missing_field("format_version"))?,
+                })
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Probe, A::Error> {
+                let format = seq
+                    .next_element::<String>()?
+                    .ok_or_else(|| de::Error::invalid_length(0, &self))?;
+                let version = seq
+                    .next_element::<u32>()?
+                    .ok_or_else(|| de::Error::invalid_length(1, &self))?;
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Probe { format, version })
+            }
+        }
+        deserializer.deserialize_any(ProbeVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::instance::FieldChanges;
+
+    fn step(name: &str) -> ClassRef {
+        ClassRef::parse(&format!("shop:{name}")).unwrap()
+    }
+
+    fn sample() -> Instance {
+        let initial = Map::from_entries(vec![
+            (
+                "items".into(),
+                Value::List(vec![Value::Int(1), Value::Bytes(vec![1, 2].into())].into()),
+            ),
+            ("$price".into(), Value::Float(f64::NAN)),
+        ])
+        .unwrap();
+        let mut inst = Instance::new("orderid::abc", step("OrderFlow"), 2, initial)
+            .unwrap()
+            .with_fields(FieldChanges {
+                status: Some(Status::Running),
+                telemetry_start_time: Some(Some(123)),
+                ..FieldChanges::default()
+            })
+            .unwrap();
+        for (i, name) in ["A", "B", "C"].iter().enumerate() {
+            let s = step(name);
+            inst = inst.activate_step(&s, Some(Value::Int(7))).unwrap();
+            let updates =
+                Map::from_entries(vec![("n".into(), Value::Int(i64::try_from(i).unwrap()))])
+                    .unwrap();
+            inst = inst
+                .complete_step(
+                    &s,
+                    &name.to_lowercase(),
+                    "done",
+                    Some(updates),
+                    None,
+                    1_700_000_000_000_000,
+                )
+                .unwrap();
+        }
+        inst.activate_step(&step("D"), Some(Value::Str("cfg".into())))
+            .unwrap()
+            .activate_step(&step("E"), None)
+            .unwrap()
+            .wait_step(&step("E"))
+            .unwrap()
+            .skip_step(&step("F"))
+            .unwrap()
+    }
+
+    #[test]
+    fn json_and_bytes_round_trip() {
+        let inst = sample();
+        let text = to_json(&inst).unwrap();
+        assert!(text.starts_with(r#"{"format":"hephaestus.instance","format_version":1,"#));
+        assert_eq!(from_json(&text, ClassRef::parse).unwrap(), inst);
+        let bytes = to_bytes(&inst).unwrap();
+        assert!(bytes.len() < text.len());
+        assert_eq!(from_bytes(&bytes, ClassRef::parse).unwrap(), inst);
+        assert_eq!(
+            to_json(&from_bytes(&bytes, ClassRef::parse).unwrap()).unwrap(),
+            text
+        );
+    }
+
+    #[test]
+    fn class_names_go_through_the_resolver() {
+        let text = to_json(&sample()).unwrap();
+        let mut calls = Vec::new();
+        let renamed = from_json(&text, |name: &str| {
+            calls.push(name.to_string());
+            ClassRef::parse(&name.replace("shop:", "store:"))
+        })
+        .unwrap();
+        assert_eq!(renamed.workflow().as_str(), "store:OrderFlow");
+        assert!(renamed
+            .steps()
+            .all(|(s, _)| s.as_str().starts_with("store:")));
+        let distinct: HashSet<_> = calls.iter().collect();
+        assert_eq!(distinct.len(), calls.len(), "each name is resolved once");
+        let err = from_json(&text, |name: &str| {
+            Err(CoreError::serialization(format!(
+                "cannot resolve class {name:?}"
+            )))
+        })
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("cannot resolve class \"shop:"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn wrong_versions_and_formats_are_named() {
+        let text = to_json(&sample()).unwrap();
+        let future = text.replace(r#""format_version":1"#, r#""format_version":2"#);
+        let err = from_json(&future, ClassRef::parse).unwrap_err().to_string();
+        assert!(err.contains("format version 2 is not supported"), "{err}");
+        let future_shape = future.replace(r#""status""#, r#""phase""#);
+        let err = from_json(&future_shape, ClassRef::parse)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("format version 2 is not supported"), "{err}");
+        let other = r#"{"format":"x","format_version":1}"#;
+        assert!(from_json(other, ClassRef::parse)
+            .unwrap_err()
+            .to_string()
+            .contains("not a serialized instance"));
+    }
+
+    #[test]
+    fn broken_invariants_in_input_are_rejected() {
+        let text = to_json(&sample()).unwrap();
+        for (from, to) in [
+            (
+                r#""skipped_steps":["shop:F"]"#,
+                r#""skipped_steps":["shop:D"]"#,
+            ),
+            (r#""status":"running""#, r#""status":"waiting""#),
+            (r#""status":"running""#, r#""status":"sleeping""#),
+            (r#""id":"orderid::abc""#, r#""id":"""#),
+            (
+                r#""workflow":"shop:OrderFlow""#,
+                r#""workflow":"OrderFlow""#,
+            ),
+            (r#""format_version":1,"#, r#""format_version":1,"extra":1,"#),
+        ] {
+            assert!(text.contains(from), "{from}");
+            let broken = text.replace(from, to);
+            assert!(
+                matches!(
+                    from_json(&broken, ClassRef::parse),
+                    Err(CoreError::Serialization { .. })
+                ),
+                "{to}"
+            );
+        }
+    }
+
+    #[test]
+    fn truncated_and_garbage_input_is_an_error() {
+        let bytes = to_bytes(&sample()).unwrap();
+        for cut in 0..bytes.len() {
+            assert!(from_bytes(&bytes[..cut], ClassRef::parse).is_err());
+        }
+        let text = to_json(&sample()).unwrap();
+        for cut in (0..text.len()).filter(|c| text.is_char_boundary(*c)) {
+            assert!(from_json(&text[..cut], ClassRef::parse).is_err());
+        }
+        assert!(from_bytes(&[0xdc, 0xff, 0xff], ClassRef::parse).is_err());
+        let deep = "[".repeat(100_000);
+        assert!(from_json(&deep, ClassRef::parse).is_err());
+    }
+}

@@ -1,0 +1,963 @@
+//! The workflow instance value and its step-set bookkeeping (Elixir:
+//! `Hephaestus.Core.Instance`).
+//!
+//! An [`Instance`] is immutable: every operation returns a new one that
+//! shares structure with the old, so an update costs O(log s) in the number
+//! of steps `s` and O(1) in the length of the history.
+//!
+//! Each step the instance knows of has one [`StepState`], so the sets the
+//! Python API shows (`active_steps`, `waiting_steps`, `completed_steps`,
+//! `skipped_steps`) cannot overlap, and waiting ⊆ active holds by
+//! construction. The remaining invariants are checked by [`Instance::validate`]
+//! on every path that builds an instance from raw fields:
+//! - the id is non-empty and the workflow version is at least 1;
+//! - a terminal instance (completed or failed) has no active steps;
+//! - a non-terminal instance is `Waiting` exactly when it has active steps
+//!   and every one of them waits.
+
+use std::sync::Arc;
+
+use rpds::{ListSync, RedBlackTreeMapSync};
+
+use crate::core::class_ref::ClassRef;
+use crate::core::context::Context;
+use crate::core::error::{CoreError, CoreResult};
+use crate::core::execution_entry::ExecutionEntry;
+use crate::core::status::Status;
+use crate::core::value::{Map, Value};
+
+/// Where one step stands in an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepState {
+    /// Runnable, or (when `waiting`) paused until an event or a timer.
+    Active {
+        /// The step returned `Async` and waits.
+        waiting: bool,
+    },
+    /// Finished; it never runs again.
+    Completed,
+    /// On a path the instance did not take; it never runs.
+    Skipped,
+}
+
+impl StepState {
+    fn name(self) -> &'static str {
+        match self {
+            StepState::Active { waiting: false } => "active",
+            StepState::Active { waiting: true } => "waiting",
+            StepState::Completed => "completed",
+            StepState::Skipped => "skipped",
+        }
+    }
+}
+
+/// The execution history, newest entry first: appending is O(1) and shares
+/// the whole older history.
+type History = ListSync<ExecutionEntry>;
+
+/// A workflow instance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Instance {
+    id: Arc<str>,
+    workflow: ClassRef,
+    workflow_version: u32,
+    current_step: Option<ClassRef>,
+    status: Status,
+    context: Context,
+    step_configs: RedBlackTreeMapSync<ClassRef, Arc<Value>>,
+    steps: RedBlackTreeMapSync<ClassRef, StepState>,
+    active_count: usize,
+    waiting_count: usize,
+    runtime_metadata: RedBlackTreeMapSync<Arc<str>, Arc<Value>>,
+    telemetry_metadata: Arc<Map>,
+    telemetry_start_time: Option<i64>,
+    history: History,
+    error: Option<Arc<Map>>,
+}
+
+/// Every field of an instance in plain form, for building one from raw
+/// parts (Python's `Instance(...)` and `replace`, and deserialization).
+#[derive(Debug, Clone)]
+pub struct InstanceFields {
+    /// Non-empty instance id.
+    pub id: Arc<str>,
+    /// The workflow class.
+    pub workflow: ClassRef,
+    /// At least 1.
+    pub workflow_version: u32,
+    /// The step the instance last waited on or started with.
+    pub current_step: Option<ClassRef>,
+    /// Lifecycle status.
+    pub status: Status,
+    /// Initial data and step results.
+    pub context: Context,
+    /// Configs of steps, by step.
+    pub step_configs: Vec<(ClassRef, Arc<Value>)>,
+    /// Steps that may run (including waiting ones).
+    pub active_steps: Vec<ClassRef>,
+    /// Finished steps.
+    pub completed_steps: Vec<ClassRef>,
+    /// Active steps that wait for an event or a timer.
+    pub waiting_steps: Vec<ClassRef>,
+    /// Steps on paths not taken.
+    pub skipped_steps: Vec<ClassRef>,
+    /// Metadata accumulated from step results.
+    pub runtime_metadata: Vec<(Arc<str>, Arc<Value>)>,
+    /// Metadata for telemetry handlers.
+    pub telemetry_metadata: Arc<Map>,
+    /// A `time.monotonic_ns()` reading, if telemetry started.
+    pub telemetry_start_time: Option<i64>,
+    /// Oldest entry first.
+    pub execution_history: Vec<ExecutionEntry>,
+    /// Why the instance failed.
+    pub error: Option<Arc<Map>>,
+}
+
+/// Which steps are in which set, in plain form.
+#[derive(Debug, Clone)]
+pub struct StepSets {
+    /// Steps that may run (including waiting ones).
+    pub active: Vec<ClassRef>,
+    /// Finished steps.
+    pub completed: Vec<ClassRef>,
+    /// Active steps that wait.
+    pub waiting: Vec<ClassRef>,
+    /// Steps on paths not taken.
+    pub skipped: Vec<ClassRef>,
+}
+
+impl Instance {
+    /// A new pending instance with `initial` as its context
+    /// (Elixir: `Instance.new/4`).
+    pub fn new(
+        id: &str,
+        workflow: ClassRef,
+        workflow_version: u32,
+        initial: Map,
+    ) -> CoreResult<Instance> {
+        let instance = Instance {
+            id: id.into(),
+            workflow,
+            workflow_version,
+            current_step: None,
+            status: Status::Pending,
+            context: Context::new(initial),
+            step_configs: RedBlackTreeMapSync::new_sync(),
+            steps: RedBlackTreeMapSync::new_sync(),
+            active_count: 0,
+            waiting_count: 0,
+            runtime_metadata: RedBlackTreeMapSync::new_sync(),
+            telemetry_metadata: Arc::new(Map::default()),
+            telemetry_start_time: None,
+            history: History::new_sync(),
+            error: None,
+        };
+        instance.validate()?;
+        Ok(instance)
+    }
+
+    /// Builds an instance from raw fields, checking every invariant.
+    pub fn from_fields(fields: InstanceFields) -> CoreResult<Instance> {
+        let sets = StepSets {
+            active: fields.active_steps,
+            completed: fields.completed_steps,
+            waiting: fields.waiting_steps,
+            skipped: fields.skipped_steps,
+        };
+        let (steps, active_count, waiting_count) = build_steps(sets)?;
+        let mut history = History::new_sync();
+        for entry in fields.execution_history {
+            history.push_front_mut(entry);
+        }
+        let instance = Instance {
+            id: fields.id,
+            workflow: fields.workflow,
+            workflow_version: fields.workflow_version,
+            current_step: fields.current_step,
+            status: fields.status,
+            context: fields.context,
+            step_configs: fields.step_configs.into_iter().collect(),
+            steps,
+            active_count,
+            waiting_count,
+            runtime_metadata: fields.runtime_metadata.into_iter().collect(),
+            telemetry_metadata: fields.telemetry_metadata,
+            telemetry_start_time: fields.telemetry_start_time,
+            history,
+            error: fields.error,
+        };
+        instance.validate()?;
+        Ok(instance)
+    }
+
+    /// Checks the invariants that the representation does not already
+    /// guarantee (see the module docs).
+    pub fn validate(&self) -> CoreResult<()> {
+        if self.id.is_empty() {
+            return Err(CoreError::invalid("id", "must be a non-empty string"));
+        }
+        if self.workflow_version < 1 {
+            return Err(CoreError::invalid("workflow_version", "must be at least 1"));
+        }
+        if self.status.is_terminal() {
+            if self.active_count > 0 {
+                return Err(CoreError::invalid(
+                    "active_steps",
+                    format!("a {} instance has no active steps", self.status),
+                ));
+            }
+        } else if (self.status == Status::Waiting) != self.all_active_waiting() {
+            return Err(CoreError::invalid(
+                "status",
+                "must be 'waiting' exactly when there are active steps and every one of them waits",
+            ));
+        }
+        Ok(())
+    }
+
+    fn all_active_waiting(&self) -> bool {
+        self.active_count > 0 && self.waiting_count == self.active_count
+    }
+
+    /// The status the step sets call for, keeping `Pending` until the
+    /// instance is advanced.
+    fn derived_status(&self) -> Status {
+        if self.status.is_terminal() {
+            self.status
+        } else if self.all_active_waiting() {
+            Status::Waiting
+        } else if self.status == Status::Pending {
+            Status::Pending
+        } else {
+            Status::Running
+        }
+    }
+
+    fn check_not_terminal(&self, operation: &'static str) -> CoreResult<()> {
+        if self.status.is_terminal() {
+            return Err(CoreError::Terminal {
+                operation,
+                status: self.status,
+            });
+        }
+        Ok(())
+    }
+
+    fn step_error(
+        operation: &'static str,
+        step: &ClassRef,
+        actual: Option<StepState>,
+        allowed: &'static str,
+    ) -> CoreError {
+        CoreError::StepState {
+            operation,
+            step: step.to_string(),
+            actual: actual.map_or("not active", StepState::name),
+            allowed,
+        }
+    }
+
+    /// Sets `step`'s state, keeping the counters and the status in step.
+    fn with_step_state(&self, step: &ClassRef, state: StepState) -> Instance {
+        let mut next = self.clone();
+        if let Some(StepState::Active { waiting }) = self.steps.get(step) {
+            next.active_count -= 1;
+            next.waiting_count -= usize::from(*waiting);
+        }
+        if let StepState::Active { waiting } = state {
+            next.active_count += 1;
+            next.waiting_count += usize::from(waiting);
+        }
+        next.steps.insert_mut(step.clone(), state);
+        next.status = next.derived_status();
+        next
+    }
+
+    /// Makes `step` active (idempotent) and stores `config` when given
+    /// (Elixir: `Instance.activate_step/3`).
+    ///
+    /// Fails when the instance is terminal or the step is completed or
+    /// skipped.
+    pub fn activate_step(&self, step: &ClassRef, config: Option<Value>) -> CoreResult<Instance> {
+        const OP: &str = "activate_step";
+        self.check_not_terminal(OP)?;
+        let current = self.steps.get(step).copied();
+        let mut next = match current {
+            Some(StepState::Active { .. }) => self.clone(),
+            None => self.with_step_state(step, StepState::Active { waiting: false }),
+            Some(_) => {
+                return Err(Self::step_error(
+                    OP,
+                    step,
+                    current,
+                    "neither completed nor skipped",
+                ))
+            }
+        };
+        if let Some(config) = config {
+            next.step_configs.insert_mut(step.clone(), Arc::new(config));
+        }
+        Ok(next)
+    }
+
+    /// Completes the active `step` with `event` (Elixir:
+    /// `Instance.complete_step/4`): moves it to the completed set, stores
+    /// `context_updates` (or `{}`) under `step_key`, merges
+    /// `metadata_updates` into the runtime metadata (later keys win), drops
+    /// the step's config, and appends an [`ExecutionEntry`] stamped
+    /// `timestamp` (UTC microseconds since the epoch).
+    pub fn complete_step(
+        &self,
+        step: &ClassRef,
+        step_key: &str,
+        event: &str,
+        context_updates: Option<Map>,
+        metadata_updates: Option<Map>,
+        timestamp: i64,
+    ) -> CoreResult<Instance> {
+        const OP: &str = "complete_step";
+        self.check_not_terminal(OP)?;
+        let current = self.steps.get(step).copied();
+        if !matches!(current, Some(StepState::Active { .. })) {
+            return Err(Self::step_error(OP, step, current, "active"));
+        }
+        let updates = context_updates.map(Arc::new);
+        let entry = ExecutionEntry::new(step.clone(), event, timestamp, updates.clone())?;
+        let mut next = self.with_step_state(step, StepState::Completed);
+        let stored = updates.unwrap_or_else(|| Arc::new(Map::default()));
+        next.context = next.context.put_step_result(step_key, stored);
+        if let Some(metadata) = metadata_updates {
+            for (key, value) in metadata.iter() {
+                next.runtime_metadata
+                    .insert_mut(key.into(), Arc::new(value.clone()));
+            }
+        }
+        next.step_configs.remove_mut(step);
+        next.history.push_front_mut(entry);
+        Ok(next)
+    }
+
+    /// Marks the active `step` as waiting for an event or a timer and makes
+    /// it the current step (idempotent).
+    pub fn wait_step(&self, step: &ClassRef) -> CoreResult<Instance> {
+        const OP: &str = "wait_step";
+        self.check_not_terminal(OP)?;
+        let current = self.steps.get(step).copied();
+        let mut next = match current {
+            Some(StepState::Active { waiting: true }) => self.clone(),
+            Some(StepState::Active { waiting: false }) => {
+                self.with_step_state(step, StepState::Active { waiting: true })
+            }
+            _ => return Err(Self::step_error(OP, step, current, "active")),
+        };
+        next.current_step = Some(step.clone());
+        Ok(next)
+    }
+
+    /// Records that `step` can no longer run (idempotent). Fails when the
+    /// instance is terminal or the step is active or completed.
+    pub fn skip_step(&self, step: &ClassRef) -> CoreResult<Instance> {
+        const OP: &str = "skip_step";
+        self.check_not_terminal(OP)?;
+        match self.steps.get(step).copied() {
+            None => Ok(self.with_step_state(step, StepState::Skipped)),
+            Some(StepState::Skipped) => Ok(self.clone()),
+            current => Err(Self::step_error(
+                OP,
+                step,
+                current,
+                "neither active nor completed",
+            )),
+        }
+    }
+
+    // -- raw updates ------------------------------------------------------
+
+    /// The step sets in plain form, each in name order.
+    #[must_use]
+    pub fn step_sets(&self) -> StepSets {
+        let pick = |want: fn(StepState) -> bool| -> Vec<ClassRef> {
+            self.steps
+                .iter()
+                .filter(|(_, s)| want(**s))
+                .map(|(k, _)| k.clone())
+                .collect()
+        };
+        StepSets {
+            active: pick(|s| matches!(s, StepState::Active { .. })),
+            completed: pick(|s| s == StepState::Completed),
+            waiting: pick(|s| s == StepState::Active { waiting: true }),
+            skipped: pick(|s| s == StepState::Skipped),
+        }
+    }
+
+    /// The same instance with the fields in `changes` replaced (`None`
+    /// keeps a field), checking every invariant once all are applied.
+    pub fn with_fields(&self, changes: FieldChanges) -> CoreResult<Instance> {
+        let mut next = self.clone();
+        if changes.active_steps.is_some()
+            || changes.completed_steps.is_some()
+            || changes.waiting_steps.is_some()
+            || changes.skipped_steps.is_some()
+        {
+            let current = self.step_sets();
+            let sets = StepSets {
+                active: changes.active_steps.unwrap_or(current.active),
+                completed: changes.completed_steps.unwrap_or(current.completed),
+                waiting: changes.waiting_steps.unwrap_or(current.waiting),
+                skipped: changes.skipped_steps.unwrap_or(current.skipped),
+            };
+            (next.steps, next.active_count, next.waiting_count) = build_steps(sets)?;
+        }
+        if let Some(id) = changes.id {
+            next.id = id;
+        }
+        if let Some(workflow) = changes.workflow {
+            next.workflow = workflow;
+        }
+        if let Some(version) = changes.workflow_version {
+            next.workflow_version = version;
+        }
+        if let Some(current_step) = changes.current_step {
+            next.current_step = current_step;
+        }
+        if let Some(status) = changes.status {
+            next.status = status;
+        }
+        if let Some(context) = changes.context {
+            next.context = context;
+        }
+        if let Some(configs) = changes.step_configs {
+            next.step_configs = configs.into_iter().collect();
+        }
+        if let Some(metadata) = changes.runtime_metadata {
+            next.runtime_metadata = metadata.into_iter().collect();
+        }
+        if let Some(metadata) = changes.telemetry_metadata {
+            next.telemetry_metadata = metadata;
+        }
+        if let Some(start) = changes.telemetry_start_time {
+            next.telemetry_start_time = start;
+        }
+        if let Some(entries) = changes.execution_history {
+            next.history = History::new_sync();
+            for entry in entries {
+                next.history.push_front_mut(entry);
+            }
+        }
+        if let Some(error) = changes.error {
+            next.error = error;
+        }
+        next.validate()?;
+        Ok(next)
+    }
+
+    // -- reading ----------------------------------------------------------
+
+    /// The instance id.
+    #[must_use]
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The workflow class.
+    #[must_use]
+    pub fn workflow(&self) -> &ClassRef {
+        &self.workflow
+    }
+
+    /// The workflow version, at least 1.
+    #[must_use]
+    pub fn workflow_version(&self) -> u32 {
+        self.workflow_version
+    }
+
+    /// The step the instance last waited on or started with.
+    #[must_use]
+    pub fn current_step(&self) -> Option<&ClassRef> {
+        self.current_step.as_ref()
+    }
+
+    /// The lifecycle status.
+    #[must_use]
+    pub fn status(&self) -> Status {
+        self.status
+    }
+
+    /// Initial data and step results.
+    #[must_use]
+    pub fn context(&self) -> &Context {
+        &self.context
+    }
+
+    /// Step configs in step-name order.
+    pub fn step_configs(&self) -> impl Iterator<Item = (&ClassRef, &Arc<Value>)> {
+        self.step_configs.iter()
+    }
+
+    /// Every step the instance knows of with its state, in name order.
+    pub fn steps(&self) -> impl Iterator<Item = (&ClassRef, StepState)> {
+        self.steps.iter().map(|(k, s)| (k, *s))
+    }
+
+    /// The state of `step`, or `None` if the instance never touched it.
+    #[must_use]
+    pub fn step_state(&self, step: &ClassRef) -> Option<StepState> {
+        self.steps.get(step).copied()
+    }
+
+    /// How many steps are active (waiting ones included).
+    #[must_use]
+    pub fn active_count(&self) -> usize {
+        self.active_count
+    }
+
+    /// How many active steps wait.
+    #[must_use]
+    pub fn waiting_count(&self) -> usize {
+        self.waiting_count
+    }
+
+    /// Runtime metadata in key order.
+    pub fn runtime_metadata(&self) -> impl Iterator<Item = (&str, &Value)> {
+        self.runtime_metadata.iter().map(|(k, v)| (&**k, &**v))
+    }
+
+    /// Metadata for telemetry handlers.
+    #[must_use]
+    pub fn telemetry_metadata(&self) -> &Arc<Map> {
+        &self.telemetry_metadata
+    }
+
+    /// A `time.monotonic_ns()` reading, if telemetry started.
+    #[must_use]
+    pub fn telemetry_start_time(&self) -> Option<i64> {
+        self.telemetry_start_time
+    }
+
+    /// The execution history, newest entry first (reverse it for the
+    /// oldest-first order the Python API shows).
+    #[must_use]
+    pub fn history_newest_first(&self) -> impl ExactSizeIterator<Item = &ExecutionEntry> {
+        self.history.iter()
+    }
+
+    /// The number of history entries.
+    #[must_use]
+    pub fn history_len(&self) -> usize {
+        self.history.len()
+    }
+
+    /// Why the instance failed.
+    #[must_use]
+    pub fn error(&self) -> Option<&Arc<Map>> {
+        self.error.as_ref()
+    }
+}
+
+/// Raw changes for [`Instance::with_fields`]; `None` keeps a field.
+/// Nested options set a nullable field (`Some(None)` clears it).
+#[derive(Debug, Default)]
+#[allow(clippy::option_option)]
+pub struct FieldChanges {
+    /// New id.
+    pub id: Option<Arc<str>>,
+    /// New workflow class.
+    pub workflow: Option<ClassRef>,
+    /// New workflow version.
+    pub workflow_version: Option<u32>,
+    /// New current step.
+    pub current_step: Option<Option<ClassRef>>,
+    /// New status.
+    pub status: Option<Status>,
+    /// New context.
+    pub context: Option<Context>,
+    /// New step configs.
+    pub step_configs: Option<Vec<(ClassRef, Arc<Value>)>>,
+    /// New active steps (waiting ones included).
+    pub active_steps: Option<Vec<ClassRef>>,
+    /// New completed steps.
+    pub completed_steps: Option<Vec<ClassRef>>,
+    /// New waiting steps (a subset of the active ones).
+    pub waiting_steps: Option<Vec<ClassRef>>,
+    /// New skipped steps.
+    pub skipped_steps: Option<Vec<ClassRef>>,
+    /// New runtime metadata.
+    pub runtime_metadata: Option<Vec<(Arc<str>, Arc<Value>)>>,
+    /// New telemetry metadata.
+    pub telemetry_metadata: Option<Arc<Map>>,
+    /// New telemetry start time.
+    pub telemetry_start_time: Option<Option<i64>>,
+    /// New history, oldest entry first.
+    pub execution_history: Option<Vec<ExecutionEntry>>,
+    /// New error.
+    pub error: Option<Option<Arc<Map>>>,
+}
+
+type BuiltSteps = (RedBlackTreeMapSync<ClassRef, StepState>, usize, usize);
+
+/// Builds the step-state map from four plain sets, rejecting overlaps and
+/// waiting steps that are not active.
+fn build_steps(sets: StepSets) -> CoreResult<BuiltSteps> {
+    let mut steps = RedBlackTreeMapSync::new_sync();
+    let groups = [
+        (
+            "active_steps",
+            sets.active,
+            StepState::Active { waiting: false },
+        ),
+        ("completed_steps", sets.completed, StepState::Completed),
+        ("skipped_steps", sets.skipped, StepState::Skipped),
+    ];
+    let mut active_count = 0;
+    for (field, members, state) in groups {
+        for step in members {
+            match steps.get(&step) {
+                None => {
+                    active_count += usize::from(matches!(state, StepState::Active { .. }));
+                    steps.insert_mut(step, state);
+                }
+                Some(existing) if *existing == state => {}
+                Some(existing) => {
+                    return Err(CoreError::invalid(
+                        field,
+                        format!(
+                            "step {step} is also {}; a step has one state",
+                            existing.name()
+                        ),
+                    ))
+                }
+            }
+        }
+    }
+    let mut waiting_count = 0;
+    for step in sets.waiting {
+        match steps.get(&step) {
+            Some(StepState::Active { waiting: false }) => {
+                waiting_count += 1;
+                steps.insert_mut(step, StepState::Active { waiting: true });
+            }
+            Some(StepState::Active { waiting: true }) => {}
+            _ => {
+                return Err(CoreError::invalid(
+                    "waiting_steps",
+                    format!("step {step} waits but is not active"),
+                ))
+            }
+        }
+    }
+    Ok((steps, active_count, waiting_count))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(name: &str) -> ClassRef {
+        ClassRef::parse(&format!("shop:{name}")).unwrap()
+    }
+
+    fn map(entries: &[(&str, i64)]) -> Map {
+        Map::from_entries(
+            entries
+                .iter()
+                .map(|(k, v)| ((*k).into(), Value::Int(*v)))
+                .collect(),
+        )
+        .unwrap()
+    }
+
+    fn fresh() -> Instance {
+        Instance::new("orderid::1", step("OrderFlow"), 1, map(&[("items", 2)])).unwrap()
+    }
+
+    fn running() -> Instance {
+        fresh()
+            .with_fields(FieldChanges {
+                status: Some(Status::Running),
+                ..FieldChanges::default()
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn new_instance_is_pending_and_empty() {
+        let inst = fresh();
+        assert_eq!(inst.status(), Status::Pending);
+        assert_eq!(inst.id(), "orderid::1");
+        assert_eq!(inst.active_count(), 0);
+        assert_eq!(inst.history_len(), 0);
+        assert_eq!(inst.context().initial(), &map(&[("items", 2)]));
+        assert!(inst.telemetry_start_time().is_none());
+    }
+
+    #[test]
+    fn new_rejects_empty_id_and_version_zero() {
+        assert!(Instance::new("", step("F"), 1, Map::default()).is_err());
+        assert!(Instance::new("x", step("F"), 0, Map::default()).is_err());
+    }
+
+    #[test]
+    fn activate_is_idempotent_and_stores_config() {
+        let a = fresh()
+            .activate_step(&step("Pay"), Some(Value::Int(5)))
+            .unwrap();
+        let b = a.activate_step(&step("Pay"), None).unwrap();
+        assert_eq!(b.active_count(), 1);
+        assert_eq!(b.step_configs().count(), 1);
+        assert_eq!(
+            b.status(),
+            Status::Pending,
+            "activation alone does not start the instance"
+        );
+        assert_eq!(fresh().active_count(), 0, "the original is untouched");
+    }
+
+    #[test]
+    fn complete_moves_step_and_records_everything() {
+        let pay = step("Pay");
+        let inst = running().activate_step(&pay, Some(Value::Int(5))).unwrap();
+        let done = inst
+            .complete_step(
+                &pay,
+                "pay",
+                "paid",
+                Some(map(&[("amount", 3)])),
+                Some(map(&[("m", 1)])),
+                42,
+            )
+            .unwrap();
+        assert_eq!(done.step_state(&pay), Some(StepState::Completed));
+        assert_eq!(
+            done.context().step_result("pay"),
+            Some(&map(&[("amount", 3)]))
+        );
+        assert_eq!(done.runtime_metadata().count(), 1);
+        assert_eq!(done.step_configs().count(), 0, "config dropped");
+        let entry = done.history_newest_first().next().unwrap();
+        assert_eq!(
+            (entry.step(), entry.event(), entry.timestamp()),
+            (&pay, "paid", 42)
+        );
+        assert_eq!(done.status(), Status::Running);
+        assert_eq!(
+            inst.step_state(&pay),
+            Some(StepState::Active { waiting: false })
+        );
+    }
+
+    #[test]
+    fn complete_without_updates_stores_empty_result_and_none_in_history() {
+        let pay = step("Pay");
+        let done = running()
+            .activate_step(&pay, None)
+            .unwrap()
+            .complete_step(&pay, "pay", "paid", None, None, 0)
+            .unwrap();
+        assert_eq!(done.context().step_result("pay"), Some(&Map::default()));
+        assert!(done
+            .history_newest_first()
+            .next()
+            .unwrap()
+            .context_updates()
+            .is_none());
+    }
+
+    #[test]
+    fn metadata_later_keys_win() {
+        let (a, b) = (step("A"), step("B"));
+        let inst = running()
+            .activate_step(&a, None)
+            .unwrap()
+            .activate_step(&b, None)
+            .unwrap();
+        let inst = inst
+            .complete_step(&a, "a", "ok", None, Some(map(&[("k", 1), ("x", 0)])), 0)
+            .unwrap();
+        let inst = inst
+            .complete_step(&b, "b", "ok", None, Some(map(&[("k", 2)])), 0)
+            .unwrap();
+        let meta: Vec<_> = inst
+            .runtime_metadata()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        assert_eq!(
+            meta,
+            [
+                ("k".to_string(), Value::Int(2)),
+                ("x".to_string(), Value::Int(0))
+            ]
+        );
+    }
+
+    #[test]
+    fn illegal_transitions_are_errors() {
+        let pay = step("Pay");
+        let inst = running();
+        assert!(matches!(
+            inst.complete_step(&pay, "pay", "paid", None, None, 0),
+            Err(CoreError::StepState { .. })
+        ));
+        assert!(inst.wait_step(&pay).is_err());
+        let done = inst
+            .activate_step(&pay, None)
+            .unwrap()
+            .complete_step(&pay, "pay", "paid", None, None, 0)
+            .unwrap();
+        assert!(done.activate_step(&pay, None).is_err());
+        assert!(done.skip_step(&pay).is_err());
+        assert!(done
+            .complete_step(&pay, "pay", "paid", None, None, 0)
+            .is_err());
+        let skipped = inst.skip_step(&step("Other")).unwrap();
+        assert!(skipped.activate_step(&step("Other"), None).is_err());
+        assert!(inst
+            .activate_step(&pay, None)
+            .unwrap()
+            .skip_step(&pay)
+            .is_err());
+        let err = inst
+            .activate_step(&pay, None)
+            .unwrap()
+            .complete_step(&pay, "pay", "", None, None, 0);
+        assert!(matches!(
+            err,
+            Err(CoreError::InvalidField { field: "event", .. })
+        ));
+    }
+
+    #[test]
+    fn terminal_instances_take_no_changes() {
+        for status in [Status::Completed, Status::Failed] {
+            let inst = fresh()
+                .with_fields(FieldChanges {
+                    status: Some(status),
+                    ..FieldChanges::default()
+                })
+                .unwrap();
+            let pay = step("Pay");
+            assert!(matches!(
+                inst.activate_step(&pay, None),
+                Err(CoreError::Terminal { .. })
+            ));
+            assert!(matches!(
+                inst.skip_step(&pay),
+                Err(CoreError::Terminal { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn waiting_status_follows_the_rule() {
+        let (a, b) = (step("A"), step("B"));
+        let inst = running()
+            .activate_step(&a, None)
+            .unwrap()
+            .activate_step(&b, None)
+            .unwrap();
+        let one = inst.wait_step(&a).unwrap();
+        assert_eq!(one.status(), Status::Running, "B can still run");
+        assert_eq!(one.current_step(), Some(&a));
+        let both = one.wait_step(&b).unwrap();
+        assert_eq!(both.status(), Status::Waiting);
+        assert_eq!(both.waiting_count(), 2);
+        let resumed = both
+            .complete_step(&a, "a", "received", None, None, 0)
+            .unwrap();
+        assert_eq!(resumed.status(), Status::Waiting, "B still waits");
+        assert_eq!(resumed.waiting_count(), 1);
+        let last = resumed
+            .complete_step(&b, "b", "received", None, None, 0)
+            .unwrap();
+        assert_eq!(last.status(), Status::Running);
+        assert_eq!(last.active_count(), 0);
+    }
+
+    #[test]
+    fn pending_instance_whose_steps_all_wait_is_waiting() {
+        let a = step("A");
+        let inst = fresh()
+            .activate_step(&a, None)
+            .unwrap()
+            .wait_step(&a)
+            .unwrap();
+        assert_eq!(inst.status(), Status::Waiting);
+    }
+
+    #[test]
+    fn raw_step_sets_are_checked() {
+        let (a, b) = (step("A"), step("B"));
+        let sets =
+            |active: &[&ClassRef], completed: &[&ClassRef], waiting: &[&ClassRef]| FieldChanges {
+                active_steps: Some(active.iter().map(|s| (*s).clone()).collect()),
+                completed_steps: Some(completed.iter().map(|s| (*s).clone()).collect()),
+                waiting_steps: Some(waiting.iter().map(|s| (*s).clone()).collect()),
+                ..FieldChanges::default()
+            };
+        let inst = running();
+        assert!(
+            inst.with_fields(sets(&[&a], &[&a], &[])).is_err(),
+            "active and completed"
+        );
+        assert!(
+            inst.with_fields(sets(&[&a], &[], &[&b])).is_err(),
+            "waiting not active"
+        );
+        assert!(
+            inst.with_fields(sets(&[&a], &[], &[&a])).is_err(),
+            "status must become waiting"
+        );
+        let waiting = inst
+            .with_fields(FieldChanges {
+                status: Some(Status::Waiting),
+                ..sets(&[&a], &[], &[&a])
+            })
+            .unwrap();
+        assert_eq!(waiting.status(), Status::Waiting);
+        let ok = inst.with_fields(sets(&[&a, &b], &[], &[&a])).unwrap();
+        assert_eq!((ok.active_count(), ok.waiting_count()), (2, 1));
+        let back = ok.step_sets();
+        assert_eq!((back.active.len(), back.waiting.len()), (2, 1));
+    }
+
+    #[test]
+    fn terminal_with_active_steps_is_rejected() {
+        let inst = running().activate_step(&step("A"), None).unwrap();
+        let err = inst.with_fields(FieldChanges {
+            status: Some(Status::Completed),
+            ..FieldChanges::default()
+        });
+        assert!(matches!(
+            err,
+            Err(CoreError::InvalidField {
+                field: "active_steps",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn history_is_appended_in_constant_shape() {
+        let mut inst = running();
+        for i in 0..50 {
+            let s = step(&format!("S{i}"));
+            inst = inst.activate_step(&s, None).unwrap();
+            inst = inst
+                .complete_step(&s, &format!("s{i}"), "done", None, None, i)
+                .unwrap();
+        }
+        let stamps: Vec<i64> = inst
+            .history_newest_first()
+            .map(ExecutionEntry::timestamp)
+            .collect();
+        assert_eq!(stamps, (0..50).rev().collect::<Vec<_>>());
+        let fields_history: Vec<_> = inst.history_newest_first().cloned().collect();
+        let rebuilt = inst
+            .with_fields(FieldChanges {
+                execution_history: Some(fields_history.into_iter().rev().collect()),
+                ..FieldChanges::default()
+            })
+            .unwrap();
+        assert_eq!(rebuilt, inst);
+    }
+}

@@ -1,0 +1,15 @@
+//! The pure core of hephaestus: workflow-instance values and their
+//! bookkeeping, with no Python, no I/O, no clock and no randomness.
+//! Timestamps and ids come in as arguments; classes are stored by name.
+#![warn(missing_docs)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod class_ref;
+pub mod context;
+pub mod datetime;
+pub mod error;
+pub mod execution_entry;
+pub mod format;
+pub mod instance;
+pub mod status;
+pub mod value;
