@@ -433,6 +433,8 @@ mod tests {
             ("flag", Value::Bool(true)),
             ("n", Value::Int(i64::MIN)),
             ("x", Value::Float(1.5)),
+            // Needs serde_json's correctly rounded float parser.
+            ("big", Value::Float(1.811_226_153_726_341_4e24)),
             ("nan", Value::Float(f64::NAN)),
             ("inf", Value::Float(f64::NEG_INFINITY)),
             ("s", Value::Str("héllo".into())),

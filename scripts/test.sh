@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The whole test suite, as `make test` and CI run it: Rust format, lints and
+# unit tests; then the release wheel, installed into a fresh virtualenv, under
+# ruff, stubtest, mypy --strict and pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+python=${PYTHON:-python3}
+venv=${TEST_VENV:-$root/.venv-test}
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "Rust: format, clippy (with and without the python feature), core unit tests"
+cargo fmt --all --check
+cargo clippy --all-targets -- -D warnings
+cargo clippy --no-default-features --all-targets -- -D warnings
+cargo test --no-default-features
+
+step "Wheel: build (release, abi3) and install into a fresh virtualenv"
+rm -rf "$venv" dist
+"$python" -m venv "$venv"
+"$venv/bin/python" -m pip install -q --upgrade pip maturin
+"$venv/bin/maturin" build --release --out dist
+wheel=$(ls dist/hephaestus_core-*.whl)
+"$venv/bin/python" -m pip install -q "${wheel}[test]"
+
+step "Python: ruff, stubtest, mypy --strict"
+"$venv/bin/ruff" check .
+"$venv/bin/ruff" format --check .
+# From another directory, so the stubs and the module come from the wheel.
+(cd "$venv" && bin/python -m mypy.stubtest hephaestus --allowlist "$root/.mypy-stubtest-allowlist")
+"$venv/bin/mypy" --strict tests/test_typing.py
+
+step "pytest (against the installed wheel)"
+"$venv/bin/python" -m pytest
