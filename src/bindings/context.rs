@@ -89,10 +89,10 @@ impl PyContext {
         Ok(self.inner.put_step_result(key, Arc::new(result)).into())
     }
 
-    fn __eq__(&self, other: &Bound<'_, PyAny>) -> bool {
-        other
-            .cast::<PyContext>()
-            .is_ok_and(|o| o.get().inner == self.inner)
+    /// Equal by value; other types get `NotImplemented` (`PyO3` returns it
+    /// when `other` is not a `Self`).
+    fn __eq__(&self, other: &Bound<'_, Self>) -> bool {
+        other.get().inner == self.inner
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {

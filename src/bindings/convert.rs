@@ -9,7 +9,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{
     PyBool, PyBytes, PyDateAccess, PyDateTime, PyDelta, PyDeltaAccess, PyDict, PyFloat, PyInt,
-    PyList, PyString, PyTimeAccess, PyTuple, PyType, PyTzInfo, PyTzInfoAccess,
+    PyList, PyMapping, PyString, PyTimeAccess, PyTuple, PyType, PyTzInfo, PyTzInfoAccess,
 };
 
 use crate::bindings::registry::describe;
@@ -29,21 +29,25 @@ pub enum Path<'a> {
 }
 
 impl Path<'_> {
+    /// The path as Python would spell it: `context['order']['items'][2]`.
     fn render(&self) -> String {
         let mut out = String::new();
-        self.write(&mut out);
+        Python::attach(|py| self.write(py, &mut out));
         out
     }
 
-    fn write(&self, out: &mut String) {
+    fn write(&self, py: Python<'_>, out: &mut String) {
         match self {
             Path::Root(name) => out.push_str(name),
             Path::Key(parent, key) => {
-                parent.write(out);
-                let _ = write!(out, "[{key:?}]");
+                parent.write(py, out);
+                let quoted = PyString::new(py, key)
+                    .repr()
+                    .map_or_else(|_| format!("{key:?}"), |r| r.to_string());
+                let _ = write!(out, "[{quoted}]");
             }
             Path::Index(parent, index) => {
-                parent.write(out);
+                parent.write(py, out);
                 let _ = write!(out, "[{index}]");
             }
         }
@@ -62,16 +66,22 @@ pub fn to_value(obj: &Bound<'_, PyAny>, path: Path<'_>) -> PyResult<Value> {
     to_value_at(obj, path, path.depth())
 }
 
-/// Converts a Python dict (or dict subclass) with `str` keys into a [`Map`].
+/// Converts a top-level argument, any `collections.abc.Mapping` with `str`
+/// keys, into a [`Map`]. (Nested values must be real dicts, see [`Value`].)
 pub fn to_map(obj: &Bound<'_, PyAny>, path: Path<'_>) -> PyResult<Map> {
-    match obj.cast::<PyDict>() {
-        Ok(dict) => dict_to_map(dict, path, path.depth()),
-        Err(_) => Err(PyTypeError::new_err(format!(
-            "{}: expected a dict, got {}",
-            path.render(),
-            describe(obj)
-        ))),
+    if let Ok(dict) = obj.cast::<PyDict>() {
+        return dict_to_map(dict, path, path.depth());
     }
+    if let Ok(mapping) = obj.cast::<PyMapping>() {
+        let dict = PyDict::new(obj.py());
+        dict.update(mapping)?;
+        return dict_to_map(&dict, path, path.depth());
+    }
+    Err(PyTypeError::new_err(format!(
+        "{}: expected a mapping, got {}",
+        path.render(),
+        describe(obj)
+    )))
 }
 
 /// [`to_map`] for an optional argument: `None` stays `None`.
@@ -88,7 +98,7 @@ fn to_value_at(obj: &Bound<'_, PyAny>, path: Path<'_>, depth: usize) -> PyResult
         return Ok(Value::Null);
     }
     if obj.is_exact_instance_of::<PyString>() {
-        return Ok(Value::Str(obj.cast::<PyString>()?.to_str()?.into()));
+        return text(obj.cast::<PyString>()?, path).map(|t| Value::Str(t.into()));
     }
     if obj.is_exact_instance_of::<PyBool>() {
         return Ok(Value::Bool(obj.is_truthy()?));
@@ -127,8 +137,8 @@ fn to_value_at(obj: &Bound<'_, PyAny>, path: Path<'_>, depth: usize) -> PyResult
     }
     // Subclasses of str, int and float (enums, for instance) are stored as
     // their base type, as the json module does.
-    if let Ok(text) = obj.cast::<PyString>() {
-        return Ok(Value::Str(text.to_str()?.into()));
+    if let Ok(string) = obj.cast::<PyString>() {
+        return text(string, path).map(|t| Value::Str(t.into()));
     }
     if obj.is_instance_of::<PyInt>() {
         return int_value(obj, path);
@@ -141,6 +151,17 @@ fn to_value_at(obj: &Bound<'_, PyAny>, path: Path<'_>, depth: usize) -> PyResult
         path.render(),
         type_name(obj)
     )))
+}
+
+/// A `str` as UTF-8; one with lone surrogates cannot be stored.
+fn text<'a>(string: &'a Bound<'_, PyString>, path: Path<'_>) -> PyResult<&'a str> {
+    string.to_str().map_err(|_| {
+        PyValueError::new_err(format!(
+            "{}: str {} contains a lone surrogate and is not valid Unicode",
+            path.render(),
+            string.repr().map_or_else(|_| "?".into(), |r| r.to_string())
+        ))
+    })
 }
 
 fn type_name(obj: &Bound<'_, PyAny>) -> String {
@@ -181,7 +202,7 @@ fn dict_to_map(dict: &Bound<'_, PyDict>, path: Path<'_>, depth: usize) -> PyResu
                 key.repr().map_or_else(|_| "?".into(), |r| r.to_string())
             )));
         };
-        let key = key.to_str()?;
+        let key = text(key, path)?;
         let value = to_value_at(&value, Path::Key(&path, key), depth + 1)?;
         entries.push((Box::from(key), value));
     }
@@ -360,17 +381,33 @@ pub fn timestamp_to_py(py: Python<'_>, micros: i64) -> PyResult<Bound<'_, PyDate
 }
 
 /// An aware `datetime` as a UTC timestamp; naive ones are rejected.
+///
+/// Computed as `(dt - EPOCH) // timedelta(microseconds=1)`: exact, and two
+/// C-level operations instead of a dozen attribute reads.
 pub fn timestamp_from_py(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<i64> {
+    static EPOCH: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    static MICROSECOND: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    let py = obj.py();
     let Ok(dt) = obj.cast::<PyDateTime>() else {
         return Err(PyTypeError::new_err(format!(
             "{what} must be a datetime, got {}",
             describe(obj)
         )));
     };
-    let value = datetime_value(dt, Path::Root(what))?;
-    value.timestamp().ok_or_else(|| {
+    let naive = || {
         PyValueError::new_err(format!(
             "{what} must be timezone-aware (e.g. datetime.now(timezone.utc))"
         ))
-    })
+    };
+    if dt.get_tzinfo().is_none() {
+        return Err(naive());
+    }
+    let epoch =
+        EPOCH.get_or_try_init(py, || timestamp_to_py(py, 0).map(|e| e.into_any().unbind()))?;
+    let microsecond = MICROSECOND.get_or_try_init(py, || {
+        PyDelta::new(py, 0, 0, 1, false).map(|d| d.into_any().unbind())
+    })?;
+    // A tzinfo whose utcoffset() is None makes the datetime naive in effect.
+    let elapsed = dt.sub(epoch.bind(py)).map_err(|_| naive())?;
+    elapsed.floor_div(microsecond.bind(py))?.extract::<i64>()
 }

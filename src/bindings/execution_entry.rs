@@ -64,10 +64,10 @@ impl PyExecutionEntry {
             .transpose()
     }
 
-    fn __eq__(&self, other: &Bound<'_, PyAny>) -> bool {
-        other
-            .cast::<PyExecutionEntry>()
-            .is_ok_and(|o| o.get().inner == self.inner)
+    /// Equal by value; other types get `NotImplemented` (`PyO3` returns it
+    /// when `other` is not a `Self`).
+    fn __eq__(&self, other: &Bound<'_, Self>) -> bool {
+        other.get().inner == self.inner
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {

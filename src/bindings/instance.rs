@@ -6,17 +6,18 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyFrozenSet, PyList, PyString, PyTuple, PyType};
+use pyo3::types::{PyBytes, PyDict, PyFrozenSet, PyList, PyMapping, PyString, PyTuple, PyType};
 
-use crate::bindings::context::{context_from_py, PyContext};
+use crate::bindings::context::PyContext;
 use crate::bindings::convert::{
     map_to_py, timestamp_from_py, to_map, to_optional_map, to_py, to_value, Path,
 };
-use crate::bindings::errors::IntoPyResult;
+use crate::bindings::errors::{IntoPyResult, SERIALIZATION};
 use crate::bindings::execution_entry::{short_name, PyExecutionEntry};
 use crate::bindings::registry::{canonical, describe, info, resolve};
 use crate::bindings::status;
 use crate::core::class_ref::ClassRef;
+use crate::core::context::Context;
 use crate::core::format;
 use crate::core::instance::{FieldChanges, Instance, StepState};
 use crate::core::value::Map;
@@ -120,10 +121,12 @@ fn set_field(changes: &mut FieldChanges, name: &str, value: &Bound<'_, PyAny>) -
         "context" => {
             changes.context = Some(match value.cast::<PyContext>() {
                 Ok(context) => context.get().inner.clone(),
-                Err(_) if value.is_instance_of::<PyDict>() => context_from_py(value, None)?,
+                Err(_) if value.cast::<PyMapping>().is_ok() => {
+                    Context::new(to_map(value, Path::Root("context"))?)
+                }
                 Err(_) => {
                     return Err(PyTypeError::new_err(format!(
-                        "context must be a Context or a dict, got {}",
+                        "context must be a Context or a mapping, got {}",
                         describe(value)
                     )))
                 }
@@ -265,12 +268,6 @@ impl PyInstance {
     ) -> PyResult<Self> {
         let workflow = info(workflow, "workflow")?.name;
         let version = self::version(version, "version")?;
-        if !context.is_instance_of::<PyDict>() {
-            return Err(PyTypeError::new_err(format!(
-                "context must be a dict, got {}",
-                describe(context)
-            )));
-        }
         let initial = to_map(context, Path::Root("context"))?;
         let id = non_empty_str(id, "id")?;
         Ok(Instance::new(&id, workflow, version, initial).py()?.into())
@@ -517,7 +514,10 @@ impl PyInstance {
                 describe(data)
             )));
         };
-        let instance = format::from_json(text.to_str()?, |name: &str| canonical(py, name)).py()?;
+        let text = text.to_str().map_err(|_| {
+            SERIALIZATION.err("cannot read instance: the text is not valid Unicode")
+        })?;
+        let instance = format::from_json(text, |name: &str| canonical(py, name)).py()?;
         Ok(instance.into())
     }
 
@@ -550,10 +550,10 @@ impl PyInstance {
         Ok((loader, args))
     }
 
-    fn __eq__(&self, other: &Bound<'_, PyAny>) -> bool {
-        other
-            .cast::<PyInstance>()
-            .is_ok_and(|o| o.get().inner == self.inner)
+    /// Equal by value; other types get `NotImplemented` (`PyO3` returns it
+    /// when `other` is not a `Self`).
+    fn __eq__(&self, other: &Bound<'_, Self>) -> bool {
+        other.get().inner == self.inner
     }
 
     fn __repr__(&self) -> String {

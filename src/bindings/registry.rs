@@ -32,6 +32,32 @@ pub struct ClassInfo {
     pub key: Arc<str>,
 }
 
+/// Hashes class addresses: they are not attacker-controlled, and `SipHash`
+/// would double the cost of the lookup every bookkeeping call makes.
+#[derive(Default)]
+struct AddressHasher(u64);
+
+impl std::hash::Hasher for AddressHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0 << 8 | u64::from(byte)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_usize(&mut self, address: usize) {
+        // Fibonacci hashing; the low bits of an address are mostly zero.
+        self.0 = (address as u64)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .rotate_left(32);
+    }
+}
+
+type AddressMap<V> = HashMap<usize, V, std::hash::BuildHasherDefault<AddressHasher>>;
+
 struct Entry {
     class: Py<PyWeakrefReference>,
     info: ClassInfo,
@@ -41,7 +67,7 @@ struct Entry {
 struct Registry {
     /// By the class object's address; the weak reference tells whether the
     /// address still holds that class.
-    by_address: HashMap<usize, Entry>,
+    by_address: AddressMap<Entry>,
     /// By canonical name.
     by_name: HashMap<ClassRef, Py<PyWeakrefReference>>,
     /// Dead entries are swept when the table grows past this size.

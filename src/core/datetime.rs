@@ -100,16 +100,8 @@ impl DateTime {
                 return bad("UTC offset must be strictly between -24h and 24h");
             }
             if let Tz::Zone { key, .. } = tz {
-                if key.is_empty() || key.contains(']') {
-                    return bad("zone key must be non-empty and contain no ']'");
-                }
-            }
-            if let Tz::Fixed {
-                name: Some(name), ..
-            } = tz
-            {
-                if name.contains(']') {
-                    return bad("time zone name must contain no ']'");
+                if key.is_empty() {
+                    return bad("zone key must be non-empty");
                 }
             }
         }
@@ -196,7 +188,8 @@ impl DateTime {
         let mut fold = false;
         while let Some(stripped) = rest.strip_prefix('[') {
             let close = stripped.find(']').ok_or_else(err)?;
-            let tag = &stripped[..close];
+            let tag = unescape(&stripped[..close]).ok_or_else(err)?;
+            let tag = tag.as_str();
             rest = &stripped[close + 1..];
             match (tag.strip_prefix("tzname="), tag, &mut tz) {
                 (_, "fold=1", _) if !fold => fold = true,
@@ -266,12 +259,12 @@ impl fmt::Display for DateTime {
             }) => {
                 write_offset(f, *offset_micros)?;
                 if let Some(name) = name {
-                    write!(f, "[tzname={name}]")?;
+                    write!(f, "[tzname={}]", escape(name))?;
                 }
             }
             Some(Tz::Zone { key, offset_micros }) => {
                 write_offset(f, *offset_micros)?;
-                write!(f, "[{key}]")?;
+                write!(f, "[{}]", escape(key))?;
             }
         }
         if self.fold {
@@ -279,6 +272,33 @@ impl fmt::Display for DateTime {
         }
         Ok(())
     }
+}
+
+/// Escapes the two characters that cannot stand inside a `[...]` suffix.
+fn escape(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains(['%', ']']) {
+        std::borrow::Cow::Owned(text.replace('%', "%25").replace(']', "%5D"))
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
+
+/// The inverse of [`escape`]; any other `%` sequence is an error.
+fn unescape(text: &str) -> Option<String> {
+    let mut out = String::with_capacity(text.len());
+    let mut parts = text.split('%');
+    out.push_str(parts.next()?);
+    for part in parts {
+        let rest = if let Some(rest) = part.strip_prefix("25") {
+            out.push('%');
+            rest
+        } else {
+            out.push(']');
+            part.strip_prefix("5D")?
+        };
+        out.push_str(rest);
+    }
+    Some(out)
 }
 
 fn write_offset(f: &mut fmt::Formatter<'_>, offset: i64) -> fmt::Result {
@@ -475,6 +495,8 @@ mod tests {
             "2024-03-01T09:30:00.000000-05:30[tzname=IST?]",
             "2024-10-27T02:30:00.000000+01:00[Europe/Paris][fold=1]",
             "2024-03-01T09:30:00.000000+00:00:01.000001",
+            "2024-03-01T09:30:00.000000+01:00[tzname=a%5Db%25c]",
+            "2024-03-01T09:30:00.000000+01:00[%5D]",
             "9999-12-31T23:59:59.999999-23:59:59.999999",
         ] {
             assert_eq!(naive(text).to_string(), text);
@@ -495,6 +517,8 @@ mod tests {
             "2024-01-01T00:00:00.000000+01:00[Europe/Paris][tzname=X]",
             "2024-01-01T00:00:00.000000[fold=1][fold=1]",
             "2024-01-01T00:00:00.000000trailing",
+            "2024-01-01T00:00:00.000000+01:00[tzname=a%5Xb]",
+            "2024-01-01T00:00:00.000000+01:00[a]b]",
             "0000-01-01T00:00:00.000000",
             "+024-01-01T00:00:00.000000",
             "2024-01-01T00:00:00.00000é",

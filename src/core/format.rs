@@ -51,7 +51,12 @@ impl<F: FnMut(&str) -> CoreResult<ClassRef>> Resolve for F {}
 
 /// Reads an instance from JSON, resolving class names with `resolve`.
 pub fn from_json(text: &str, resolve: impl Resolve) -> CoreResult<Instance> {
-    let parsed = DocumentIn::deserialize(&mut serde_json::Deserializer::from_str(text));
+    if !text.trim_start().starts_with('{') {
+        return Err(CoreError::serialization("a JSON instance is an object"));
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    // `end` rejects anything but whitespace after the document.
+    let parsed = DocumentIn::deserialize(&mut de).and_then(|doc| de.end().map(|()| doc));
     match parsed {
         Ok(doc) => doc.into_instance(resolve).map_err(as_serialization),
         Err(err) => Err(explain(
@@ -69,17 +74,25 @@ pub fn to_bytes(instance: &Instance) -> CoreResult<Vec<u8>> {
 /// Reads an instance from the binary form, resolving class names with
 /// `resolve`.
 pub fn from_bytes(bytes: &[u8], resolve: impl Resolve) -> CoreResult<Instance> {
-    let reader = |bytes| {
-        let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
+    // A reader over a shrinking slice: what is left after the document is
+    // trailing data. (It also never preallocates from a length header.)
+    let read = |mut rest: &[u8]| {
+        let mut de = rmp_serde::Deserializer::new(&mut rest);
         de.set_max_depth(DOCUMENT_DEPTH);
-        de
+        let parsed = DocumentIn::deserialize(&mut de);
+        (parsed, rest.len())
     };
-    match DocumentIn::deserialize(&mut reader(bytes)) {
-        Ok(doc) => doc.into_instance(resolve).map_err(as_serialization),
-        Err(err) => Err(explain(
-            err.to_string(),
-            Probe::deserialize(&mut reader(bytes)).ok(),
-        )),
+    match read(bytes) {
+        (Ok(_), trailing) if trailing > 0 => Err(CoreError::serialization(format!(
+            "{trailing} bytes of trailing data after the instance"
+        ))),
+        (Ok(doc), _) => doc.into_instance(resolve).map_err(as_serialization),
+        (Err(err), _) => {
+            let mut rest = bytes;
+            let mut de = rmp_serde::Deserializer::new(&mut rest);
+            de.set_max_depth(DOCUMENT_DEPTH);
+            Err(explain(err.to_string(), Probe::deserialize(&mut de).ok()))
+        }
     }
 }
 
@@ -273,6 +286,15 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for Pairs<V> {
     }
 }
 
+/// Reads a field that must be present but may be `null`: with
+/// `deserialize_with`, serde reports a missing field instead of quietly
+/// reading it as `None`.
+fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Option<T>, D::Error> {
+    Option::<T>::deserialize(deserializer)
+}
+
 /// A timestamp in either representation.
 struct TimestampIn(i64);
 
@@ -295,6 +317,7 @@ struct EntryIn {
     step: String,
     event: String,
     timestamp: TimestampIn,
+    #[serde(deserialize_with = "nullable")]
     context_updates: Option<AnyMap>,
 }
 
@@ -313,6 +336,7 @@ struct DocumentIn {
     id: String,
     workflow: String,
     workflow_version: u32,
+    #[serde(deserialize_with = "nullable")]
     current_step: Option<String>,
     status: String,
     context: ContextIn,
@@ -323,8 +347,10 @@ struct DocumentIn {
     skipped_steps: Vec<String>,
     runtime_metadata: Pairs<AnyValue>,
     telemetry_metadata: AnyMap,
+    #[serde(deserialize_with = "nullable")]
     telemetry_start_time: Option<i64>,
     execution_history: Vec<EntryIn>,
+    #[serde(deserialize_with = "nullable")]
     error: Option<AnyMap>,
 }
 
@@ -621,6 +647,19 @@ mod tests {
             assert!(from_json(&text[..cut], ClassRef::parse).is_err());
         }
         assert!(from_bytes(&[0xdc, 0xff, 0xff], ClassRef::parse).is_err());
+        let mut trailing = bytes.clone();
+        trailing.push(0xc0);
+        assert!(from_bytes(&trailing, ClassRef::parse)
+            .unwrap_err()
+            .to_string()
+            .contains("trailing"));
+        assert!(from_json(&format!("{text} {{}}"), ClassRef::parse).is_err());
+        assert!(from_json(&format!("{text} \n"), ClassRef::parse).is_ok());
+        let without_error = text.replace(r#","error":null"#, "");
+        assert!(from_json(&without_error, ClassRef::parse)
+            .unwrap_err()
+            .to_string()
+            .contains("missing field"));
         let deep = "[".repeat(100_000);
         assert!(from_json(&deep, ClassRef::parse).is_err());
     }
