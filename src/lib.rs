@@ -3,4 +3,8 @@
 
 #[cfg(feature = "python")]
 mod bindings;
+
+#[cfg(feature = "python")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 pub mod core;

@@ -1,7 +1,5 @@
 //! `hephaestus.Context`: a wrapper around the core [`Context`].
 
-use std::sync::Arc;
-
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
@@ -47,7 +45,7 @@ pub fn context_from_py(
         };
         let key = key.to_str()?;
         let result = to_map(&result, Path::Key(&Path::Root("steps"), key))?;
-        context = context.put_step_result(key, Arc::new(result));
+        context = context.put_step_result(key.into(), result);
     }
     Ok(context)
 }
@@ -86,7 +84,7 @@ impl PyContext {
     ) -> PyResult<Self> {
         let key = step_key.to_str()?;
         let result = to_map(result, Path::Root("result"))?;
-        Ok(self.inner.put_step_result(key, Arc::new(result)).into())
+        Ok(self.inner.put_step_result(key.into(), result).into())
     }
 
     /// Equal by value; other types get `NotImplemented` (`PyO3` returns it

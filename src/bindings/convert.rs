@@ -8,8 +8,8 @@ use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{
-    PyBool, PyBytes, PyDateAccess, PyDateTime, PyDelta, PyDeltaAccess, PyDict, PyFloat, PyInt,
-    PyList, PyMapping, PyString, PyTimeAccess, PyTuple, PyType, PyTzInfo, PyTzInfoAccess,
+    PyBool, PyBytes, PyDateTime, PyDelta, PyDeltaAccess, PyDict, PyFloat, PyInt, PyList, PyMapping,
+    PyString, PyTuple, PyType, PyTzInfo,
 };
 
 use crate::bindings::registry::describe;
@@ -235,22 +235,37 @@ fn delta_micros(delta: &Bound<'_, PyAny>) -> PyResult<i64> {
 }
 
 /// Reads a `datetime.datetime` exactly: fields, fold and time zone.
+///
+/// The fields come from the pickle state (`__reduce_ex__(4)`, a stable
+/// 10-byte format that includes `fold`): one call, where the limited API
+/// would need an attribute read per field.
 pub fn datetime_value(dt: &Bound<'_, PyDateTime>, path: Path<'_>) -> PyResult<DateTime> {
     let py = dt.py();
-    let tz = match dt.get_tzinfo() {
-        None => None,
-        Some(tzinfo) => Some(tz_value(dt, &tzinfo, path, py)?),
+    let reduced = dt.call_method1(pyo3::intern!(py, "__reduce_ex__"), (4,))?;
+    let args = reduced.cast::<PyTuple>()?.get_item(1)?;
+    let args = args.cast::<PyTuple>()?;
+    let state = args.get_item(0)?;
+    let Ok(&[y1, y2, month, day, hour, minute, second, u1, u2, u3]) =
+        <&[u8; 10]>::try_from(state.cast::<PyBytes>()?.as_bytes())
+    else {
+        return Err(PyValueError::new_err(format!(
+            "{}: unexpected datetime state",
+            path.render()
+        )));
+    };
+    let tz = match args.get_item(1) {
+        Ok(tzinfo) if !tzinfo.is_none() => Some(tz_value(dt, &tzinfo, path, py)?),
+        _ => None,
     };
     let value = DateTime {
-        year: u16::try_from(dt.get_year())
-            .map_err(|_| PyValueError::new_err("year out of range"))?,
-        month: dt.get_month(),
-        day: dt.get_day(),
-        hour: dt.get_hour(),
-        minute: dt.get_minute(),
-        second: dt.get_second(),
-        microsecond: dt.get_microsecond(),
-        fold: dt.get_fold(),
+        year: u16::from_be_bytes([y1, y2]),
+        month: month & 0x7f,
+        day,
+        hour,
+        minute,
+        second,
+        microsecond: u32::from_be_bytes([0, u1, u2, u3]),
+        fold: month & 0x80 != 0,
         tz,
     };
     value
@@ -261,10 +276,18 @@ pub fn datetime_value(dt: &Bound<'_, PyDateTime>, path: Path<'_>) -> PyResult<Da
 
 fn tz_value(
     dt: &Bound<'_, PyDateTime>,
-    tzinfo: &Bound<'_, PyTzInfo>,
+    tzinfo: &Bound<'_, PyAny>,
     path: Path<'_>,
     py: Python<'_>,
 ) -> PyResult<Tz> {
+    static UTC: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    let utc = UTC.get_or_try_init(py, || timezone_type(py)?.getattr("utc").map(Bound::unbind))?;
+    if tzinfo.is(utc.bind(py)) {
+        return Ok(Tz::Fixed {
+            offset_micros: 0,
+            name: None,
+        });
+    }
     let tz_type = tzinfo.get_type();
     if tz_type.is(timezone_type(py)?) {
         let args = tzinfo.call_method0(pyo3::intern!(py, "__getinitargs__"))?;
@@ -381,33 +404,17 @@ pub fn timestamp_to_py(py: Python<'_>, micros: i64) -> PyResult<Bound<'_, PyDate
 }
 
 /// An aware `datetime` as a UTC timestamp; naive ones are rejected.
-///
-/// Computed as `(dt - EPOCH) // timedelta(microseconds=1)`: exact, and two
-/// C-level operations instead of a dozen attribute reads.
 pub fn timestamp_from_py(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<i64> {
-    static EPOCH: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    static MICROSECOND: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    let py = obj.py();
     let Ok(dt) = obj.cast::<PyDateTime>() else {
         return Err(PyTypeError::new_err(format!(
             "{what} must be a datetime, got {}",
             describe(obj)
         )));
     };
-    let naive = || {
+    let value = datetime_value(dt, Path::Root(what))?;
+    value.timestamp().ok_or_else(|| {
         PyValueError::new_err(format!(
             "{what} must be timezone-aware (e.g. datetime.now(timezone.utc))"
         ))
-    };
-    if dt.get_tzinfo().is_none() {
-        return Err(naive());
-    }
-    let epoch =
-        EPOCH.get_or_try_init(py, || timestamp_to_py(py, 0).map(|e| e.into_any().unbind()))?;
-    let microsecond = MICROSECOND.get_or_try_init(py, || {
-        PyDelta::new(py, 0, 0, 1, false).map(|d| d.into_any().unbind())
-    })?;
-    // A tzinfo whose utcoffset() is None makes the datetime naive in effect.
-    let elapsed = dt.sub(epoch.bind(py)).map_err(|_| naive())?;
-    elapsed.floor_div(microsecond.bind(py))?.extract::<i64>()
+    })
 }

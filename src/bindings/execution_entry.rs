@@ -1,8 +1,6 @@
 //! `hephaestus.ExecutionEntry`: a wrapper around the core
 //! [`ExecutionEntry`].
 
-use std::sync::Arc;
-
 use pyo3::prelude::*;
 use pyo3::types::{PyDateTime, PyDict, PyString, PyTuple, PyType};
 
@@ -31,8 +29,7 @@ impl PyExecutionEntry {
     ) -> PyResult<Self> {
         let step = info(step_ref, "step_ref")?.name;
         let timestamp = timestamp_from_py(timestamp, "timestamp")?;
-        let updates =
-            to_optional_map(context_updates, Path::Root("context_updates"))?.map(Arc::new);
+        let updates = to_optional_map(context_updates, Path::Root("context_updates"))?;
         let inner = ExecutionEntry::new(step, event.to_str()?, timestamp, updates).py()?;
         Ok(Self { inner })
     }

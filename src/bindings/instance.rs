@@ -163,8 +163,7 @@ fn set_field(changes: &mut FieldChanges, name: &str, value: &Bound<'_, PyAny>) -
             );
         }
         "telemetry_metadata" => {
-            changes.telemetry_metadata =
-                Some(Arc::new(to_map(value, Path::Root("telemetry_metadata"))?));
+            changes.telemetry_metadata = Some(to_map(value, Path::Root("telemetry_metadata"))?);
         }
         "telemetry_start_time" => {
             changes.telemetry_start_time = Some(if value.is_none() {
@@ -201,7 +200,7 @@ fn set_field(changes: &mut FieldChanges, name: &str, value: &Bound<'_, PyAny>) -
             changes.execution_history = Some(entries);
         }
         "error" => {
-            changes.error = Some(to_optional_map(Some(value), Path::Root("error"))?.map(Arc::new));
+            changes.error = Some(to_optional_map(Some(value), Path::Root("error"))?);
         }
         other => {
             return Err(PyTypeError::new_err(format!(

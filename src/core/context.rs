@@ -5,16 +5,15 @@
 
 use std::sync::Arc;
 
-use rpds::RedBlackTreeMapSync;
-
+use crate::core::sorted_map::SortedMap;
 use crate::core::value::Map;
 
 /// Initial data plus step results. Updates share structure with the
 /// original, so storing a result costs O(log n) whatever the context's size.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Context {
-    initial: Arc<Map>,
-    steps: RedBlackTreeMapSync<Arc<str>, Arc<Map>>,
+    initial: Map,
+    steps: SortedMap<Arc<str>, Map>,
 }
 
 impl Context {
@@ -22,8 +21,18 @@ impl Context {
     #[must_use]
     pub fn new(initial: Map) -> Context {
         Context {
-            initial: Arc::new(initial),
-            steps: RedBlackTreeMapSync::new_sync(),
+            initial,
+            steps: SortedMap::new(),
+        }
+    }
+
+    /// A context with `initial` data and the given step results; for a
+    /// repeated step key the last result wins.
+    #[must_use]
+    pub fn with_results(initial: Map, results: Vec<(Arc<str>, Map)>) -> Context {
+        Context {
+            initial,
+            steps: SortedMap::from_pairs(results),
         }
     }
 
@@ -35,28 +44,30 @@ impl Context {
 
     /// Step results by step key, in key order.
     pub fn steps(&self) -> impl Iterator<Item = (&str, &Map)> {
-        self.steps.iter().map(|(k, v)| (&**k, &**v))
+        self.steps.iter().map(|(k, v)| (&**k, v))
     }
 
     /// The number of stored step results.
     #[must_use]
     pub fn step_count(&self) -> usize {
-        self.steps.size()
+        self.steps.len()
     }
 
     /// The result stored under `step_key`.
     #[must_use]
     pub fn step_result(&self, step_key: &str) -> Option<&Map> {
-        self.steps.get(step_key).map(|v| &**v)
+        self.steps.get(step_key)
     }
 
     /// A new context with `result` under `step_key` (overwriting any earlier
     /// one); `initial` is untouched.
     #[must_use]
-    pub fn put_step_result(&self, step_key: &str, result: Arc<Map>) -> Context {
+    pub fn put_step_result(&self, step_key: Arc<str>, result: Map) -> Context {
+        let mut steps = self.steps.clone();
+        steps.insert_mut(step_key, result);
         Context {
-            initial: Arc::clone(&self.initial),
-            steps: self.steps.insert(step_key.into(), result),
+            initial: self.initial.clone(),
+            steps,
         }
     }
 }
@@ -79,8 +90,8 @@ mod tests {
     #[test]
     fn results_are_namespaced_and_overwritten() {
         let ctx = Context::new(map(&[("order", 1)]));
-        let one = ctx.put_step_result("validate", Arc::new(map(&[("ok", 1)])));
-        let two = one.put_step_result("validate", Arc::new(map(&[("ok", 2)])));
+        let one = ctx.put_step_result("validate".into(), map(&[("ok", 1)]));
+        let two = one.put_step_result("validate".into(), map(&[("ok", 2)]));
         assert_eq!(ctx.step_count(), 0);
         assert_eq!(one.step_result("validate"), Some(&map(&[("ok", 1)])));
         assert_eq!(two.step_result("validate"), Some(&map(&[("ok", 2)])));
@@ -90,8 +101,8 @@ mod tests {
 
     #[test]
     fn equality_is_by_value() {
-        let a = Context::new(map(&[("x", 1)])).put_step_result("s", Arc::new(map(&[])));
-        let b = Context::new(map(&[("x", 1)])).put_step_result("s", Arc::new(map(&[])));
+        let a = Context::new(map(&[("x", 1)])).put_step_result("s".into(), map(&[]));
+        let b = Context::new(map(&[("x", 1)])).put_step_result("s".into(), map(&[]));
         assert_eq!(a, b);
         assert_ne!(a, Context::new(map(&[("x", 1)])));
     }

@@ -15,7 +15,7 @@ pub struct ExecutionEntry {
     step: ClassRef,
     event: Arc<str>,
     timestamp: i64,
-    context_updates: Option<Arc<Map>>,
+    context_updates: Option<Map>,
 }
 
 impl ExecutionEntry {
@@ -25,7 +25,7 @@ impl ExecutionEntry {
         step: ClassRef,
         event: &str,
         timestamp: i64,
-        context_updates: Option<Arc<Map>>,
+        context_updates: Option<Map>,
     ) -> CoreResult<ExecutionEntry> {
         if event.is_empty() {
             return Err(CoreError::invalid("event", "must be a non-empty string"));
@@ -58,7 +58,7 @@ impl ExecutionEntry {
 
     /// The result the step stored, or `None` when it passed none.
     #[must_use]
-    pub fn context_updates(&self) -> Option<&Arc<Map>> {
+    pub fn context_updates(&self) -> Option<&Map> {
         self.context_updates.as_ref()
     }
 }

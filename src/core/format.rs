@@ -175,7 +175,7 @@ impl Serialize for ExecutionEntry {
         s.serialize_field("step", self.step().as_str())?;
         s.serialize_field("event", self.event())?;
         s.serialize_field("timestamp", &Timestamp(self.timestamp()))?;
-        s.serialize_field("context_updates", &self.context_updates().map(|m| &**m))?;
+        s.serialize_field("context_updates", &self.context_updates())?;
         s.end()
     }
 }
@@ -219,10 +219,10 @@ impl Serialize for Document<'_> {
             &SeqOf(|| sets.skipped.iter().map(ClassRef::as_str)),
         )?;
         s.serialize_field("runtime_metadata", &MapOf(|| inst.runtime_metadata()))?;
-        s.serialize_field("telemetry_metadata", &**inst.telemetry_metadata())?;
+        s.serialize_field("telemetry_metadata", inst.telemetry_metadata())?;
         s.serialize_field("telemetry_start_time", &inst.telemetry_start_time())?;
         s.serialize_field("execution_history", &SeqOf(|| history.iter()))?;
-        s.serialize_field("error", &inst.error().map(|m| &**m))?;
+        s.serialize_field("error", &inst.error())?;
         s.end()
     }
 }
@@ -400,17 +400,21 @@ impl DocumentIn {
                 }),
             ));
         }
-        let mut context = Context::new(self.context.initial.0);
-        for (key, result) in self.context.steps.0 {
-            context = context.put_step_result(&key, Arc::new(result.0));
-        }
+        let results = self
+            .context
+            .steps
+            .0
+            .into_iter()
+            .map(|(k, m)| (k.into(), m.0))
+            .collect();
+        let context = Context::with_results(self.context.initial.0, results);
         let mut execution_history = Vec::with_capacity(self.execution_history.len());
         for e in self.execution_history {
             execution_history.push(ExecutionEntry::new(
                 names.get(&e.step)?,
                 &e.event,
                 e.timestamp.0,
-                e.context_updates.map(|m| Arc::new(m.0)),
+                e.context_updates.map(|m| m.0),
             )?);
         }
         let fields = InstanceFields {
@@ -440,10 +444,10 @@ impl DocumentIn {
                 .into_iter()
                 .map(|(k, v)| (k.into(), Arc::new(v.0)))
                 .collect(),
-            telemetry_metadata: Arc::new(self.telemetry_metadata.0),
+            telemetry_metadata: self.telemetry_metadata.0,
             telemetry_start_time: self.telemetry_start_time,
             execution_history,
-            error: self.error.map(|m| Arc::new(m.0)),
+            error: self.error.map(|m| m.0),
         };
         Instance::from_fields(fields)
     }
@@ -529,7 +533,7 @@ mod tests {
             inst = inst
                 .complete_step(
                     &s,
-                    &name.to_lowercase(),
+                    &name.to_lowercase().into(),
                     "done",
                     Some(updates),
                     None,

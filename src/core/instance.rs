@@ -17,12 +17,12 @@
 
 use std::sync::Arc;
 
-use rpds::{ListSync, RedBlackTreeMapSync};
-
 use crate::core::class_ref::ClassRef;
 use crate::core::context::Context;
 use crate::core::error::{CoreError, CoreResult};
 use crate::core::execution_entry::ExecutionEntry;
+use crate::core::history::History;
+use crate::core::sorted_map::SortedMap;
 use crate::core::status::Status;
 use crate::core::value::{Map, Value};
 
@@ -51,10 +51,6 @@ impl StepState {
     }
 }
 
-/// The execution history, newest entry first: appending is O(1) and shares
-/// the whole older history.
-type History = ListSync<ExecutionEntry>;
-
 /// A workflow instance.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Instance {
@@ -64,15 +60,15 @@ pub struct Instance {
     current_step: Option<ClassRef>,
     status: Status,
     context: Context,
-    step_configs: RedBlackTreeMapSync<ClassRef, Arc<Value>>,
-    steps: RedBlackTreeMapSync<ClassRef, StepState>,
+    step_configs: SortedMap<ClassRef, Arc<Value>>,
+    steps: SortedMap<ClassRef, StepState>,
     active_count: usize,
     waiting_count: usize,
-    runtime_metadata: RedBlackTreeMapSync<Arc<str>, Arc<Value>>,
-    telemetry_metadata: Arc<Map>,
+    runtime_metadata: SortedMap<Arc<str>, Arc<Value>>,
+    telemetry_metadata: Map,
     telemetry_start_time: Option<i64>,
     history: History,
-    error: Option<Arc<Map>>,
+    error: Option<Map>,
 }
 
 /// Every field of an instance in plain form, for building one from raw
@@ -104,13 +100,13 @@ pub struct InstanceFields {
     /// Metadata accumulated from step results.
     pub runtime_metadata: Vec<(Arc<str>, Arc<Value>)>,
     /// Metadata for telemetry handlers.
-    pub telemetry_metadata: Arc<Map>,
+    pub telemetry_metadata: Map,
     /// A `time.monotonic_ns()` reading, if telemetry started.
     pub telemetry_start_time: Option<i64>,
     /// Oldest entry first.
     pub execution_history: Vec<ExecutionEntry>,
     /// Why the instance failed.
-    pub error: Option<Arc<Map>>,
+    pub error: Option<Map>,
 }
 
 /// Which steps are in which set, in plain form.
@@ -142,14 +138,14 @@ impl Instance {
             current_step: None,
             status: Status::Pending,
             context: Context::new(initial),
-            step_configs: RedBlackTreeMapSync::new_sync(),
-            steps: RedBlackTreeMapSync::new_sync(),
+            step_configs: SortedMap::new(),
+            steps: SortedMap::new(),
             active_count: 0,
             waiting_count: 0,
-            runtime_metadata: RedBlackTreeMapSync::new_sync(),
-            telemetry_metadata: Arc::new(Map::default()),
+            runtime_metadata: SortedMap::new(),
+            telemetry_metadata: Map::default(),
             telemetry_start_time: None,
-            history: History::new_sync(),
+            history: History::default(),
             error: None,
         };
         instance.validate()?;
@@ -165,10 +161,7 @@ impl Instance {
             skipped: fields.skipped_steps,
         };
         let (steps, active_count, waiting_count) = build_steps(sets)?;
-        let mut history = History::new_sync();
-        for entry in fields.execution_history {
-            history.push_front_mut(entry);
-        }
+        let history = History::from_oldest_first(fields.execution_history);
         let instance = Instance {
             id: fields.id,
             workflow: fields.workflow,
@@ -309,7 +302,7 @@ impl Instance {
     pub fn complete_step(
         &self,
         step: &ClassRef,
-        step_key: &str,
+        step_key: &Arc<str>,
         event: &str,
         context_updates: Option<Map>,
         metadata_updates: Option<Map>,
@@ -321,11 +314,10 @@ impl Instance {
         if !matches!(current, Some(StepState::Active { .. })) {
             return Err(Self::step_error(OP, step, current, "active"));
         }
-        let updates = context_updates.map(Arc::new);
-        let entry = ExecutionEntry::new(step.clone(), event, timestamp, updates.clone())?;
+        let entry = ExecutionEntry::new(step.clone(), event, timestamp, context_updates.clone())?;
         let mut next = self.with_step_state(step, StepState::Completed);
-        let stored = updates.unwrap_or_else(|| Arc::new(Map::default()));
-        next.context = next.context.put_step_result(step_key, stored);
+        let stored = context_updates.unwrap_or_default();
+        next.context = next.context.put_step_result(Arc::clone(step_key), stored);
         if let Some(metadata) = metadata_updates {
             for (key, value) in metadata.iter() {
                 next.runtime_metadata
@@ -333,7 +325,7 @@ impl Instance {
             }
         }
         next.step_configs.remove_mut(step);
-        next.history.push_front_mut(entry);
+        next.history.push(entry);
         Ok(next)
     }
 
@@ -440,10 +432,7 @@ impl Instance {
             next.telemetry_start_time = start;
         }
         if let Some(entries) = changes.execution_history {
-            next.history = History::new_sync();
-            for entry in entries {
-                next.history.push_front_mut(entry);
-            }
+            next.history = History::from_oldest_first(entries);
         }
         if let Some(error) = changes.error {
             next.error = error;
@@ -525,7 +514,7 @@ impl Instance {
 
     /// Metadata for telemetry handlers.
     #[must_use]
-    pub fn telemetry_metadata(&self) -> &Arc<Map> {
+    pub fn telemetry_metadata(&self) -> &Map {
         &self.telemetry_metadata
     }
 
@@ -539,7 +528,7 @@ impl Instance {
     /// oldest-first order the Python API shows).
     #[must_use]
     pub fn history_newest_first(&self) -> impl ExactSizeIterator<Item = &ExecutionEntry> {
-        self.history.iter()
+        self.history.newest_first()
     }
 
     /// The number of history entries.
@@ -550,7 +539,7 @@ impl Instance {
 
     /// Why the instance failed.
     #[must_use]
-    pub fn error(&self) -> Option<&Arc<Map>> {
+    pub fn error(&self) -> Option<&Map> {
         self.error.as_ref()
     }
 }
@@ -585,22 +574,23 @@ pub struct FieldChanges {
     /// New runtime metadata.
     pub runtime_metadata: Option<Vec<(Arc<str>, Arc<Value>)>>,
     /// New telemetry metadata.
-    pub telemetry_metadata: Option<Arc<Map>>,
+    pub telemetry_metadata: Option<Map>,
     /// New telemetry start time.
     pub telemetry_start_time: Option<Option<i64>>,
     /// New history, oldest entry first.
     pub execution_history: Option<Vec<ExecutionEntry>>,
     /// New error.
-    pub error: Option<Option<Arc<Map>>>,
+    pub error: Option<Option<Map>>,
 }
 
-type BuiltSteps = (RedBlackTreeMapSync<ClassRef, StepState>, usize, usize);
+type BuiltSteps = (SortedMap<ClassRef, StepState>, usize, usize);
 
 /// Builds the step-state map from four plain sets, rejecting overlaps and
 /// waiting steps that are not active.
 fn build_steps(sets: StepSets) -> CoreResult<BuiltSteps> {
-    let mut steps = RedBlackTreeMapSync::new_sync();
-    let groups = [
+    let waiting: Vec<ClassRef> = sets.waiting;
+    let mut pairs: Vec<(ClassRef, StepState, &'static str)> = Vec::new();
+    for (field, members, state) in [
         (
             "active_steps",
             sets.active,
@@ -608,36 +598,36 @@ fn build_steps(sets: StepSets) -> CoreResult<BuiltSteps> {
         ),
         ("completed_steps", sets.completed, StepState::Completed),
         ("skipped_steps", sets.skipped, StepState::Skipped),
-    ];
-    let mut active_count = 0;
-    for (field, members, state) in groups {
-        for step in members {
-            match steps.get(&step) {
-                None => {
-                    active_count += usize::from(matches!(state, StepState::Active { .. }));
-                    steps.insert_mut(step, state);
-                }
-                Some(existing) if *existing == state => {}
-                Some(existing) => {
-                    return Err(CoreError::invalid(
-                        field,
-                        format!(
-                            "step {step} is also {}; a step has one state",
-                            existing.name()
-                        ),
-                    ))
-                }
-            }
-        }
+    ] {
+        pairs.extend(members.into_iter().map(|step| (step, state, field)));
     }
+    pairs.sort_by(|a, b| a.0.cmp(&b.0));
+    pairs.dedup_by(|later, earlier| later.0 == earlier.0 && later.1 == earlier.1);
+    if let Some([first, second]) = pairs.windows(2).find(|w| w[0].0 == w[1].0) {
+        let (field, other) = if first.2 > second.2 {
+            (first.2, second.1)
+        } else {
+            (second.2, first.1)
+        };
+        return Err(CoreError::invalid(
+            field,
+            format!(
+                "step {} is also {}; a step has one state",
+                first.0,
+                other.name()
+            ),
+        ));
+    }
+    let mut steps: Vec<(ClassRef, StepState)> =
+        pairs.into_iter().map(|(s, st, _)| (s, st)).collect();
     let mut waiting_count = 0;
-    for step in sets.waiting {
-        match steps.get(&step) {
-            Some(StepState::Active { waiting: false }) => {
+    for step in waiting {
+        match steps.binary_search_by(|(s, _)| s.cmp(&step)) {
+            Ok(i) if steps[i].1 == (StepState::Active { waiting: false }) => {
+                steps[i].1 = StepState::Active { waiting: true };
                 waiting_count += 1;
-                steps.insert_mut(step, StepState::Active { waiting: true });
             }
-            Some(StepState::Active { waiting: true }) => {}
+            Ok(i) if steps[i].1 == (StepState::Active { waiting: true }) => {}
             _ => {
                 return Err(CoreError::invalid(
                     "waiting_steps",
@@ -646,7 +636,11 @@ fn build_steps(sets: StepSets) -> CoreResult<BuiltSteps> {
             }
         }
     }
-    Ok((steps, active_count, waiting_count))
+    let active_count = steps
+        .iter()
+        .filter(|(_, s)| matches!(s, StepState::Active { .. }))
+        .count();
+    Ok((SortedMap::from_pairs(steps), active_count, waiting_count))
 }
 
 #[cfg(test)]
@@ -665,6 +659,10 @@ mod tests {
                 .collect(),
         )
         .unwrap()
+    }
+
+    fn key(text: &str) -> Arc<str> {
+        text.into()
     }
 
     fn fresh() -> Instance {
@@ -720,7 +718,7 @@ mod tests {
         let done = inst
             .complete_step(
                 &pay,
-                "pay",
+                &key("pay"),
                 "paid",
                 Some(map(&[("amount", 3)])),
                 Some(map(&[("m", 1)])),
@@ -752,7 +750,7 @@ mod tests {
         let done = running()
             .activate_step(&pay, None)
             .unwrap()
-            .complete_step(&pay, "pay", "paid", None, None, 0)
+            .complete_step(&pay, &key("pay"), "paid", None, None, 0)
             .unwrap();
         assert_eq!(done.context().step_result("pay"), Some(&Map::default()));
         assert!(done
@@ -772,10 +770,17 @@ mod tests {
             .activate_step(&b, None)
             .unwrap();
         let inst = inst
-            .complete_step(&a, "a", "ok", None, Some(map(&[("k", 1), ("x", 0)])), 0)
+            .complete_step(
+                &a,
+                &key("a"),
+                "ok",
+                None,
+                Some(map(&[("k", 1), ("x", 0)])),
+                0,
+            )
             .unwrap();
         let inst = inst
-            .complete_step(&b, "b", "ok", None, Some(map(&[("k", 2)])), 0)
+            .complete_step(&b, &key("b"), "ok", None, Some(map(&[("k", 2)])), 0)
             .unwrap();
         let meta: Vec<_> = inst
             .runtime_metadata()
@@ -795,19 +800,19 @@ mod tests {
         let pay = step("Pay");
         let inst = running();
         assert!(matches!(
-            inst.complete_step(&pay, "pay", "paid", None, None, 0),
+            inst.complete_step(&pay, &key("pay"), "paid", None, None, 0),
             Err(CoreError::StepState { .. })
         ));
         assert!(inst.wait_step(&pay).is_err());
         let done = inst
             .activate_step(&pay, None)
             .unwrap()
-            .complete_step(&pay, "pay", "paid", None, None, 0)
+            .complete_step(&pay, &key("pay"), "paid", None, None, 0)
             .unwrap();
         assert!(done.activate_step(&pay, None).is_err());
         assert!(done.skip_step(&pay).is_err());
         assert!(done
-            .complete_step(&pay, "pay", "paid", None, None, 0)
+            .complete_step(&pay, &key("pay"), "paid", None, None, 0)
             .is_err());
         let skipped = inst.skip_step(&step("Other")).unwrap();
         assert!(skipped.activate_step(&step("Other"), None).is_err());
@@ -816,10 +821,14 @@ mod tests {
             .unwrap()
             .skip_step(&pay)
             .is_err());
-        let err = inst
-            .activate_step(&pay, None)
-            .unwrap()
-            .complete_step(&pay, "pay", "", None, None, 0);
+        let err = inst.activate_step(&pay, None).unwrap().complete_step(
+            &pay,
+            &key("pay"),
+            "",
+            None,
+            None,
+            0,
+        );
         assert!(matches!(
             err,
             Err(CoreError::InvalidField { field: "event", .. })
@@ -862,12 +871,12 @@ mod tests {
         assert_eq!(both.status(), Status::Waiting);
         assert_eq!(both.waiting_count(), 2);
         let resumed = both
-            .complete_step(&a, "a", "received", None, None, 0)
+            .complete_step(&a, &key("a"), "received", None, None, 0)
             .unwrap();
         assert_eq!(resumed.status(), Status::Waiting, "B still waits");
         assert_eq!(resumed.waiting_count(), 1);
         let last = resumed
-            .complete_step(&b, "b", "received", None, None, 0)
+            .complete_step(&b, &key("b"), "received", None, None, 0)
             .unwrap();
         assert_eq!(last.status(), Status::Running);
         assert_eq!(last.active_count(), 0);
@@ -943,7 +952,7 @@ mod tests {
             let s = step(&format!("S{i}"));
             inst = inst.activate_step(&s, None).unwrap();
             inst = inst
-                .complete_step(&s, &format!("s{i}"), "done", None, None, i)
+                .complete_step(&s, &key(&format!("s{i}")), "done", None, None, i)
                 .unwrap();
         }
         let stamps: Vec<i64> = inst

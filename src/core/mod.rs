@@ -10,6 +10,8 @@ pub mod datetime;
 pub mod error;
 pub mod execution_entry;
 pub mod format;
+pub mod history;
 pub mod instance;
+pub mod sorted_map;
 pub mod status;
 pub mod value;

@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::{Arc, LazyLock};
 
 use base64::Engine as _;
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
@@ -55,10 +56,20 @@ pub enum Value {
 
 /// A dictionary with unique `str` keys, kept in insertion order.
 ///
-/// Stored as a boxed slice of pairs: compact, and free of hashing on the hot
-/// path of converting small dicts. Equality ignores order, as in Python.
-#[derive(Debug, Clone, Default)]
-pub struct Map(Box<[(Box<str>, Value)]>);
+/// A shared slice of pairs: compact, free of hashing on the hot path of
+/// converting small dicts, and cheap to clone, so one step result can sit in
+/// the context and in the history at once. Equality ignores order, as in
+/// Python.
+#[derive(Debug, Clone)]
+pub struct Map(Arc<[(Box<str>, Value)]>);
+
+impl Default for Map {
+    /// The empty map (one shared allocation for the whole process).
+    fn default() -> Self {
+        static EMPTY: LazyLock<Map> = LazyLock::new(|| Map(Arc::from(Vec::new())));
+        EMPTY.clone()
+    }
+}
 
 impl Map {
     /// Builds a map, rejecting duplicate keys.
@@ -66,7 +77,10 @@ impl Map {
         if let Some(key) = first_duplicate(&entries) {
             return Err(CoreError::invalid("dict", format!("duplicate key {key:?}")));
         }
-        Ok(Map(entries.into_boxed_slice()))
+        if entries.is_empty() {
+            return Ok(Map::default());
+        }
+        Ok(Map(Arc::from(entries)))
     }
 
     /// The number of entries.
