@@ -68,8 +68,9 @@ struct Registry {
     /// By the class object's address; the weak reference tells whether the
     /// address still holds that class.
     by_address: AddressMap<Entry>,
-    /// By canonical name.
-    by_name: HashMap<ClassRef, Py<PyWeakrefReference>>,
+    /// By canonical name, with the class's info (so a name read from a
+    /// document resolves to the shared canonical reference).
+    by_name: HashMap<ClassRef, Entry>,
     /// Dead entries are swept when the table grows past this size.
     sweep_at: usize,
 }
@@ -137,7 +138,13 @@ fn register(class: &Bound<'_, PyType>) -> PyResult<ClassInfo> {
             let candidate =
                 ClassRef::parse(&candidate).map_err(|e| PyValueError::new_err(e.to_string()))?;
             match registry.by_name.get(&candidate) {
-                Some(existing) if existing.bind(py).upgrade().is_some_and(|o| !o.is(class)) => {
+                Some(existing)
+                    if existing
+                        .class
+                        .bind(py)
+                        .upgrade()
+                        .is_some_and(|o| !o.is(class)) =>
+                {
                     suffix += 1;
                 }
                 _ => break candidate,
@@ -147,8 +154,12 @@ fn register(class: &Bound<'_, PyType>) -> PyResult<ClassInfo> {
             name: name.clone(),
             key: key.into(),
         };
-        if let Some(old) = registry.by_name.insert(name, weak.clone_ref(py)) {
-            released.push(old);
+        let named = Entry {
+            class: weak.clone_ref(py),
+            info: info.clone(),
+        };
+        if let Some(old) = registry.by_name.insert(name, named) {
+            released.push(old.class);
         }
         let entry = Entry {
             class: weak,
@@ -177,7 +188,7 @@ fn sweep(registry: &mut Registry, py: Python<'_>, released: &mut Vec<Py<PyWeakre
     for address in dead {
         if let Some(entry) = registry.by_address.remove(&address) {
             if let Some(named) = registry.by_name.remove(&entry.info.name) {
-                released.push(named);
+                released.push(named.class);
             }
             released.push(entry.class);
         }
@@ -217,7 +228,7 @@ fn step_key_of(class: &Bound<'_, PyType>) -> PyResult<String> {
 pub fn resolve<'py>(py: Python<'py>, name: &ClassRef) -> PyResult<Bound<'py, PyType>> {
     let registered = lock()
         .as_ref()
-        .and_then(|r| r.by_name.get(name).map(|w| w.clone_ref(py)));
+        .and_then(|r| r.by_name.get(name).map(|e| e.class.clone_ref(py)));
     if let Some(weak) = registered {
         if let Some(class) = weak.bind(py).upgrade() {
             if let Ok(class) = class.cast_into::<PyType>() {
@@ -254,8 +265,15 @@ fn import_class<'py>(py: Python<'py>, name: &ClassRef) -> PyResult<Bound<'py, Py
 }
 
 /// The canonical reference of the class a serialized name resolves to; for
-/// the core's readers.
+/// the core's readers. A live registered name answers from one lookup.
 pub fn canonical(py: Python<'_>, name: &str) -> CoreResult<ClassRef> {
+    if let Some(registry) = lock().as_ref() {
+        if let Some(entry) = registry.by_name.get(name) {
+            if entry.class.bind(py).upgrade().is_some() {
+                return Ok(entry.info.name.clone());
+            }
+        }
+    }
     let parsed = ClassRef::parse(name)?;
     let class =
         resolve(py, &parsed).map_err(|e| CoreError::serialization(e.value(py).to_string()))?;

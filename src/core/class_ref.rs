@@ -40,6 +40,12 @@ impl ClassRef {
     }
 }
 
+impl std::borrow::Borrow<str> for ClassRef {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Display for ClassRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

@@ -17,7 +17,7 @@
 //! Execution-history timestamps are plain UTC instants in microseconds since
 //! the Unix epoch, written as `2024-03-01T09:30:00.000000Z`.
 
-use std::fmt::{self, Write as _};
+use std::fmt;
 
 use crate::core::error::{CoreError, CoreResult};
 
@@ -433,14 +433,27 @@ pub fn check_timestamp(micros: i64) -> CoreResult<i64> {
     }
 }
 
-/// Writes a UTC timestamp as `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
+/// Writes a UTC timestamp as `YYYY-MM-DDTHH:MM:SS.ffffffZ` (by hand: it is
+/// on the hot path of writing a history, where `core::fmt` was a tenth of
+/// the cost).
 pub fn format_timestamp(micros: i64, out: &mut String) {
     let t = DateTime::from_timestamp(micros);
-    let _ = write!(
-        out,
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-        t.year, t.month, t.day, t.hour, t.minute, t.second, t.microsecond
-    );
+    let mut buf = *b"0000-00-00T00:00:00.000000Z";
+    let mut put = |at: usize, width: usize, mut value: u32| {
+        for i in (at..at + width).rev() {
+            // A digit always fits in a byte.
+            buf[i] = b'0' + u8::try_from(value % 10).unwrap_or(0);
+            value /= 10;
+        }
+    };
+    put(0, 4, u32::from(t.year));
+    put(5, 2, u32::from(t.month));
+    put(8, 2, u32::from(t.day));
+    put(11, 2, u32::from(t.hour));
+    put(14, 2, u32::from(t.minute));
+    put(17, 2, u32::from(t.second));
+    put(20, 6, t.microsecond);
+    out.extend(buf.iter().map(|&b| char::from(b)));
 }
 
 /// Parses the form written by [`format_timestamp`].

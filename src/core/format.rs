@@ -12,7 +12,7 @@
 //! own limits), preallocation is capped, and every invariant of
 //! [`Instance`] is checked before an instance is returned.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -40,7 +40,13 @@ const DOCUMENT_DEPTH: usize = 128;
 
 /// Writes `instance` as JSON.
 pub fn to_json(instance: &Instance) -> CoreResult<String> {
-    serde_json::to_string(&Document(instance)).map_err(|e| CoreError::serialization(e.to_string()))
+    // Sized for a typical document, so the buffer rarely grows and copies.
+    let estimate = 512 + 160 * (instance.history_len() + instance.context().step_count());
+    let mut out = Vec::with_capacity(estimate);
+    serde_json::to_writer(&mut out, &Document(instance))
+        .map_err(|e| CoreError::serialization(e.to_string()))?;
+    // serde_json writes UTF-8 only.
+    String::from_utf8(out).map_err(|e| CoreError::serialization(e.to_string()))
 }
 
 /// Resolves a class name found in a document to the reference to store,
@@ -271,13 +277,15 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for Pairs<V> {
                 f.write_str("a map")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
-                let mut pairs = Vec::with_capacity(access.size_hint().unwrap_or(0).min(4096));
-                let mut seen = HashSet::new();
-                while let Some((key, value)) = access.next_entry::<String, V>()? {
-                    if !seen.insert(key.clone()) {
-                        return Err(de::Error::custom(format_args!("duplicate key {key:?}")));
-                    }
-                    pairs.push((key, value));
+                let mut pairs: Vec<(String, V)> =
+                    Vec::with_capacity(access.size_hint().unwrap_or(0).min(4096));
+                while let Some(pair) = access.next_entry::<String, V>()? {
+                    pairs.push(pair);
+                }
+                let mut keys: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
+                keys.sort_unstable();
+                if let Some([key, _]) = keys.windows(2).find(|w| w[0] == w[1]) {
+                    return Err(de::Error::custom(format_args!("duplicate key {key:?}")));
                 }
                 Ok(Pairs(pairs))
             }
@@ -357,7 +365,7 @@ struct DocumentIn {
 /// Resolves each distinct name once.
 struct Resolver<R> {
     resolve: R,
-    seen: HashMap<String, ClassRef>,
+    seen: HashMap<String, ClassRef, foldhash::fast::RandomState>,
 }
 
 impl<R: Resolve> Resolver<R> {
@@ -380,7 +388,7 @@ impl DocumentIn {
     fn into_instance(self, resolve: impl Resolve) -> CoreResult<Instance> {
         let mut names = Resolver {
             resolve,
-            seen: HashMap::new(),
+            seen: HashMap::default(),
         };
         if self.format != FORMAT {
             return Err(explain(
@@ -579,7 +587,7 @@ mod tests {
         assert!(renamed
             .steps()
             .all(|(s, _)| s.as_str().starts_with("store:")));
-        let distinct: HashSet<_> = calls.iter().collect();
+        let distinct: std::collections::HashSet<_> = calls.iter().collect();
         assert_eq!(distinct.len(), calls.len(), "each name is resolved once");
         let err = from_json(&text, |name: &str| {
             Err(CoreError::serialization(format!(
