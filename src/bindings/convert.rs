@@ -3,6 +3,7 @@
 //! back into fresh Python objects.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -118,7 +119,7 @@ fn to_value_at(obj: &Bound<'_, PyAny>, path: Path<'_>, depth: usize) -> PyResult
         for (index, item) in list.iter().enumerate() {
             items.push(to_value_at(&item, Path::Index(&path, index), depth + 1)?);
         }
-        return Ok(Value::List(items.into_boxed_slice()));
+        return Ok(Value::List(Arc::from(items)));
     }
     if let Ok(tuple) = obj.cast::<PyTuple>() {
         check_depth(path, depth)?;
@@ -126,14 +127,14 @@ fn to_value_at(obj: &Bound<'_, PyAny>, path: Path<'_>, depth: usize) -> PyResult
         for (index, item) in tuple.iter().enumerate() {
             items.push(to_value_at(&item, Path::Index(&path, index), depth + 1)?);
         }
-        return Ok(Value::List(items.into_boxed_slice()));
+        return Ok(Value::List(Arc::from(items)));
     }
     if let Ok(bytes) = obj.cast::<PyBytes>() {
         return Ok(Value::Bytes(bytes.as_bytes().into()));
     }
     if obj.get_type().is(datetime_type(obj.py())?) {
         return datetime_value(obj.cast::<PyDateTime>()?, path)
-            .map(|dt| Value::DateTime(Box::new(dt)));
+            .map(|dt| Value::DateTime(Arc::new(dt)));
     }
     // Subclasses of str, int and float (enums, for instance) are stored as
     // their base type, as the json module does.
@@ -334,7 +335,7 @@ pub fn to_py<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>>
         Value::Bytes(b) => PyBytes::new(py, b).into_any(),
         Value::List(items) => {
             let list = PyList::empty(py);
-            for item in items {
+            for item in items.iter() {
                 list.append(to_py(py, item)?)?;
             }
             list.into_any()

@@ -146,7 +146,7 @@ fn set_field(changes: &mut FieldChanges, name: &str, value: &Bound<'_, PyAny>) -
                     &config,
                     Path::Key(&Path::Root("step_configs"), step.as_str()),
                 )?;
-                entries.push((step, Arc::new(config)));
+                entries.push((step, config));
             }
             changes.step_configs = Some(entries);
         }
@@ -156,11 +156,8 @@ fn set_field(changes: &mut FieldChanges, name: &str, value: &Bound<'_, PyAny>) -
         "skipped_steps" => changes.skipped_steps = Some(class_set(value, name)?),
         "runtime_metadata" => {
             let map = to_map(value, Path::Root("runtime_metadata"))?;
-            changes.runtime_metadata = Some(
-                map.iter()
-                    .map(|(k, v)| (k.into(), Arc::new(v.clone())))
-                    .collect(),
-            );
+            changes.runtime_metadata =
+                Some(map.iter().map(|(k, v)| (Arc::from(k), v.clone())).collect());
         }
         "telemetry_metadata" => {
             changes.telemetry_metadata = Some(to_map(value, Path::Root("telemetry_metadata"))?);

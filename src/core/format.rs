@@ -15,7 +15,6 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::Arc;
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::ser::SerializeStruct;
@@ -206,7 +205,7 @@ impl Serialize for Document<'_> {
         s.serialize_field("context", &ContextOut(inst.context()))?;
         s.serialize_field(
             "step_configs",
-            &MapOf(|| inst.step_configs().map(|(k, v)| (k.as_str(), &**v))),
+            &MapOf(|| inst.step_configs().map(|(k, v)| (k.as_str(), v))),
         )?;
         s.serialize_field(
             "active_steps",
@@ -440,7 +439,7 @@ impl DocumentIn {
                 .step_configs
                 .0
                 .into_iter()
-                .map(|(k, v)| Ok((names.get(&k)?, Arc::new(v.0))))
+                .map(|(k, v)| Ok((names.get(&k)?, v.0)))
                 .collect::<CoreResult<_>>()?,
             active_steps: names.all(&self.active_steps)?,
             completed_steps: names.all(&self.completed_steps)?,
@@ -450,7 +449,7 @@ impl DocumentIn {
                 .runtime_metadata
                 .0
                 .into_iter()
-                .map(|(k, v)| (k.into(), Arc::new(v.0)))
+                .map(|(k, v)| (k.into(), v.0))
                 .collect(),
             telemetry_metadata: self.telemetry_metadata.0,
             telemetry_start_time: self.telemetry_start_time,

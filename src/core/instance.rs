@@ -60,11 +60,11 @@ pub struct Instance {
     current_step: Option<ClassRef>,
     status: Status,
     context: Context,
-    step_configs: SortedMap<ClassRef, Arc<Value>>,
+    step_configs: SortedMap<ClassRef, Value>,
     steps: SortedMap<ClassRef, StepState>,
     active_count: usize,
     waiting_count: usize,
-    runtime_metadata: SortedMap<Arc<str>, Arc<Value>>,
+    runtime_metadata: SortedMap<Arc<str>, Value>,
     telemetry_metadata: Map,
     telemetry_start_time: Option<i64>,
     history: History,
@@ -88,7 +88,7 @@ pub struct InstanceFields {
     /// Initial data and step results.
     pub context: Context,
     /// Configs of steps, by step.
-    pub step_configs: Vec<(ClassRef, Arc<Value>)>,
+    pub step_configs: Vec<(ClassRef, Value)>,
     /// Steps that may run (including waiting ones).
     pub active_steps: Vec<ClassRef>,
     /// Finished steps.
@@ -98,7 +98,7 @@ pub struct InstanceFields {
     /// Steps on paths not taken.
     pub skipped_steps: Vec<ClassRef>,
     /// Metadata accumulated from step results.
-    pub runtime_metadata: Vec<(Arc<str>, Arc<Value>)>,
+    pub runtime_metadata: Vec<(Arc<str>, Value)>,
     /// Metadata for telemetry handlers.
     pub telemetry_metadata: Map,
     /// A `time.monotonic_ns()` reading, if telemetry started.
@@ -288,7 +288,7 @@ impl Instance {
             }
         };
         if let Some(config) = config {
-            next.step_configs.insert_mut(step.clone(), Arc::new(config));
+            next.step_configs.insert_mut(step.clone(), config);
         }
         Ok(next)
     }
@@ -319,10 +319,8 @@ impl Instance {
         let stored = context_updates.unwrap_or_default();
         next.context = next.context.put_step_result(Arc::clone(step_key), stored);
         if let Some(metadata) = metadata_updates {
-            for (key, value) in metadata.iter() {
-                next.runtime_metadata
-                    .insert_mut(key.into(), Arc::new(value.clone()));
-            }
+            next.runtime_metadata
+                .insert_all(metadata.iter().map(|(k, v)| (Arc::from(k), v.clone())));
         }
         next.step_configs.remove_mut(step);
         next.history.push(entry);
@@ -480,7 +478,7 @@ impl Instance {
     }
 
     /// Step configs in step-name order.
-    pub fn step_configs(&self) -> impl Iterator<Item = (&ClassRef, &Arc<Value>)> {
+    pub fn step_configs(&self) -> impl Iterator<Item = (&ClassRef, &Value)> {
         self.step_configs.iter()
     }
 
@@ -509,7 +507,7 @@ impl Instance {
 
     /// Runtime metadata in key order.
     pub fn runtime_metadata(&self) -> impl Iterator<Item = (&str, &Value)> {
-        self.runtime_metadata.iter().map(|(k, v)| (&**k, &**v))
+        self.runtime_metadata.iter().map(|(k, v)| (&**k, v))
     }
 
     /// Metadata for telemetry handlers.
@@ -562,7 +560,7 @@ pub struct FieldChanges {
     /// New context.
     pub context: Option<Context>,
     /// New step configs.
-    pub step_configs: Option<Vec<(ClassRef, Arc<Value>)>>,
+    pub step_configs: Option<Vec<(ClassRef, Value)>>,
     /// New active steps (waiting ones included).
     pub active_steps: Option<Vec<ClassRef>>,
     /// New completed steps.
@@ -572,7 +570,7 @@ pub struct FieldChanges {
     /// New skipped steps.
     pub skipped_steps: Option<Vec<ClassRef>>,
     /// New runtime metadata.
-    pub runtime_metadata: Option<Vec<(Arc<str>, Arc<Value>)>>,
+    pub runtime_metadata: Option<Vec<(Arc<str>, Value)>>,
     /// New telemetry metadata.
     pub telemetry_metadata: Option<Map>,
     /// New telemetry start time.

@@ -121,6 +121,32 @@ impl<K: Ord + Clone, V: Clone> SortedMap<K, V> {
         }
     }
 
+    /// Sets every `(key, value)` of `pairs` (later pairs win), copying the
+    /// array at most once.
+    pub fn insert_all(&mut self, pairs: impl IntoIterator<Item = (K, V)>) {
+        let mut pairs: Vec<(K, V)> = pairs.into_iter().collect();
+        match pairs.len() {
+            0 => {}
+            1 => {
+                if let Some((key, value)) = pairs.pop() {
+                    self.insert_mut(key, value);
+                }
+            }
+            _ => match self {
+                SortedMap::Small(entries) if entries.len() + pairs.len() <= SMALL_LIMIT => {
+                    let mut merged = entries.to_vec();
+                    merged.append(&mut pairs);
+                    *self = Self::from_pairs(merged);
+                }
+                _ => {
+                    for (key, value) in pairs {
+                        self.insert_mut(key, value);
+                    }
+                }
+            },
+        }
+    }
+
     /// Removes `key` if present.
     pub fn remove_mut<Q>(&mut self, key: &Q)
     where
@@ -266,6 +292,22 @@ mod tests {
         assert_eq!(
             built.iter().map(|(k, ())| *k).collect::<Vec<_>>(),
             (0..300).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn insert_all_merges_with_later_pairs_winning() {
+        let mut map: SortedMap<u32, &str> = SortedMap::from_pairs(vec![(1, "a"), (3, "c")]);
+        map.insert_all([(2, "b"), (3, "x"), (2, "y")]);
+        assert_eq!(
+            map.iter().collect::<Vec<_>>(),
+            [(&1, &"a"), (&2, &"y"), (&3, &"x")]
+        );
+        let mut large: SortedMap<u32, u32> = (0..200).map(|i| (i, i)).collect();
+        large.insert_all([(5, 0), (500, 1)]);
+        assert_eq!(
+            (large.get(&5), large.get(&500), large.len()),
+            (Some(&0), Some(&1), 201)
         );
     }
 

@@ -31,7 +31,9 @@ const TAG_BYTES: &str = "$bytes";
 const TAG_DATETIME: &str = "$datetime";
 const TAG_FLOAT: &str = "$float";
 
-/// One piece of data. 24 bytes; containers and date-times are boxed.
+/// One piece of data: 24 bytes. Containers and date-times are shared, so
+/// cloning one is a reference count; strings and bytes are owned, which
+/// keeps the many short keys and strings of a context compact.
 #[derive(Debug, Clone)]
 pub enum Value {
     /// Python `None`.
@@ -47,11 +49,11 @@ pub enum Value {
     /// `bytes`.
     Bytes(Box<[u8]>),
     /// `list` (and `tuple`, which comes back as `list`).
-    List(Box<[Value]>),
+    List(Arc<[Value]>),
     /// `dict` with `str` keys, in insertion order.
     Dict(Map),
     /// `datetime.datetime`.
-    DateTime(Box<DateTime>),
+    DateTime(Arc<DateTime>),
 }
 
 /// A dictionary with unique `str` keys, kept in insertion order.
@@ -238,7 +240,7 @@ impl Serialize for Value {
             Value::Bytes(b) => serializer.serialize_bytes(b),
             Value::List(items) => {
                 let mut seq = serializer.serialize_seq(Some(items.len()))?;
-                for item in items {
+                for item in items.iter() {
                     seq.serialize_element(item)?;
                 }
                 seq.end()
@@ -364,7 +366,7 @@ impl<'de> Visitor<'de> for ValueSeed {
         while let Some(item) = seq.next_element_seed(child)? {
             items.push(item);
         }
-        Ok(Value::List(items.into_boxed_slice()))
+        Ok(Value::List(Arc::from(items)))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
@@ -372,7 +374,7 @@ impl<'de> Visitor<'de> for ValueSeed {
         let mut entries: Vec<(Box<str>, Value)> = Vec::with_capacity(cautious(access.size_hint()));
         while let Some(key) = access.next_key::<std::borrow::Cow<'de, str>>()? {
             let key = match key.strip_prefix('$') {
-                None => key.into_owned().into_boxed_str(),
+                None => Box::from(&*key),
                 Some(rest) if rest.starts_with('$') => rest.into(),
                 Some(_) if entries.is_empty() => {
                     let value = read_tagged(&key, &mut access)?;
@@ -410,7 +412,7 @@ fn read_tagged<'de, A: MapAccess<'de>>(tag: &str, access: &mut A) -> Result<Valu
         TAG_DATETIME => {
             let text = access.next_value::<std::borrow::Cow<'de, str>>()?;
             DateTime::parse(&text)
-                .map(|dt| Value::DateTime(Box::new(dt)))
+                .map(|dt| Value::DateTime(Arc::new(dt)))
                 .map_err(de::Error::custom)
         }
         TAG_FLOAT => match &*access.next_value::<std::borrow::Cow<'de, str>>()? {
@@ -456,7 +458,7 @@ mod tests {
             ("$bytes", Value::Str("not a tag".into())),
             ("$$x", Value::Int(1)),
             ("list", Value::List(vec![Value::Int(1), dict(&[])].into())),
-            ("when", Value::DateTime(Box::new(dt))),
+            ("when", Value::DateTime(Arc::new(dt))),
         ])
     }
 
@@ -544,8 +546,8 @@ mod tests {
             }),
         };
         assert_eq!(
-            Value::DateTime(Box::new(utc.clone())),
-            Value::DateTime(Box::new(utc))
+            Value::DateTime(Arc::new(utc.clone())),
+            Value::DateTime(Arc::new(utc))
         );
     }
 
