@@ -114,20 +114,10 @@ fn to_value_at(obj: &Bound<'_, PyAny>, path: Path<'_>, depth: usize) -> PyResult
         return dict_to_map(dict, path, depth).map(Value::Dict);
     }
     if let Ok(list) = obj.cast::<PyList>() {
-        check_depth(path, depth)?;
-        let mut items = Vec::with_capacity(list.len());
-        for (index, item) in list.iter().enumerate() {
-            items.push(to_value_at(&item, Path::Index(&path, index), depth + 1)?);
-        }
-        return Ok(Value::List(Arc::from(items)));
+        return sequence_value(list.iter(), path, depth);
     }
     if let Ok(tuple) = obj.cast::<PyTuple>() {
-        check_depth(path, depth)?;
-        let mut items = Vec::with_capacity(tuple.len());
-        for (index, item) in tuple.iter().enumerate() {
-            items.push(to_value_at(&item, Path::Index(&path, index), depth + 1)?);
-        }
-        return Ok(Value::List(Arc::from(items)));
+        return sequence_value(tuple.iter(), path, depth);
     }
     if let Ok(bytes) = obj.cast::<PyBytes>() {
         return Ok(Value::Bytes(bytes.as_bytes().into()));
@@ -179,6 +169,20 @@ fn int_value(obj: &Bound<'_, PyAny>, path: Path<'_>) -> PyResult<Value> {
             obj.str().map_or_else(|_| "?".into(), |s| s.to_string())
         ))
     })
+}
+
+/// A list or tuple, as a list value.
+fn sequence_value<'py>(
+    items: impl ExactSizeIterator<Item = Bound<'py, PyAny>>,
+    path: Path<'_>,
+    depth: usize,
+) -> PyResult<Value> {
+    check_depth(path, depth)?;
+    let mut values = Vec::with_capacity(items.len());
+    for (index, item) in items.enumerate() {
+        values.push(to_value_at(&item, Path::Index(&path, index), depth + 1)?);
+    }
+    Ok(Value::List(Arc::from(values)))
 }
 
 fn check_depth(path: Path<'_>, depth: usize) -> PyResult<()> {
