@@ -12,7 +12,7 @@ def test_demo_walks_an_order_through_and_prints_its_json() -> None:
     )
     out = result.stdout
     assert (
-        'resumed:   <Instance "orderid::demo1" OrderFlow v1 running active=[] completed=3>' in out
+        "resumed:   <Instance 'orderid::demo1' OrderFlow v1 running active=[] completed=3>" in out
     )
     assert "ValidateOrder  -> valid" in out
     assert "WaitForPayment -> received" in out

@@ -245,8 +245,15 @@ fn delta_micros(delta: &Bound<'_, PyAny>) -> PyResult<i64> {
 /// 10-byte format that includes `fold`): one call, where the limited API
 /// would need an attribute read per field.
 pub fn datetime_value(dt: &Bound<'_, PyDateTime>, path: Path<'_>) -> PyResult<DateTime> {
+    static REDUCE_EX: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
     let py = dt.py();
-    let reduced = dt.call_method1(pyo3::intern!(py, "__reduce_ex__"), (4,))?;
+    // The unbound method: calling it skips making a bound method per call.
+    let reduce_ex = REDUCE_EX.get_or_try_init(py, || {
+        datetime_type(py)?
+            .getattr("__reduce_ex__")
+            .map(Bound::unbind)
+    })?;
+    let reduced = reduce_ex.bind(py).call1((dt, 4))?;
     let args = reduced.cast::<PyTuple>()?.get_item(1)?;
     let args = args.cast::<PyTuple>()?;
     let state = args.get_item(0)?;

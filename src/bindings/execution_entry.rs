@@ -73,9 +73,9 @@ impl PyExecutionEntry {
             None => "None".to_string(),
         };
         Ok(format!(
-            "ExecutionEntry(step_ref={}, event={:?}, timestamp={}, context_updates={updates})",
+            "ExecutionEntry(step_ref={}, event={}, timestamp={}, context_updates={updates})",
             short_name(self.inner.step().as_str()),
-            self.inner.event(),
+            PyString::new(py, self.inner.event()).repr()?,
             self.timestamp(py)?.str()?,
         ))
     }

@@ -552,7 +552,7 @@ impl PyInstance {
         other.get().inner == self.inner
     }
 
-    fn __repr__(&self) -> String {
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
         let inst = &self.inner;
         let active: Vec<&str> = inst
             .steps()
@@ -563,14 +563,14 @@ impl PyInstance {
             .steps()
             .filter(|(_, s)| *s == StepState::Completed)
             .count();
-        format!(
-            "<Instance {:?} {} v{} {} active=[{}] completed={completed}>",
-            inst.id(),
+        Ok(format!(
+            "<Instance {} {} v{} {} active=[{}] completed={completed}>",
+            PyString::new(py, inst.id()).repr()?,
             short_name(inst.workflow().as_str()),
             inst.workflow_version(),
             inst.status(),
             active.join(", "),
-        )
+        ))
     }
 }
 

@@ -124,26 +124,36 @@ impl<K: Ord + Clone, V: Clone> SortedMap<K, V> {
     /// Sets every `(key, value)` of `pairs` (later pairs win), copying the
     /// array at most once.
     pub fn insert_all(&mut self, pairs: impl IntoIterator<Item = (K, V)>) {
-        let mut pairs: Vec<(K, V)> = pairs.into_iter().collect();
-        match pairs.len() {
-            0 => {}
-            1 => {
-                if let Some((key, value)) = pairs.pop() {
+        let mut updates: Vec<(K, V)> = pairs.into_iter().collect();
+        // A stable sort keeps repeated keys in input order; the last wins.
+        updates.sort_by(|a, b| a.0.cmp(&b.0));
+        updates.dedup_by(|later, earlier| {
+            let same = later.0 == earlier.0;
+            if same {
+                std::mem::swap(later, earlier);
+            }
+            same
+        });
+        match self {
+            SortedMap::Small(entries) if entries.len() + updates.len() <= SMALL_LIMIT => {
+                // One merge of two sorted runs into a fresh array.
+                let mut merged = Vec::with_capacity(entries.len() + updates.len());
+                let mut old = entries.iter().peekable();
+                for update in updates {
+                    while let Some(entry) = old.next_if(|e| e.0 < update.0) {
+                        merged.push(entry.clone());
+                    }
+                    old.next_if(|e| e.0 == update.0);
+                    merged.push(update);
+                }
+                merged.extend(old.cloned());
+                *entries = Arc::from(merged);
+            }
+            _ => {
+                for (key, value) in updates {
                     self.insert_mut(key, value);
                 }
             }
-            _ => match self {
-                SortedMap::Small(entries) if entries.len() + pairs.len() <= SMALL_LIMIT => {
-                    let mut merged = entries.to_vec();
-                    merged.append(&mut pairs);
-                    *self = Self::from_pairs(merged);
-                }
-                _ => {
-                    for (key, value) in pairs {
-                        self.insert_mut(key, value);
-                    }
-                }
-            },
         }
     }
 

@@ -1097,18 +1097,18 @@ def test_repr_is_short_and_readable():
     inst = inst.activate_step(ValidateOrder).complete_step(ValidateOrder, "valid")
     inst = inst.activate_step(ChargeCard).complete_step(ChargeCard, "charged")
     inst = inst.activate_step(Pay)
-    assert repr(inst) == '<Instance "orderid::abc" OrderFlow v1 running active=[Pay] completed=2>'
+    assert repr(inst) == "<Instance 'orderid::abc' OrderFlow v1 running active=[Pay] completed=2>"
 
 
 def test_repr_of_a_new_instance():
     inst = Instance.new(RefundFlow, 3, {"big": "x" * 10_000}, "refund::1")
-    assert repr(inst) == '<Instance "refund::1" RefundFlow v3 pending active=[] completed=0>'
+    assert repr(inst) == "<Instance 'refund::1' RefundFlow v3 pending active=[] completed=0>"
 
 
 def test_repr_lists_several_active_steps():
     inst = running().activate_step(Ship).activate_step(Pay).wait_step(Ship)
     text = repr(inst)
-    assert text.startswith('<Instance "orderid::abc" OrderFlow v1 running active=[')
+    assert text.startswith("<Instance 'orderid::abc' OrderFlow v1 running active=[")
     assert "Pay" in text
     assert "Ship" in text
     assert text.endswith(" completed=0>")
