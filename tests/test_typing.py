@@ -14,14 +14,20 @@ import hephaestus
 import pytest
 from hephaestus import (
     Context,
+    Done,
     ExecutionEntry,
     HephaestusError,
     Instance,
     InvalidTransitionError,
+    Ok,
     SerializationError,
     Status,
+    Step,
+    Unique,
+    Workflow,
     step_key,
 )
+from hephaestus.steps import StepResult, StepReturn, normalize_result
 
 
 class TypedFlow:
@@ -100,3 +106,37 @@ def test_typed_errors() -> None:
     assert isinstance(error, ValueError)
     with pytest.raises(SerializationError, match="cannot read instance"):
         Instance.from_json("{}")
+
+
+class TypedCheck(Step):
+    events = ("ok", "bad")
+
+    def execute(self, instance: Instance, config: Any, context: Context) -> StepReturn:
+        return Ok("ok", {"checked": True}) if context.initial else "bad"
+
+
+class TypedFix(Step):
+    events = ("fixed",)
+
+    async def execute(self, instance: Instance, config: Any, context: Context) -> StepReturn:
+        return "fixed"
+
+
+class TypedFlowDefinition(Workflow, unique=Unique("typed"), tags=("t",), metadata={"k": 1}):
+    start = (TypedCheck, {"strict": True})
+    transitions = {TypedCheck: {"ok": Done, "bad": TypedFix}, TypedFix: {"fixed": Done}}
+
+
+def test_typed_workflow_definition() -> None:
+    graph = TypedFlowDefinition.graph
+    start: type = graph.start
+    edges: list[tuple[type, str, type]] = graph.edges
+    before: frozenset[type] = graph.predecessors(Done)
+    assert start is TypedCheck
+    assert len(edges) == 3
+    assert before == {TypedCheck, TypedFix}
+    version: tuple[int, type[Workflow]] = TypedFlowDefinition.resolve_version()
+    assert version == (1, TypedFlowDefinition)
+    assert graph.to_mermaid().startswith("flowchart TD")
+    result: StepResult = normalize_result("ok", step=TypedCheck)
+    assert result == Ok("ok")

@@ -22,19 +22,46 @@ from hephaestus.errors import (
     WorkflowDefinitionError,
 )
 from hephaestus.status import Status
+from hephaestus.steps import (
+    Async,
+    Debug,
+    Done,
+    Error,
+    Ok,
+    Retry,
+    Step,
+    Wait,
+    WaitForEvent,
+    wait_duration,
+)
+from hephaestus.unique import Unique
+from hephaestus.workflow import Workflow, transit
 
 __all__ = [
     "FORMAT_VERSION",
     "AlreadyRunningError",
+    "Async",
     "Context",
+    "Debug",
+    "Done",
+    "Error",
     "ExecutionEntry",
     "HephaestusError",
     "Instance",
     "InstanceNotFoundError",
     "InvalidTransitionError",
+    "Ok",
+    "Retry",
     "SerializationError",
     "Status",
+    "Step",
+    "Unique",
+    "Wait",
+    "WaitForEvent",
+    "Workflow",
     "WorkflowDefinitionError",
     "__version__",
     "step_key",
+    "transit",
+    "wait_duration",
 ]

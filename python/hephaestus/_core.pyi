@@ -1,6 +1,6 @@
 """Type stubs of the private native module. Import from ``hephaestus`` instead."""
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, ClassVar, TypedDict, final
 
@@ -14,6 +14,7 @@ __all__ = [
     "Context",
     "ExecutionEntry",
     "Instance",
+    "WorkflowGraph",
     "__version__",
     "_raise_core_error",
     "_status_values",
@@ -168,6 +169,33 @@ class Instance:
     def __eq__(self, other: object, /) -> bool: ...
     __hash__: ClassVar[None]  # type: ignore[assignment]
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]: ...
+
+@final
+class WorkflowGraph:
+    """A validated workflow graph; built by ``Workflow`` when a class is created."""
+
+    def __new__(
+        cls,
+        workflow: str,
+        start: type,
+        start_config: Any,
+        steps: Iterable[tuple[type, Sequence[str], bool]],
+        transitions: Iterable[tuple[type, str, Sequence[tuple[type, Any]], bool]],
+    ) -> Self: ...
+    @property
+    def workflow(self) -> str: ...
+    @property
+    def start(self) -> type: ...
+    @property
+    def start_config(self) -> Any: ...
+    @property
+    def steps(self) -> tuple[type, ...]: ...
+    @property
+    def edges(self) -> list[tuple[type, str, type]]: ...
+    def predecessors(self, step: type) -> frozenset[type]: ...
+    def successors(self, step: type) -> frozenset[type]: ...
+    def to_mermaid(self) -> str: ...
+    def to_dot(self) -> str: ...
 
 def step_key(step: type) -> str:
     """The step key of a class: its ``step_key`` attribute, else its snake-cased name."""

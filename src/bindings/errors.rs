@@ -40,6 +40,8 @@ impl ErrorClass {
 
 /// `hephaestus.errors.InvalidTransitionError`.
 pub static INVALID_TRANSITION: ErrorClass = ErrorClass::new("InvalidTransitionError");
+/// `hephaestus.errors.WorkflowDefinitionError`.
+pub static WORKFLOW_DEFINITION: ErrorClass = ErrorClass::new("WorkflowDefinitionError");
 /// `hephaestus.errors.SerializationError`.
 pub static SERIALIZATION: ErrorClass = ErrorClass::new("SerializationError");
 

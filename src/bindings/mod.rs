@@ -5,6 +5,7 @@ mod context;
 mod convert;
 mod errors;
 mod execution_entry;
+mod graph;
 mod instance;
 mod registry;
 mod status;
@@ -28,6 +29,8 @@ mod _core {
     use super::errors::_raise_core_error;
     #[pymodule_export]
     use super::execution_entry::PyExecutionEntry;
+    #[pymodule_export]
+    use super::graph::PyWorkflowGraph;
     #[pymodule_export]
     use super::instance::PyInstance;
     #[pymodule_export]

@@ -10,6 +10,7 @@ pub mod datetime;
 pub mod error;
 pub mod execution_entry;
 pub mod format;
+pub mod graph;
 pub mod history;
 pub mod instance;
 pub mod sorted_map;

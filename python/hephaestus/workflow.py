@@ -1,0 +1,294 @@
+"""Workflows: steps joined by transitions, validated when the class is created.
+
+A workflow is a class (Elixir: a module using ``Hephaestus.Workflow``)::
+
+    class OrderFlow(Workflow, unique=Unique("orderid")):
+        start = ValidateOrder
+        transitions = {
+            ValidateOrder: {"valid": ProcessPayment, "invalid": RejectOrder},
+            ProcessPayment: {"paid": [ChargeCard, ReserveStock]},   # fan-out
+            ChargeCard: {"charged": Ship},                          # fan-in at Ship
+            ReserveStock: {"reserved": Ship},
+            Ship: {"shipped": Done},
+            RejectOrder: {"rejected": Done},
+        }
+
+A target is a step class, ``(step_class, config)``, or a list of those (a
+fan-out). Routes chosen at run time are declared with :func:`transit`. The
+graph is built and checked in Rust once, when the class is created; every
+problem is reported in one :class:`~hephaestus.errors.WorkflowDefinitionError`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from hephaestus._core import Context, WorkflowGraph
+from hephaestus.errors import WorkflowDefinitionError
+from hephaestus.steps import Done, Step
+from hephaestus.unique import Unique
+
+__all__ = ["Route", "Workflow", "transit"]
+
+
+@dataclass(frozen=True)
+class Route:
+    """A transition whose target is chosen at run time (see :func:`transit`).
+
+    Attributes:
+        source: The step whose event the route handles.
+        event: The event.
+        targets: Every step the route may choose; anything else is refused
+            when the route runs.
+        function: ``function(context) -> step_class``.
+    """
+
+    source: type
+    event: str
+    targets: tuple[type, ...]
+    function: Callable[[Context], type]
+
+    def __call__(self, context: Context) -> type:
+        """Chooses the target for ``context``."""
+        return self.function(context)
+
+
+def transit(
+    source: type, event: str, *, targets: list[type] | tuple[type, ...]
+) -> Callable[[Callable[[Context], type]], Route]:
+    """Declares a dynamic route: ``event`` from ``source`` goes where the
+    decorated function says, one of ``targets``.
+
+    ::
+
+        @transit(Triage, "routed", targets=[FastTrack, Standard])
+        def route(context):
+            return FastTrack if context.initial.get("priority") == "high" else Standard
+    """
+
+    def decorate(function: Callable[[Context], type]) -> Route:
+        if not callable(function):
+            raise TypeError(f"@transit decorates a function, got {type(function).__name__}")
+        if not isinstance(event, str) or not event:
+            raise TypeError(f"@transit event must be a non-empty str, got {event!r}")
+        if isinstance(targets, (str, bytes)) or not isinstance(targets, (list, tuple)):
+            raise TypeError(f"@transit targets must be a list of step classes, got {targets!r}")
+        return Route(source, event, tuple(targets), function)
+
+    return decorate
+
+
+def _name(obj: object) -> str:
+    return obj.__qualname__ if isinstance(obj, type) else repr(obj)
+
+
+def _targets(value: object, where: str) -> list[tuple[type, Any]]:
+    """``Step``, ``(Step, config)`` or a list of those, as ``(step, config)`` pairs."""
+    items = value if isinstance(value, list) else [value]
+    if not items:
+        raise WorkflowDefinitionError(f"{where}: an empty list of targets")
+    pairs: list[tuple[type, Any]] = []
+    for item in items:
+        if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], type):
+            pairs.append((item[0], item[1]))
+        elif isinstance(item, type):
+            pairs.append((item, None))
+        else:
+            raise WorkflowDefinitionError(
+                f"{where}: a target is a step class, (step_class, config) or a list of "
+                f"those, got {item!r}"
+            )
+    return pairs
+
+
+def _check_json_safe(value: object, path: str) -> None:
+    if value is None or isinstance(value, (bool, int, str)):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise WorkflowDefinitionError(f"{path}: {value!r} is not JSON-safe")
+        return
+    if isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            _check_json_safe(item, f"{path}[{index}]")
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise WorkflowDefinitionError(f"{path}: keys must be str, got {key!r}")
+            _check_json_safe(item, f"{path}[{key!r}]")
+        return
+    raise WorkflowDefinitionError(f"{path}: {type(value).__name__} is not JSON-safe")
+
+
+class Workflow:
+    """Base class of workflows; see the module docs.
+
+    Class options (keywords in the class statement): ``unique`` (required, a
+    :class:`~hephaestus.Unique`), ``version`` (a positive int, default 1),
+    ``tags`` (strings), ``metadata`` (a JSON-safe dict), or ``versions`` and
+    ``current`` for a dispatcher over several versions of one workflow.
+
+    Attributes:
+        graph: The validated graph (for a dispatcher, the current version's).
+        version: The workflow's version (a dispatcher's current version).
+        unique: How instances are identified by business key.
+        tags: Free-form labels.
+        metadata: Free-form JSON-safe data.
+        versions: A dispatcher's versions by number; ``None`` otherwise.
+    """
+
+    graph: ClassVar[WorkflowGraph]
+    version: ClassVar[int]
+    unique: ClassVar[Unique]
+    tags: ClassVar[tuple[str, ...]]
+    metadata: ClassVar[dict[str, Any]]
+    versions: ClassVar[dict[int, type[Workflow]] | None] = None
+    current: ClassVar[int | None] = None
+
+    def __init_subclass__(
+        cls,
+        *,
+        unique: Unique | None = None,
+        version: int | None = None,
+        tags: tuple[str, ...] | list[str] = (),
+        metadata: Mapping[str, Any] | None = None,
+        versions: Mapping[int, type[Workflow]] | None = None,
+        current: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init_subclass__(**kwargs)
+        name = cls.__qualname__
+        if unique is None:
+            raise WorkflowDefinitionError(f"{name}: unique=Unique(...) is required")
+        if not isinstance(unique, Unique):
+            raise WorkflowDefinitionError(f"{name}: unique must be a Unique, got {unique!r}")
+        if isinstance(tags, str) or not all(isinstance(tag, str) for tag in tags):
+            raise WorkflowDefinitionError(f"{name}: tags must be strings, got {tags!r}")
+        if metadata is not None and not isinstance(metadata, Mapping):
+            raise WorkflowDefinitionError(f"{name}: metadata must be a dict, got {metadata!r}")
+        _check_json_safe(dict(metadata or {}), f"{name}: metadata")
+        cls.unique = unique
+        cls.tags = tuple(tags)
+        cls.metadata = dict(metadata or {})
+        if versions is not None:
+            if version is not None:
+                raise WorkflowDefinitionError(f"{name}: give either version or versions, not both")
+            cls._dispatch(versions, current)
+            return
+        if current is not None:
+            raise WorkflowDefinitionError(f"{name}: current is only for versions=...")
+        if version is None:
+            version = 1
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise WorkflowDefinitionError(
+                f"{name}: version must be a positive int, got {version!r}"
+            )
+        cls.version = version
+        cls.versions = None
+        cls.current = None
+        cls.graph = cls._build_graph()
+
+    @classmethod
+    def _dispatch(cls, versions: Mapping[int, type[Workflow]], current: int | None) -> None:
+        """Validates a dispatcher's versions (the original's umbrella rules)."""
+        name = cls.__qualname__
+        if not isinstance(versions, Mapping) or not versions:
+            raise WorkflowDefinitionError(f"{name}: versions must be a non-empty dict")
+        problems = []
+        for number, member in versions.items():
+            if isinstance(number, bool) or not isinstance(number, int) or number < 1:
+                problems.append(f"version {number!r} is not a positive int")
+            elif not (isinstance(member, type) and issubclass(member, Workflow)):
+                problems.append(f"version {number} is {member!r}, not a Workflow")
+            elif member.versions is not None:
+                problems.append(f"version {number} ({_name(member)}) is itself a dispatcher")
+            elif member.version != number:
+                problems.append(
+                    f"version {number} is {_name(member)}, whose version is {member.version}"
+                )
+        if current is None:
+            problems.append("current is required with versions")
+        elif current not in versions:
+            problems.append(f"current={current!r} is not one of the versions {sorted(versions)}")
+        if problems:
+            raise WorkflowDefinitionError(
+                f"{name} is not a valid workflow:" + "".join(f"\n  - {p}" for p in problems)
+            )
+        assert current is not None
+        cls.versions = dict(versions)
+        cls.current = current
+        cls.version = current
+        cls.graph = versions[current].graph
+
+    @classmethod
+    def _build_graph(cls) -> WorkflowGraph:
+        name = cls.__qualname__
+        if not hasattr(cls, "start"):
+            raise WorkflowDefinitionError(f"{name}: a workflow needs a start step")
+        start_pairs = _targets(getattr(cls, "start"), f"{name}.start")  # noqa: B009
+        if len(start_pairs) != 1:
+            raise WorkflowDefinitionError(f"{name}.start: one start step, not a list")
+        start, start_config = start_pairs[0]
+        table = getattr(cls, "transitions", {})
+        if not isinstance(table, Mapping):
+            raise WorkflowDefinitionError(f"{name}.transitions must be a dict, got {table!r}")
+        steps: dict[type, None] = {start: None}
+        edges: list[tuple[type, str, list[tuple[type, Any]], bool]] = []
+        problems: list[str] = []
+        for source, by_event in table.items():
+            if not isinstance(by_event, Mapping):
+                problems.append(f"transitions[{_name(source)}] must be a dict of event -> target")
+                continue
+            steps.setdefault(source, None)
+            for event, target in by_event.items():
+                if not isinstance(event, str) or not event:
+                    problems.append(f"transitions[{_name(source)}]: event {event!r} is not a str")
+                    continue
+                pairs = _targets(target, f"transitions[{_name(source)}][{event!r}]")
+                for step, _ in pairs:
+                    steps.setdefault(step, None)
+                edges.append((source, event, pairs, False))
+        for route in (v for v in vars(cls).values() if isinstance(v, Route)):
+            steps.setdefault(route.source, None)
+            for step in route.targets:
+                steps.setdefault(step, None)
+            edges.append((route.source, route.event, [(t, None) for t in route.targets], True))
+        step_classes = [s for s in steps if isinstance(s, type) and issubclass(s, Step)]
+        problems.extend(
+            f"{_name(s)} is not a Step subclass" for s in steps if s not in step_classes
+        )
+        if problems:
+            raise WorkflowDefinitionError(
+                f"{name} is not a valid workflow:" + "".join(f"\n  - {p}" for p in problems)
+            )
+        specs = [(step, tuple(step.events), issubclass(step, Done)) for step in step_classes]
+        return WorkflowGraph(name, start, start_config, specs, edges)
+
+    @classmethod
+    def resolve_version(
+        cls, version: int | None = None, **options: Any
+    ) -> tuple[int, type[Workflow]]:
+        """The version to run and its workflow class.
+
+        With ``version``, that version (``ValueError`` if there is none such);
+        without, :meth:`version_for` decides.
+        """
+        versions = cls.versions if cls.versions is not None else {cls.version: cls}
+        chosen = cls.version_for(versions, options) if version is None else version
+        if chosen not in versions:
+            raise ValueError(
+                f"{cls.__qualname__} has no version {chosen!r}; it has {sorted(versions)}"
+            )
+        return chosen, versions[chosen]
+
+    @classmethod
+    def version_for(cls, versions: Mapping[int, type[Workflow]], options: Mapping[str, Any]) -> int:
+        """Picks the version for a new instance; override to route by ``options``.
+
+        The default is the current version.
+        """
+        return cls.current if cls.current is not None else cls.version

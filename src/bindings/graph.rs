@@ -1,0 +1,208 @@
+//! `hephaestus._core.WorkflowGraph`: a wrapper around the core
+//! [`WorkflowGraph`], built by `hephaestus.Workflow` when a workflow class is
+//! created.
+
+use std::sync::Arc;
+
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyFrozenSet, PyList, PyString, PyTuple, PyType};
+
+use crate::bindings::convert::{to_py, to_value, Path};
+use crate::bindings::errors::WORKFLOW_DEFINITION;
+use crate::bindings::registry::{describe, info, resolve};
+use crate::core::class_ref::ClassRef;
+use crate::core::graph::{GraphSpec, StepSpec, Target, Transition, WorkflowGraph};
+use crate::core::value::Value;
+
+/// A validated workflow graph; immutable.
+#[pyclass(name = "WorkflowGraph", module = "hephaestus._core", frozen)]
+pub struct PyWorkflowGraph {
+    pub inner: WorkflowGraph,
+}
+
+fn config(value: Option<&Bound<'_, PyAny>>, step: &ClassRef) -> PyResult<Option<Value>> {
+    match value {
+        Some(v) if !v.is_none() => {
+            let root = format!("config of {}", step.as_str());
+            to_value(v, Path::Root(&root)).map(Some)
+        }
+        _ => Ok(None),
+    }
+}
+
+#[pymethods]
+impl PyWorkflowGraph {
+    /// Builds and validates a graph.
+    ///
+    /// `steps` holds `(step_class, events, is_done)`; `transitions` holds
+    /// `(from_class, event, targets, dynamic)` where `targets` is a list of
+    /// `(step_class, config)` (a dynamic route's configs are ignored). Raises
+    /// `WorkflowDefinitionError` listing every problem.
+    #[new]
+    #[pyo3(signature = (workflow, start, start_config, steps, transitions))]
+    fn py_new(
+        workflow: &str,
+        start: &Bound<'_, PyAny>,
+        start_config: Option<&Bound<'_, PyAny>>,
+        steps: &Bound<'_, PyAny>,
+        transitions: &Bound<'_, PyAny>,
+    ) -> PyResult<Self> {
+        let start = info(start, "start")?.name;
+        let start_config = config(start_config, &start)?;
+        let mut step_specs = Vec::new();
+        for item in steps.try_iter()? {
+            let (class, events, is_done): (Bound<'_, PyAny>, Vec<String>, bool) =
+                item?.extract()?;
+            let class = info(&class, "step")?;
+            step_specs.push(StepSpec {
+                name: class.name,
+                key: class.key,
+                events: events.iter().map(|e| Arc::from(e.as_str())).collect(),
+                is_done,
+            });
+        }
+        let mut edges = Vec::new();
+        for item in transitions.try_iter()? {
+            let (from, event, targets, dynamic): (
+                Bound<'_, PyAny>,
+                String,
+                Bound<'_, PyAny>,
+                bool,
+            ) = item?.extract()?;
+            let from = info(&from, "transition source")?.name;
+            let mut pairs = Vec::new();
+            for target in targets.try_iter()? {
+                let target = target?;
+                let Ok(pair) = target.cast::<PyTuple>() else {
+                    return Err(PyTypeError::new_err(format!(
+                        "transition targets must be (step, config) pairs, got {}",
+                        describe(&target)
+                    )));
+                };
+                let step = info(&pair.get_item(0)?, "transition target")?.name;
+                let config = config(Some(&pair.get_item(1)?), &step)?;
+                pairs.push(Target { step, config });
+            }
+            let transition = if dynamic {
+                Transition::Dynamic(pairs.into_iter().map(|t| t.step).collect())
+            } else {
+                Transition::Static(pairs)
+            };
+            edges.push((from, Arc::from(event.as_str()), transition));
+        }
+        let spec = GraphSpec {
+            workflow: workflow.to_string(),
+            start,
+            start_config,
+            steps: step_specs,
+            transitions: edges,
+        };
+        match WorkflowGraph::build(spec) {
+            Ok(inner) => Ok(Self { inner }),
+            Err(problems) => {
+                let mut message = format!("{workflow} is not a valid workflow:");
+                for problem in problems {
+                    message.push_str("\n  - ");
+                    message.push_str(&problem.to_string());
+                }
+                Err(WORKFLOW_DEFINITION.err(message))
+            }
+        }
+    }
+
+    /// The workflow's name.
+    #[getter]
+    fn workflow(&self) -> &str {
+        self.inner.workflow()
+    }
+
+    /// The start step.
+    #[getter]
+    fn start<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyType>> {
+        resolve(py, self.inner.start())
+    }
+
+    /// The start step's config, or `None`.
+    #[getter]
+    fn start_config<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        match self.inner.start_config() {
+            Some(value) => to_py(py, value),
+            None => Ok(py.None().into_bound(py)),
+        }
+    }
+
+    /// Every step, in definition order.
+    #[getter]
+    fn steps<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        let classes = self
+            .inner
+            .steps()
+            .map(|s| resolve(py, &s.name))
+            .collect::<PyResult<Vec<_>>>()?;
+        PyTuple::new(py, classes)
+    }
+
+    /// Every edge as `(from, event, to)`, in definition order.
+    #[getter]
+    fn edges<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let edges = self
+            .inner
+            .edges()
+            .map(|(from, event, to, _)| {
+                PyTuple::new(
+                    py,
+                    [
+                        resolve(py, from)?.into_any(),
+                        PyString::new(py, event).into_any(),
+                        resolve(py, to)?.into_any(),
+                    ],
+                )
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        PyList::new(py, edges)
+    }
+
+    /// The steps with a transition into `step`.
+    fn predecessors<'py>(&self, step: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyFrozenSet>> {
+        let py = step.py();
+        let step = info(step, "step")?.name;
+        let classes = self
+            .inner
+            .predecessors(&step)
+            .map(|s| resolve(py, s))
+            .collect::<PyResult<Vec<_>>>()?;
+        PyFrozenSet::new(py, classes)
+    }
+
+    /// The steps a transition from `step` may lead to.
+    fn successors<'py>(&self, step: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyFrozenSet>> {
+        let py = step.py();
+        let step = info(step, "step")?.name;
+        let classes = self
+            .inner
+            .successors(&step)
+            .map(|s| resolve(py, s))
+            .collect::<PyResult<Vec<_>>>()?;
+        PyFrozenSet::new(py, classes)
+    }
+
+    /// The graph as a Mermaid flowchart (dynamic routes dotted).
+    fn to_mermaid(&self) -> String {
+        self.inner.to_mermaid()
+    }
+
+    /// The graph as Graphviz DOT (dynamic routes dashed).
+    fn to_dot(&self) -> String {
+        self.inner.to_dot()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "<WorkflowGraph {} steps={} edges={}>",
+            self.inner.workflow(),
+            self.inner.steps().len(),
+            self.inner.edges().count()
+        )
+    }
+}

@@ -1,0 +1,857 @@
+//! The workflow graph: steps, transitions and their validation (Elixir:
+//! the transition table of `Hephaestus.Workflow` and the checks its
+//! `__before_compile__` runs).
+//!
+//! A graph is built once, when a workflow class is created, from a
+//! [`GraphSpec`] that the bindings read off the class. Building checks every
+//! definition rule and returns *all* problems at once, so a user fixes a
+//! workflow in one round. Steps are identified by their [`ClassRef`]; the
+//! core never calls step code or routing functions (for a dynamic route the
+//! caller picks the target and the graph checks it against the declared
+//! ones).
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::fmt::{self, Write as _};
+use std::sync::Arc;
+
+use crate::core::class_ref::ClassRef;
+use crate::core::value::Value;
+
+/// One step of a workflow, as the graph needs it.
+#[derive(Debug, Clone)]
+pub struct StepSpec {
+    /// The step class.
+    pub name: ClassRef,
+    /// Its context key.
+    pub key: Arc<str>,
+    /// The events it declares.
+    pub events: Vec<Arc<str>>,
+    /// Whether it is the built-in `Done` (the only allowed leaf).
+    pub is_done: bool,
+}
+
+/// A target of a static transition, with the config it activates with.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The step to activate.
+    pub step: ClassRef,
+    /// Its config, if the transition gives one.
+    pub config: Option<Value>,
+}
+
+/// Where an event leads.
+#[derive(Debug, Clone)]
+pub enum Transition {
+    /// Fixed targets: one, or several for a fan-out.
+    Static(Vec<Target>),
+    /// A route chosen at run time among these declared targets.
+    Dynamic(Vec<ClassRef>),
+}
+
+impl Transition {
+    /// Every step this transition may lead to.
+    pub fn steps(&self) -> impl Iterator<Item = &ClassRef> {
+        let (fixed, routed): (&[Target], &[ClassRef]) = match self {
+            Transition::Static(targets) => (targets, &[]),
+            Transition::Dynamic(targets) => (&[], targets),
+        };
+        fixed.iter().map(|t| &t.step).chain(routed)
+    }
+}
+
+/// Everything needed to build a [`WorkflowGraph`].
+#[derive(Debug, Clone)]
+pub struct GraphSpec {
+    /// The workflow's name, for messages.
+    pub workflow: String,
+    /// The start step.
+    pub start: ClassRef,
+    /// The start step's config.
+    pub start_config: Option<Value>,
+    /// Every step of the workflow (start, sources and targets).
+    pub steps: Vec<StepSpec>,
+    /// `(from, event, transition)` triples.
+    pub transitions: Vec<(ClassRef, Arc<str>, Transition)>,
+}
+
+/// One thing wrong with a workflow definition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GraphProblem {
+    /// Steps that lead back to themselves, in order (first repeated last).
+    Cycle(Vec<ClassRef>),
+    /// A step no path from the start reaches.
+    Unreachable(ClassRef),
+    /// A step with no way out that is not `Done`.
+    LeafNotDone(ClassRef),
+    /// `Done` with transitions out of it.
+    DoneNotLeaf(ClassRef),
+    /// A static fan-out whose branches share no step before `Done`.
+    FanOutDoesNotJoin {
+        /// The step that fans out.
+        from: ClassRef,
+        /// The event that fans out.
+        event: Arc<str>,
+        /// The branches' first steps.
+        branches: Vec<ClassRef>,
+    },
+    /// Two or more steps with one context key.
+    DuplicateKey {
+        /// The shared key.
+        key: Arc<str>,
+        /// The steps sharing it.
+        steps: Vec<ClassRef>,
+    },
+    /// A declared event with no transition.
+    EventWithoutTransition {
+        /// The step.
+        step: ClassRef,
+        /// The event.
+        event: Arc<str>,
+    },
+    /// A transition on an event the step does not declare.
+    UndeclaredEvent {
+        /// The step.
+        step: ClassRef,
+        /// The event.
+        event: Arc<str>,
+        /// What the step declares.
+        declared: Vec<Arc<str>>,
+    },
+    /// A step listed twice in the spec, or a transition from or to a step
+    /// missing from it (a bug in the caller, reported rather than panicked).
+    UnknownStep(ClassRef),
+    /// Two transitions for one (step, event).
+    DuplicateTransition {
+        /// The step.
+        step: ClassRef,
+        /// The event.
+        event: Arc<str>,
+    },
+}
+
+/// The qualified name part of a reference, for messages.
+fn short(step: &ClassRef) -> &str {
+    let name = step.as_str();
+    let name = name.split_once('#').map_or(name, |(base, _)| base);
+    name.rsplit_once(':').map_or(name, |(_, q)| q)
+}
+
+fn join_short(steps: &[ClassRef], sep: &str) -> String {
+    steps.iter().map(short).collect::<Vec<_>>().join(sep)
+}
+
+impl fmt::Display for GraphProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GraphProblem::Cycle(path) => write!(f, "cycle: {}", join_short(path, " -> ")),
+            GraphProblem::Unreachable(step) => {
+                write!(f, "{} is not reachable from the start step", short(step))
+            }
+            GraphProblem::LeafNotDone(step) => write!(
+                f,
+                "{} has no transitions out, but only Done may end a workflow",
+                short(step)
+            ),
+            GraphProblem::DoneNotLeaf(step) => {
+                write!(
+                    f,
+                    "{} ends the workflow and takes no transitions",
+                    short(step)
+                )
+            }
+            GraphProblem::FanOutDoesNotJoin {
+                from,
+                event,
+                branches,
+            } => write!(
+                f,
+                "the fan-out of {} on {event:?} to {} never joins before Done",
+                short(from),
+                join_short(branches, ", ")
+            ),
+            GraphProblem::DuplicateKey { key, steps } => write!(
+                f,
+                "{} share the context key {key:?}",
+                join_short(steps, " and ")
+            ),
+            GraphProblem::EventWithoutTransition { step, event } => write!(
+                f,
+                "{} declares the event {event:?} but no transition handles it",
+                short(step)
+            ),
+            GraphProblem::UndeclaredEvent {
+                step,
+                event,
+                declared,
+            } => {
+                let declared: Vec<String> = declared.iter().map(|e| format!("{e:?}")).collect();
+                write!(
+                    f,
+                    "a transition from {} uses the event {event:?}, which it does not declare (it declares {})",
+                    short(step),
+                    if declared.is_empty() { "none".to_string() } else { declared.join(", ") }
+                )
+            }
+            GraphProblem::UnknownStep(step) => {
+                write!(
+                    f,
+                    "{} is listed twice or missing from the steps",
+                    short(step)
+                )
+            }
+            GraphProblem::DuplicateTransition { step, event } => write!(
+                f,
+                "{} has more than one transition for {event:?}",
+                short(step)
+            ),
+        }
+    }
+}
+
+/// A validated workflow graph.
+#[derive(Debug, Clone)]
+pub struct WorkflowGraph {
+    workflow: String,
+    start: usize,
+    start_config: Option<Value>,
+    steps: Vec<StepSpec>,
+    index: HashMap<ClassRef, usize>,
+    /// By source step: `(event, transition)` in definition order.
+    outgoing: Vec<Vec<(Arc<str>, Transition)>>,
+    successors: Vec<BTreeSet<usize>>,
+    predecessors: Vec<BTreeSet<usize>>,
+}
+
+impl WorkflowGraph {
+    /// Builds and validates a graph, returning every problem found.
+    pub fn build(spec: GraphSpec) -> Result<WorkflowGraph, Vec<GraphProblem>> {
+        let mut problems = Vec::new();
+        let mut index = HashMap::with_capacity(spec.steps.len());
+        for (i, step) in spec.steps.iter().enumerate() {
+            if index.insert(step.name.clone(), i).is_some() {
+                problems.push(GraphProblem::UnknownStep(step.name.clone()));
+            }
+        }
+        let n = spec.steps.len();
+        let mut outgoing: Vec<Vec<(Arc<str>, Transition)>> = vec![Vec::new(); n];
+        let mut successors = vec![BTreeSet::new(); n];
+        let mut predecessors = vec![BTreeSet::new(); n];
+        for (from, event, transition) in spec.transitions {
+            let Some(&f) = index.get(&from) else {
+                problems.push(GraphProblem::UnknownStep(from));
+                continue;
+            };
+            if outgoing[f].iter().any(|(e, _)| *e == event) {
+                problems.push(GraphProblem::DuplicateTransition { step: from, event });
+                continue;
+            }
+            for target in transition.steps() {
+                match index.get(target) {
+                    Some(&t) => {
+                        successors[f].insert(t);
+                        predecessors[t].insert(f);
+                    }
+                    None => problems.push(GraphProblem::UnknownStep(target.clone())),
+                }
+            }
+            outgoing[f].push((event, transition));
+        }
+        let Some(&start) = index.get(&spec.start) else {
+            problems.push(GraphProblem::UnknownStep(spec.start));
+            return Err(problems);
+        };
+        let graph = WorkflowGraph {
+            workflow: spec.workflow,
+            start,
+            start_config: spec.start_config,
+            steps: spec.steps,
+            index,
+            outgoing,
+            successors,
+            predecessors,
+        };
+        graph.check(&mut problems);
+        if problems.is_empty() {
+            Ok(graph)
+        } else {
+            Err(problems)
+        }
+    }
+
+    fn check(&self, problems: &mut Vec<GraphProblem>) {
+        problems.extend(self.cycles().into_iter().map(GraphProblem::Cycle));
+        let reachable = self.reachable_from(self.start);
+        for (i, step) in self.steps.iter().enumerate() {
+            if !reachable.contains(&i) {
+                problems.push(GraphProblem::Unreachable(step.name.clone()));
+            }
+            if step.is_done {
+                if !self.outgoing[i].is_empty() {
+                    problems.push(GraphProblem::DoneNotLeaf(step.name.clone()));
+                }
+                continue;
+            }
+            if self.outgoing[i].is_empty() {
+                problems.push(GraphProblem::LeafNotDone(step.name.clone()));
+            }
+            for event in &step.events {
+                if !self.outgoing[i].iter().any(|(e, _)| e == event) {
+                    problems.push(GraphProblem::EventWithoutTransition {
+                        step: step.name.clone(),
+                        event: event.clone(),
+                    });
+                }
+            }
+            for (event, transition) in &self.outgoing[i] {
+                if !step.events.contains(event) {
+                    problems.push(GraphProblem::UndeclaredEvent {
+                        step: step.name.clone(),
+                        event: event.clone(),
+                        declared: step.events.clone(),
+                    });
+                }
+                if let Transition::Static(targets) = transition {
+                    self.check_fan_out(&step.name, event, targets, problems);
+                }
+            }
+        }
+        let mut by_key: HashMap<&str, Vec<ClassRef>> = HashMap::new();
+        for step in &self.steps {
+            by_key.entry(&step.key).or_default().push(step.name.clone());
+        }
+        let mut shared: Vec<_> = by_key.into_iter().filter(|(_, s)| s.len() > 1).collect();
+        shared.sort();
+        for (key, steps) in shared {
+            problems.push(GraphProblem::DuplicateKey {
+                key: key.into(),
+                steps,
+            });
+        }
+    }
+
+    /// Static fan-out branches must share a step other than `Done`.
+    fn check_fan_out(
+        &self,
+        from: &ClassRef,
+        event: &Arc<str>,
+        targets: &[Target],
+        problems: &mut Vec<GraphProblem>,
+    ) {
+        if targets.len() < 2 {
+            return;
+        }
+        let mut common: Option<BTreeSet<usize>> = None;
+        for target in targets {
+            let Some(&t) = self.index.get(&target.step) else {
+                return;
+            };
+            let reached: BTreeSet<usize> = self
+                .reachable_from(t)
+                .into_iter()
+                .filter(|&s| !self.steps[s].is_done)
+                .collect();
+            common = Some(match common {
+                None => reached,
+                Some(so_far) => so_far.intersection(&reached).copied().collect(),
+            });
+        }
+        if common.is_some_and(|c| c.is_empty()) {
+            problems.push(GraphProblem::FanOutDoesNotJoin {
+                from: from.clone(),
+                event: event.clone(),
+                branches: targets.iter().map(|t| t.step.clone()).collect(),
+            });
+        }
+    }
+
+    fn reachable_from(&self, from: usize) -> BTreeSet<usize> {
+        let mut seen = BTreeSet::from([from]);
+        let mut queue = VecDeque::from([from]);
+        while let Some(s) = queue.pop_front() {
+            for &next in &self.successors[s] {
+                if seen.insert(next) {
+                    queue.push_back(next);
+                }
+            }
+        }
+        seen
+    }
+
+    /// One cycle per strongly connected group of steps, each as a path that
+    /// ends where it started. Iterative, so deep graphs cannot overflow the
+    /// stack.
+    fn cycles(&self) -> Vec<Vec<ClassRef>> {
+        #[derive(Clone, Copy, PartialEq)]
+        enum Mark {
+            New,
+            OnPath,
+            Done,
+        }
+        let n = self.steps.len();
+        let mut mark = vec![Mark::New; n];
+        let mut found = Vec::new();
+        for root in 0..n {
+            if mark[root] != Mark::New {
+                continue;
+            }
+            // (step, its successors still to visit)
+            let mut path: Vec<(usize, Vec<usize>)> =
+                vec![(root, self.successors[root].iter().copied().collect())];
+            mark[root] = Mark::OnPath;
+            while let Some((step, pending)) = path.last_mut() {
+                let step = *step;
+                match pending.pop() {
+                    Some(next) if mark[next] == Mark::New => {
+                        mark[next] = Mark::OnPath;
+                        path.push((next, self.successors[next].iter().copied().collect()));
+                    }
+                    Some(next) if mark[next] == Mark::OnPath => {
+                        let from = path.iter().position(|(s, _)| *s == next).unwrap_or(0);
+                        let mut cycle: Vec<ClassRef> = path[from..]
+                            .iter()
+                            .map(|(s, _)| self.steps[*s].name.clone())
+                            .collect();
+                        cycle.push(self.steps[next].name.clone());
+                        found.push(cycle);
+                    }
+                    Some(_) => {}
+                    None => {
+                        mark[step] = Mark::Done;
+                        path.pop();
+                    }
+                }
+            }
+        }
+        found
+    }
+
+    // -- reading ----------------------------------------------------------
+
+    /// The workflow's name.
+    #[must_use]
+    pub fn workflow(&self) -> &str {
+        &self.workflow
+    }
+
+    /// The start step.
+    #[must_use]
+    pub fn start(&self) -> &ClassRef {
+        &self.steps[self.start].name
+    }
+
+    /// The start step's config.
+    #[must_use]
+    pub fn start_config(&self) -> Option<&Value> {
+        self.start_config.as_ref()
+    }
+
+    /// Every step, in definition order.
+    #[must_use]
+    pub fn steps(&self) -> impl ExactSizeIterator<Item = &StepSpec> {
+        self.steps.iter()
+    }
+
+    /// The step's spec, if it belongs to the workflow.
+    #[must_use]
+    pub fn step(&self, step: &ClassRef) -> Option<&StepSpec> {
+        self.index.get(step).map(|&i| &self.steps[i])
+    }
+
+    /// Where `event` from `step` leads, if anywhere.
+    #[must_use]
+    pub fn transition(&self, step: &ClassRef, event: &str) -> Option<&Transition> {
+        let &i = self.index.get(step)?;
+        self.outgoing[i]
+            .iter()
+            .find(|(e, _)| &**e == event)
+            .map(|(_, t)| t)
+    }
+
+    /// Every edge `(from, event, to, dynamic)`, in definition order.
+    pub fn edges(&self) -> impl Iterator<Item = (&ClassRef, &str, &ClassRef, bool)> {
+        self.outgoing.iter().enumerate().flat_map(move |(i, out)| {
+            out.iter().flat_map(move |(event, transition)| {
+                let dynamic = matches!(transition, Transition::Dynamic(_));
+                transition
+                    .steps()
+                    .map(move |to| (&self.steps[i].name, &**event, to, dynamic))
+            })
+        })
+    }
+
+    /// The steps with a transition into `step` (empty for an unknown step).
+    pub fn predecessors(&self, step: &ClassRef) -> impl Iterator<Item = &ClassRef> {
+        self.neighbours(&self.predecessors, step)
+    }
+
+    /// The steps a transition from `step` may lead to.
+    pub fn successors(&self, step: &ClassRef) -> impl Iterator<Item = &ClassRef> {
+        self.neighbours(&self.successors, step)
+    }
+
+    fn neighbours<'a>(
+        &'a self,
+        table: &'a [BTreeSet<usize>],
+        step: &ClassRef,
+    ) -> impl Iterator<Item = &'a ClassRef> {
+        let set = self.index.get(step).map(|&i| &table[i]);
+        set.into_iter().flatten().map(|&s| &self.steps[s].name)
+    }
+
+    /// A Mermaid flowchart; dynamic routes are dotted arrows.
+    #[must_use]
+    pub fn to_mermaid(&self) -> String {
+        let mut out = String::from("flowchart TD\n");
+        for (i, step) in self.steps.iter().enumerate() {
+            let label = mermaid_label(short(&step.name));
+            let _ = if i == self.start {
+                writeln!(out, "    s{i}([\"{label}\"])")
+            } else if step.is_done {
+                writeln!(out, "    s{i}((\"{label}\"))")
+            } else {
+                writeln!(out, "    s{i}[\"{label}\"]")
+            };
+        }
+        for (from, event, to, dynamic) in self.edges() {
+            let arrow = if dynamic { "-.->" } else { "-->" };
+            let _ = writeln!(
+                out,
+                "    s{} {arrow}|\"{}\"| s{}",
+                self.index[from],
+                mermaid_label(event),
+                self.index[to]
+            );
+        }
+        out
+    }
+
+    /// A Graphviz DOT digraph; dynamic routes are dashed edges.
+    #[must_use]
+    pub fn to_dot(&self) -> String {
+        let mut out = format!("digraph {} {{\n", dot_string(&self.workflow));
+        out.push_str("    node [shape=box];\n");
+        for (i, step) in self.steps.iter().enumerate() {
+            let shape = if i == self.start {
+                ", shape=oval"
+            } else if step.is_done {
+                ", shape=doublecircle"
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                out,
+                "    s{i} [label={}{shape}];",
+                dot_string(short(&step.name))
+            );
+        }
+        for (from, event, to, dynamic) in self.edges() {
+            let style = if dynamic { ", style=dashed" } else { "" };
+            let _ = writeln!(
+                out,
+                "    s{} -> s{} [label={}{style}];",
+                self.index[from],
+                self.index[to],
+                dot_string(event)
+            );
+        }
+        out.push_str("}\n");
+        out
+    }
+}
+
+/// Text for inside a quoted Mermaid label: quotes become `#quot;`.
+fn mermaid_label(text: &str) -> String {
+    text.replace('"', "#quot;")
+}
+
+/// A DOT string literal.
+fn dot_string(text: &str) -> String {
+    format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(name: &str) -> ClassRef {
+        ClassRef::parse(&format!("shop:{name}")).unwrap()
+    }
+
+    fn step(name: &str, events: &[&str]) -> StepSpec {
+        StepSpec {
+            name: r(name),
+            key: crate::core::class_ref::underscore(name).into(),
+            events: events.iter().map(|e| Arc::from(*e)).collect(),
+            is_done: name == "Done",
+        }
+    }
+
+    fn to(targets: &[&str]) -> Transition {
+        Transition::Static(
+            targets
+                .iter()
+                .map(|t| Target {
+                    step: r(t),
+                    config: None,
+                })
+                .collect(),
+        )
+    }
+
+    fn spec(steps: Vec<StepSpec>, transitions: &[(&str, &str, Transition)]) -> GraphSpec {
+        GraphSpec {
+            workflow: "OrderFlow".into(),
+            start: steps[0].name.clone(),
+            start_config: None,
+            steps,
+            transitions: transitions
+                .iter()
+                .map(|(f, e, t)| (r(f), Arc::from(*e), t.clone()))
+                .collect(),
+        }
+    }
+
+    fn problems(spec: GraphSpec) -> Vec<String> {
+        WorkflowGraph::build(spec)
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    fn order_flow() -> GraphSpec {
+        spec(
+            vec![
+                step("Validate", &["valid", "invalid"]),
+                step("Pay", &["paid"]),
+                step("Charge", &["charged"]),
+                step("Reserve", &["reserved"]),
+                step("Ship", &["shipped"]),
+                step("Reject", &["rejected"]),
+                step("Done", &["done"]),
+            ],
+            &[
+                ("Validate", "valid", to(&["Pay"])),
+                ("Validate", "invalid", to(&["Reject"])),
+                ("Pay", "paid", to(&["Charge", "Reserve"])),
+                ("Charge", "charged", to(&["Ship"])),
+                ("Reserve", "reserved", to(&["Ship"])),
+                ("Ship", "shipped", to(&["Done"])),
+                ("Reject", "rejected", to(&["Done"])),
+            ],
+        )
+    }
+
+    #[test]
+    fn a_valid_graph_builds_with_its_structure() {
+        let graph = WorkflowGraph::build(order_flow()).unwrap();
+        assert_eq!(graph.start(), &r("Validate"));
+        let preds: Vec<_> = graph.predecessors(&r("Ship")).map(short).collect();
+        assert_eq!(preds, ["Charge", "Reserve"]);
+        let succ: Vec<_> = graph.successors(&r("Validate")).map(short).collect();
+        assert_eq!(succ, ["Pay", "Reject"]);
+        assert_eq!(graph.edges().count(), 8);
+        assert!(
+            matches!(graph.transition(&r("Pay"), "paid"), Some(Transition::Static(t)) if t.len() == 2)
+        );
+        assert!(graph.transition(&r("Pay"), "nope").is_none());
+        assert_eq!(graph.predecessors(&r("Nowhere")).count(), 0);
+    }
+
+    /// Table test: one broken workflow per rule, and the message each gives.
+    #[test]
+    fn every_rule_reports_the_steps_involved() {
+        let cases: Vec<(GraphSpec, &str)> = vec![
+            (
+                spec(
+                    vec![step("A", &["next"]), step("B", &["back"]), step("Done", &["done"])],
+                    &[("A", "next", to(&["B"])), ("B", "back", to(&["A"]))],
+                ),
+                "cycle: A -> B -> A",
+            ),
+            (
+                spec(
+                    vec![step("A", &["next"]), step("Lost", &["next"]), step("Done", &["done"])],
+                    &[("A", "next", to(&["Done"])), ("Lost", "next", to(&["Done"]))],
+                ),
+                "Lost is not reachable from the start step",
+            ),
+            (
+                spec(
+                    vec![step("A", &["next"]), step("B", &[])],
+                    &[("A", "next", to(&["B"]))],
+                ),
+                "B has no transitions out, but only Done may end a workflow",
+            ),
+            (
+                spec(
+                    vec![step("A", &["go"]), step("X", &["x"]), step("Y", &["y"]), step("Done", &["done"])],
+                    &[
+                        ("A", "go", to(&["X", "Y"])),
+                        ("X", "x", to(&["Done"])),
+                        ("Y", "y", to(&["Done"])),
+                    ],
+                ),
+                "the fan-out of A on \"go\" to X, Y never joins before Done",
+            ),
+            (
+                spec(
+                    vec![step("A", &["next", "extra"]), step("Done", &["done"])],
+                    &[("A", "next", to(&["Done"]))],
+                ),
+                "A declares the event \"extra\" but no transition handles it",
+            ),
+            (
+                spec(
+                    vec![step("A", &["next"]), step("Done", &["done"])],
+                    &[("A", "next", to(&["Done"])), ("A", "other", to(&["Done"]))],
+                ),
+                "a transition from A uses the event \"other\", which it does not declare (it declares \"next\")",
+            ),
+        ];
+        for (spec, expected) in cases {
+            let found = problems(spec);
+            assert!(
+                found.iter().any(|p| p == expected),
+                "{expected:?} not in {found:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn duplicate_keys_and_done_with_transitions_are_reported() {
+        let mut steps = vec![
+            step("A", &["next"]),
+            step("B", &["next"]),
+            step("Done", &["done"]),
+        ];
+        steps[1].key = "a".into();
+        let found = problems(spec(
+            steps,
+            &[
+                ("A", "next", to(&["B"])),
+                ("B", "next", to(&["Done"])),
+                ("Done", "done", to(&["A"])),
+            ],
+        ));
+        assert!(
+            found.contains(&"A and B share the context key \"a\"".to_string()),
+            "{found:?}"
+        );
+        assert!(found.contains(&"Done ends the workflow and takes no transitions".to_string()));
+    }
+
+    #[test]
+    fn all_problems_are_reported_at_once() {
+        let found = problems(spec(
+            vec![
+                step("A", &["next", "unused"]),
+                step("B", &["loop"]),
+                step("Lost", &[]),
+                step("Done", &["done"]),
+            ],
+            &[("A", "next", to(&["B"])), ("B", "loop", to(&["B"]))],
+        ));
+        assert!(found.len() >= 4, "{found:?}");
+        assert!(found.iter().any(|p| p == "cycle: B -> B"));
+        assert!(found.iter().any(|p| p.starts_with("Lost is not reachable")));
+        assert!(found
+            .iter()
+            .any(|p| p.starts_with("Lost has no transitions out")));
+        assert!(found.iter().any(|p| p.contains("\"unused\"")));
+    }
+
+    #[test]
+    fn a_fan_out_that_joins_later_is_accepted() {
+        let graph = WorkflowGraph::build(spec(
+            vec![
+                step("A", &["go"]),
+                step("X", &["x"]),
+                step("X2", &["x"]),
+                step("Y", &["y"]),
+                step("Join", &["joined"]),
+                step("Done", &["done"]),
+            ],
+            &[
+                ("A", "go", to(&["X", "Y"])),
+                ("X", "x", to(&["X2"])),
+                ("X2", "x", to(&["Join"])),
+                ("Y", "y", to(&["Join"])),
+                ("Join", "joined", to(&["Done"])),
+            ],
+        ));
+        assert!(graph.is_ok());
+    }
+
+    #[test]
+    fn dynamic_routes_count_as_edges_but_not_as_fan_outs() {
+        let graph = WorkflowGraph::build(spec(
+            vec![
+                step("Triage", &["routed"]),
+                step("Fast", &["done"]),
+                step("Slow", &["done"]),
+                step("Done", &["done"]),
+            ],
+            &[
+                (
+                    "Triage",
+                    "routed",
+                    Transition::Dynamic(vec![r("Fast"), r("Slow")]),
+                ),
+                ("Fast", "done", to(&["Done"])),
+                ("Slow", "done", to(&["Done"])),
+            ],
+        ))
+        .unwrap();
+        let dynamic: Vec<_> = graph.edges().filter(|e| e.3).map(|e| short(e.2)).collect();
+        assert_eq!(dynamic, ["Fast", "Slow"]);
+        assert!(graph.to_mermaid().contains("s0 -.->|\"routed\"| s1"));
+        assert!(graph
+            .to_dot()
+            .contains("s0 -> s1 [label=\"routed\", style=dashed];"));
+    }
+
+    #[test]
+    fn renderings_escape_names() {
+        let mut flow = order_flow();
+        flow.workflow = "Order \"Flow\"".into();
+        let graph = WorkflowGraph::build(flow).unwrap();
+        let dot = graph.to_dot();
+        assert!(
+            dot.starts_with("digraph \"Order \\\"Flow\\\"\" {\n"),
+            "{dot}"
+        );
+        assert!(dot.contains("s0 [label=\"Validate\", shape=oval];"));
+        let mermaid = graph.to_mermaid();
+        assert!(
+            mermaid.starts_with("flowchart TD\n    s0([\"Validate\"])\n"),
+            "{mermaid}"
+        );
+        assert!(mermaid.contains("s6((\"Done\"))"));
+    }
+
+    #[test]
+    fn a_long_chain_validates_without_recursion() {
+        let n = 20_000;
+        let mut steps: Vec<StepSpec> = (0..n).map(|i| step(&format!("S{i}"), &["next"])).collect();
+        steps.push(step("Done", &["done"]));
+        let mut transitions: Vec<(ClassRef, Arc<str>, Transition)> = (0..n - 1)
+            .map(|i| {
+                (
+                    r(&format!("S{i}")),
+                    Arc::from("next"),
+                    to(&[&format!("S{}", i + 1)]),
+                )
+            })
+            .collect();
+        transitions.push((r(&format!("S{}", n - 1)), Arc::from("next"), to(&["Done"])));
+        let spec = GraphSpec {
+            workflow: "Long".into(),
+            start: r("S0"),
+            start_config: None,
+            steps,
+            transitions,
+        };
+        assert!(WorkflowGraph::build(spec).is_ok());
+    }
+}
