@@ -5,6 +5,7 @@ The public API lives here; ``hephaestus._core`` is the private native module.
 
 from __future__ import annotations
 
+from hephaestus import engine
 from hephaestus._core import (
     FORMAT_VERSION,
     Context,
@@ -61,6 +62,7 @@ __all__ = [
     "Workflow",
     "WorkflowDefinitionError",
     "__version__",
+    "engine",
     "step_key",
     "transit",
     "wait_duration",

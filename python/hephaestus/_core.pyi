@@ -16,6 +16,8 @@ __all__ = [
     "Instance",
     "WorkflowGraph",
     "__version__",
+    "_check_completion",
+    "_fail",
     "_raise_core_error",
     "_status_values",
     "step_key",
@@ -35,6 +37,7 @@ class _OptionalFields(TypedDict, total=False):
     completed_steps: Iterable[type]
     waiting_steps: Iterable[type]
     skipped_steps: Iterable[type]
+    reached_steps: Iterable[type]
     runtime_metadata: Mapping[str, Any]
     telemetry_metadata: Mapping[str, Any]
     telemetry_start_time: int | None
@@ -151,6 +154,8 @@ class Instance:
     @property
     def skipped_steps(self) -> frozenset[type]: ...
     @property
+    def reached_steps(self) -> frozenset[type]: ...
+    @property
     def runtime_metadata(self) -> dict[str, Any]: ...
     @property
     def telemetry_metadata(self) -> dict[str, Any]: ...
@@ -196,9 +201,28 @@ class WorkflowGraph:
     def successors(self, step: type) -> frozenset[type]: ...
     def to_mermaid(self) -> str: ...
     def to_dot(self) -> str: ...
+    def advance(self, instance: Instance) -> Instance: ...
+    def activate_transitions(
+        self,
+        instance: Instance,
+        from_step: type,
+        event: str,
+        chosen: Sequence[tuple[type, Any]] | None = None,
+    ) -> Instance: ...
+    def resume_step(
+        self,
+        instance: Instance,
+        step: type,
+        event: str,
+        chosen: Sequence[tuple[type, Any]] | None = None,
+        *,
+        timestamp: datetime | None = None,
+    ) -> Instance: ...
 
 def step_key(step: type) -> str:
     """The step key of a class: its ``step_key`` attribute, else its snake-cased name."""
 
 def _raise_core_error(variant: str) -> None: ...
+def _check_completion(instance: Instance) -> Instance: ...
+def _fail(instance: Instance, error: Mapping[str, Any]) -> Instance: ...
 def _status_values() -> list[str]: ...

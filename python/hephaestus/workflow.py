@@ -148,6 +148,8 @@ class Workflow:
     metadata: ClassVar[dict[str, Any]]
     versions: ClassVar[dict[int, type[Workflow]] | None] = None
     current: ClassVar[int | None] = None
+    #: Dynamic routes by (source step, event), for the engine.
+    routes: ClassVar[dict[tuple[type, str], Route]] = {}
 
     def __init_subclass__(
         cls,
@@ -223,6 +225,7 @@ class Workflow:
         cls.current = current
         cls.version = current
         cls.graph = versions[current].graph
+        cls.routes = versions[current].routes
 
     @classmethod
     def _build_graph(cls) -> WorkflowGraph:
@@ -252,7 +255,9 @@ class Workflow:
                 for step, _ in pairs:
                     steps.setdefault(step, None)
                 edges.append((source, event, pairs, False))
-        for route in (v for v in vars(cls).values() if isinstance(v, Route)):
+        routes = [v for v in vars(cls).values() if isinstance(v, Route)]
+        cls.routes = {(route.source, route.event): route for route in routes}
+        for route in routes:
             steps.setdefault(route.source, None)
             for step in route.targets:
                 steps.setdefault(step, None)

@@ -49,7 +49,9 @@ pub static SERIALIZATION: ErrorClass = ErrorClass::new("SerializationError");
 pub fn to_py_err(error: &CoreError) -> PyErr {
     let message = error.to_string();
     match error {
-        CoreError::StepState { .. } | CoreError::Terminal { .. } => INVALID_TRANSITION.err(message),
+        CoreError::StepState { .. }
+        | CoreError::Terminal { .. }
+        | CoreError::UndeclaredEvent { .. } => INVALID_TRANSITION.err(message),
         CoreError::InvalidField { .. } => PyValueError::new_err(message),
         CoreError::Serialization { .. } => SERIALIZATION.err(message),
     }
@@ -82,6 +84,12 @@ pub fn _raise_core_error(variant: &str) -> PyResult<()> {
         "Terminal" => CoreError::Terminal {
             operation: "activate_step",
             status: Status::Failed,
+        },
+        "UndeclaredEvent" => CoreError::UndeclaredEvent {
+            operation: "resume_step",
+            step: "m:S".into(),
+            event: "bogus".into(),
+            declared: "\"done\"".into(),
         },
         "InvalidField" => CoreError::invalid("id", "must be a non-empty string"),
         "Serialization" => CoreError::serialization("truncated input"),

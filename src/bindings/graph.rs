@@ -8,10 +8,12 @@ use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyFrozenSet, PyList, PyString, PyTuple, PyType};
 
-use crate::bindings::convert::{to_py, to_value, Path};
-use crate::bindings::errors::WORKFLOW_DEFINITION;
+use crate::bindings::convert::{timestamp_from_py, to_map, to_py, to_value, Path};
+use crate::bindings::errors::{IntoPyResult, WORKFLOW_DEFINITION};
+use crate::bindings::instance::PyInstance;
 use crate::bindings::registry::{describe, info, resolve};
 use crate::core::class_ref::ClassRef;
+use crate::core::engine;
 use crate::core::graph::{GraphSpec, StepSpec, Target, Transition, WorkflowGraph};
 use crate::core::value::Value;
 
@@ -19,6 +21,24 @@ use crate::core::value::Value;
 #[pyclass(name = "WorkflowGraph", module = "hephaestus._core", frozen)]
 pub struct PyWorkflowGraph {
     pub inner: WorkflowGraph,
+}
+
+/// `(step_class, config)` pairs as core targets.
+fn target_pairs(targets: &Bound<'_, PyAny>) -> PyResult<Vec<Target>> {
+    let mut pairs = Vec::new();
+    for target in targets.try_iter()? {
+        let target = target?;
+        let Ok(pair) = target.cast::<PyTuple>() else {
+            return Err(PyTypeError::new_err(format!(
+                "transition targets must be (step, config) pairs, got {}",
+                describe(&target)
+            )));
+        };
+        let step = info(&pair.get_item(0)?, "transition target")?.name;
+        let config = config(Some(&pair.get_item(1)?), &step)?;
+        pairs.push(Target { step, config });
+    }
+    Ok(pairs)
 }
 
 fn config(value: Option<&Bound<'_, PyAny>>, step: &ClassRef) -> PyResult<Option<Value>> {
@@ -71,19 +91,7 @@ impl PyWorkflowGraph {
                 bool,
             ) = item?.extract()?;
             let from = info(&from, "transition source")?.name;
-            let mut pairs = Vec::new();
-            for target in targets.try_iter()? {
-                let target = target?;
-                let Ok(pair) = target.cast::<PyTuple>() else {
-                    return Err(PyTypeError::new_err(format!(
-                        "transition targets must be (step, config) pairs, got {}",
-                        describe(&target)
-                    )));
-                };
-                let step = info(&pair.get_item(0)?, "transition target")?.name;
-                let config = config(Some(&pair.get_item(1)?), &step)?;
-                pairs.push(Target { step, config });
-            }
+            let pairs = target_pairs(&targets)?;
             let transition = if dynamic {
                 Transition::Dynamic(pairs.into_iter().map(|t| t.step).collect())
             } else {
@@ -197,6 +205,58 @@ impl PyWorkflowGraph {
         self.inner.to_dot()
     }
 
+    /// Engine: starts a pending instance (see `hephaestus.engine.advance`).
+    fn advance(&self, instance: &Bound<'_, PyInstance>) -> PyResult<PyInstance> {
+        Ok(engine::advance(&instance.get().inner, &self.inner)
+            .py()?
+            .into())
+    }
+
+    /// Engine: activates what `event` from `from_step` leads to, applying the
+    /// join rule; `chosen` holds a dynamic route's `(step, config)` picks.
+    #[pyo3(signature = (instance, from_step, event, chosen=None))]
+    fn activate_transitions(
+        &self,
+        instance: &Bound<'_, PyInstance>,
+        from_step: &Bound<'_, PyAny>,
+        event: &str,
+        chosen: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyInstance> {
+        let from = info(from_step, "from_step")?.name;
+        let chosen = chosen.map(target_pairs).transpose()?;
+        let next =
+            engine::activate_transitions(&instance.get().inner, &self.inner, &from, event, chosen);
+        Ok(next.py()?.into())
+    }
+
+    /// Engine: resumes the waiting `step` with `event`.
+    #[pyo3(signature = (instance, step, event, chosen=None, *, timestamp=None))]
+    fn resume_step(
+        &self,
+        instance: &Bound<'_, PyInstance>,
+        step: &Bound<'_, PyAny>,
+        event: &str,
+        chosen: Option<&Bound<'_, PyAny>>,
+        timestamp: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyInstance> {
+        let step = info(step, "step")?;
+        let chosen = chosen.map(target_pairs).transpose()?;
+        let timestamp = match timestamp {
+            Some(t) if !t.is_none() => timestamp_from_py(t, "timestamp")?,
+            _ => crate::bindings::instance::now_micros()?,
+        };
+        let next = engine::resume_step(
+            &instance.get().inner,
+            &self.inner,
+            &step.name,
+            &step.key,
+            event,
+            chosen,
+            timestamp,
+        );
+        Ok(next.py()?.into())
+    }
+
     fn __repr__(&self) -> String {
         format!(
             "<WorkflowGraph {} steps={} edges={}>",
@@ -205,4 +265,17 @@ impl PyWorkflowGraph {
             self.inner.edges().count()
         )
     }
+}
+
+/// Engine: completes an instance with nothing left to run.
+#[pyfunction]
+pub fn _check_completion(instance: &Bound<'_, PyInstance>) -> PyResult<PyInstance> {
+    Ok(engine::check_completion(&instance.get().inner).py()?.into())
+}
+
+/// Engine: fails an instance with `error` (a dict).
+#[pyfunction]
+pub fn _fail(instance: &Bound<'_, PyInstance>, error: &Bound<'_, PyAny>) -> PyResult<PyInstance> {
+    let error = to_map(error, Path::Root("error"))?;
+    Ok(instance.get().inner.failed(error).into())
 }

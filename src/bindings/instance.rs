@@ -36,7 +36,7 @@ impl From<Instance> for PyInstance {
 
 /// Now, in UTC microseconds since the epoch. The core reads no clock; the
 /// bindings pass this in when the caller gives no timestamp.
-fn now_micros() -> PyResult<i64> {
+pub fn now_micros() -> PyResult<i64> {
     let elapsed = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_err(|e| PyValueError::new_err(format!("system clock is before 1970: {e}")))?;
@@ -154,6 +154,7 @@ fn set_field(changes: &mut FieldChanges, name: &str, value: &Bound<'_, PyAny>) -
         "completed_steps" => changes.completed_steps = Some(class_set(value, name)?),
         "waiting_steps" => changes.waiting_steps = Some(class_set(value, name)?),
         "skipped_steps" => changes.skipped_steps = Some(class_set(value, name)?),
+        "reached_steps" => changes.reached_steps = Some(class_set(value, name)?),
         "runtime_metadata" => {
             let map = to_map(value, Path::Root("runtime_metadata"))?;
             changes.runtime_metadata =
@@ -459,6 +460,12 @@ impl PyInstance {
     #[getter]
     fn skipped_steps<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyFrozenSet>> {
         frozenset_of(py, &self.inner, |s| s == StepState::Skipped)
+    }
+
+    /// Joins a taken transition reached that wait for other predecessors.
+    #[getter]
+    fn reached_steps<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyFrozenSet>> {
+        frozenset_of(py, &self.inner, |s| s == StepState::Reached)
     }
 
     #[getter]

@@ -30,7 +30,7 @@ mod _core {
     #[pymodule_export]
     use super::execution_entry::PyExecutionEntry;
     #[pymodule_export]
-    use super::graph::PyWorkflowGraph;
+    use super::graph::{_check_completion, _fail, PyWorkflowGraph};
     #[pymodule_export]
     use super::instance::PyInstance;
     #[pymodule_export]

@@ -31,6 +31,17 @@ pub enum CoreError {
         /// The instance's terminal status.
         status: Status,
     },
+    /// A step was given an event it does not declare.
+    UndeclaredEvent {
+        /// The operation, e.g. `"resume_step"`.
+        operation: &'static str,
+        /// The step's class reference.
+        step: String,
+        /// The event given.
+        event: String,
+        /// The events the step declares, quoted and comma-separated.
+        declared: String,
+    },
     /// A field was given a value outside its domain (empty id, version 0,
     /// inconsistent step sets, ...).
     InvalidField {
@@ -78,6 +89,15 @@ impl fmt::Display for CoreError {
             Self::Terminal { operation, status } => write!(
                 f,
                 "{operation}: the instance is {status} and takes no further changes"
+            ),
+            Self::UndeclaredEvent {
+                operation,
+                step,
+                event,
+                declared,
+            } => write!(
+                f,
+                "{operation}: {step} does not declare the event {event:?}; it declares {declared}"
             ),
             Self::InvalidField { field, reason } => write!(f, "{field}: {reason}"),
             Self::Serialization { reason } => write!(f, "cannot read instance: {reason}"),

@@ -194,7 +194,7 @@ impl Serialize for Document<'_> {
             entries.reverse();
             entries
         };
-        let mut s = serializer.serialize_struct("Instance", 18)?;
+        let mut s = serializer.serialize_struct("Instance", 19)?;
         s.serialize_field("format", FORMAT)?;
         s.serialize_field("format_version", &FORMAT_VERSION)?;
         s.serialize_field("id", inst.id())?;
@@ -222,6 +222,10 @@ impl Serialize for Document<'_> {
         s.serialize_field(
             "skipped_steps",
             &SeqOf(|| sets.skipped.iter().map(ClassRef::as_str)),
+        )?;
+        s.serialize_field(
+            "reached_steps",
+            &SeqOf(|| sets.reached.iter().map(ClassRef::as_str)),
         )?;
         s.serialize_field("runtime_metadata", &MapOf(|| inst.runtime_metadata()))?;
         s.serialize_field("telemetry_metadata", inst.telemetry_metadata())?;
@@ -352,6 +356,7 @@ struct DocumentIn {
     completed_steps: Vec<String>,
     waiting_steps: Vec<String>,
     skipped_steps: Vec<String>,
+    reached_steps: Vec<String>,
     runtime_metadata: Pairs<AnyValue>,
     telemetry_metadata: AnyMap,
     #[serde(deserialize_with = "nullable")]
@@ -445,6 +450,7 @@ impl DocumentIn {
             completed_steps: names.all(&self.completed_steps)?,
             waiting_steps: names.all(&self.waiting_steps)?,
             skipped_steps: names.all(&self.skipped_steps)?,
+            reached_steps: names.all(&self.reached_steps)?,
             runtime_metadata: self
                 .runtime_metadata
                 .0

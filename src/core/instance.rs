@@ -7,11 +7,12 @@
 //!
 //! Each step the instance knows of has one [`StepState`], so the sets the
 //! Python API shows (`active_steps`, `waiting_steps`, `completed_steps`,
-//! `skipped_steps`) cannot overlap, and waiting ⊆ active holds by
-//! construction. The remaining invariants are checked by [`Instance::validate`]
+//! `skipped_steps`, `reached_steps`) cannot overlap, and waiting ⊆ active
+//! holds by construction. The remaining invariants are checked by [`Instance::validate`]
 //! on every path that builds an instance from raw fields:
 //! - the id is non-empty and the workflow version is at least 1;
-//! - a terminal instance (completed or failed) has no active steps;
+//! - a terminal instance (completed or failed) has no active or reached
+//!   steps;
 //! - a non-terminal instance is `Waiting` exactly when it has active steps
 //!   and every one of them waits.
 
@@ -38,6 +39,9 @@ pub enum StepState {
     Completed,
     /// On a path the instance did not take; it never runs.
     Skipped,
+    /// A join that a taken transition has reached and that waits for its
+    /// other predecessors to complete or be skipped.
+    Reached,
 }
 
 impl StepState {
@@ -47,6 +51,7 @@ impl StepState {
             StepState::Active { waiting: true } => "waiting",
             StepState::Completed => "completed",
             StepState::Skipped => "skipped",
+            StepState::Reached => "reached",
         }
     }
 }
@@ -97,6 +102,8 @@ pub struct InstanceFields {
     pub waiting_steps: Vec<ClassRef>,
     /// Steps on paths not taken.
     pub skipped_steps: Vec<ClassRef>,
+    /// Joins reached by a taken transition, waiting for other predecessors.
+    pub reached_steps: Vec<ClassRef>,
     /// Metadata accumulated from step results.
     pub runtime_metadata: Vec<(Arc<str>, Value)>,
     /// Metadata for telemetry handlers.
@@ -110,7 +117,7 @@ pub struct InstanceFields {
 }
 
 /// Which steps are in which set, in plain form.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct StepSets {
     /// Steps that may run (including waiting ones).
     pub active: Vec<ClassRef>,
@@ -120,6 +127,8 @@ pub struct StepSets {
     pub waiting: Vec<ClassRef>,
     /// Steps on paths not taken.
     pub skipped: Vec<ClassRef>,
+    /// Joins reached by a taken transition, waiting for other predecessors.
+    pub reached: Vec<ClassRef>,
 }
 
 impl Instance {
@@ -159,6 +168,7 @@ impl Instance {
             completed: fields.completed_steps,
             waiting: fields.waiting_steps,
             skipped: fields.skipped_steps,
+            reached: fields.reached_steps,
         };
         let (steps, active_count, waiting_count) = build_steps(sets)?;
         let history = History::from_oldest_first(fields.execution_history);
@@ -197,6 +207,12 @@ impl Instance {
                 return Err(CoreError::invalid(
                     "active_steps",
                     format!("a {} instance has no active steps", self.status),
+                ));
+            }
+            if self.steps.iter().any(|(_, s)| *s == StepState::Reached) {
+                return Err(CoreError::invalid(
+                    "reached_steps",
+                    format!("a {} instance has no reached steps", self.status),
                 ));
             }
         } else if (self.status == Status::Waiting) != self.all_active_waiting() {
@@ -277,7 +293,9 @@ impl Instance {
         let current = self.steps.get(step).copied();
         let mut next = match current {
             Some(StepState::Active { .. }) => self.clone(),
-            None => self.with_step_state(step, StepState::Active { waiting: false }),
+            None | Some(StepState::Reached) => {
+                self.with_step_state(step, StepState::Active { waiting: false })
+            }
             Some(_) => {
                 return Err(Self::step_error(
                     OP,
@@ -361,6 +379,74 @@ impl Instance {
         }
     }
 
+    /// Records that a taken transition reached the join `step`, which waits
+    /// for its other predecessors, storing `config` when given
+    /// (idempotent). Fails when the instance is terminal or the step is
+    /// active, completed or skipped.
+    pub fn reach_step(&self, step: &ClassRef, config: Option<Value>) -> CoreResult<Instance> {
+        const OP: &str = "reach_step";
+        self.check_not_terminal(OP)?;
+        let current = self.steps.get(step).copied();
+        let mut next = match current {
+            None => self.with_step_state(step, StepState::Reached),
+            Some(StepState::Reached) => self.clone(),
+            Some(_) => return Err(Self::step_error(OP, step, current, "not yet reached")),
+        };
+        if let Some(config) = config {
+            next.step_configs.insert_mut(step.clone(), config);
+        }
+        Ok(next)
+    }
+
+    /// The same instance with `status` and `current_step` set; for the
+    /// engine, which moves the status where bookkeeping alone does not
+    /// (starting, completing, failing). Checks every invariant.
+    pub fn with_status(
+        &self,
+        status: Status,
+        current_step: Option<Option<ClassRef>>,
+    ) -> CoreResult<Instance> {
+        let mut next = self.clone();
+        next.status = status;
+        if let Some(current_step) = current_step {
+            next.current_step = current_step;
+        }
+        next.status = next.derived_status();
+        next.validate()?;
+        Ok(next)
+    }
+
+    /// Fails the instance with `error`: status `Failed`, every active and
+    /// reached step dropped (they will never run), their configs too.
+    #[must_use]
+    pub fn failed(&self, error: Map) -> Instance {
+        let mut next = self.clone();
+        let dropped: Vec<ClassRef> = self
+            .steps
+            .iter()
+            .filter(|(_, s)| matches!(s, StepState::Active { .. } | StepState::Reached))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for step in &dropped {
+            next.steps.remove_mut(step);
+            next.step_configs.remove_mut(step);
+        }
+        next.active_count = 0;
+        next.waiting_count = 0;
+        next.status = Status::Failed;
+        next.error = Some(error);
+        next
+    }
+
+    /// How many joins wait for their other predecessors.
+    #[must_use]
+    pub fn reached_count(&self) -> usize {
+        self.steps
+            .iter()
+            .filter(|(_, s)| **s == StepState::Reached)
+            .count()
+    }
+
     // -- raw updates ------------------------------------------------------
 
     /// The step sets in plain form, each in name order.
@@ -378,6 +464,7 @@ impl Instance {
             completed: pick(|s| s == StepState::Completed),
             waiting: pick(|s| s == StepState::Active { waiting: true }),
             skipped: pick(|s| s == StepState::Skipped),
+            reached: pick(|s| s == StepState::Reached),
         }
     }
 
@@ -389,6 +476,7 @@ impl Instance {
             || changes.completed_steps.is_some()
             || changes.waiting_steps.is_some()
             || changes.skipped_steps.is_some()
+            || changes.reached_steps.is_some()
         {
             let current = self.step_sets();
             let sets = StepSets {
@@ -396,6 +484,7 @@ impl Instance {
                 completed: changes.completed_steps.unwrap_or(current.completed),
                 waiting: changes.waiting_steps.unwrap_or(current.waiting),
                 skipped: changes.skipped_steps.unwrap_or(current.skipped),
+                reached: changes.reached_steps.unwrap_or(current.reached),
             };
             (next.steps, next.active_count, next.waiting_count) = build_steps(sets)?;
         }
@@ -569,6 +658,8 @@ pub struct FieldChanges {
     pub waiting_steps: Option<Vec<ClassRef>>,
     /// New skipped steps.
     pub skipped_steps: Option<Vec<ClassRef>>,
+    /// New reached joins.
+    pub reached_steps: Option<Vec<ClassRef>>,
     /// New runtime metadata.
     pub runtime_metadata: Option<Vec<(Arc<str>, Value)>>,
     /// New telemetry metadata.
@@ -596,6 +687,7 @@ fn build_steps(sets: StepSets) -> CoreResult<BuiltSteps> {
         ),
         ("completed_steps", sets.completed, StepState::Completed),
         ("skipped_steps", sets.skipped, StepState::Skipped),
+        ("reached_steps", sets.reached, StepState::Reached),
     ] {
         pairs.extend(members.into_iter().map(|step| (step, state, field)));
     }

@@ -7,6 +7,7 @@
 pub mod class_ref;
 pub mod context;
 pub mod datetime;
+pub mod engine;
 pub mod error;
 pub mod execution_entry;
 pub mod format;
