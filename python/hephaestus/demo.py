@@ -1,66 +1,96 @@
 """A short demo on the embedded defaults: ``python -m hephaestus.demo``.
 
-It walks an order through its steps with the immutable ``Instance`` value
-(activate, complete, wait, resume), then prints the instance, its history and
-its JSON form.
+It defines an order workflow with a fan-out and a join, prints its graph as
+Mermaid, runs one order through it in-process with ``engine.run``, and
+prints the history, the results and the instance's JSON.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from typing import Any
 
-from hephaestus import Instance
-
-START = datetime(2026, 1, 1, 9, 0, tzinfo=timezone.utc)
+from hephaestus import Done, Instance, Ok, Step, Unique, Workflow, engine
 
 
-class OrderFlow:
-    """The workflow (the engine that runs workflows comes in the next release)."""
+class ValidateOrder(Step):
+    """Checks that the order has items."""
+
+    events = ("valid", "invalid")
+
+    def execute(self, instance: Instance, config: Any, context: Any) -> Ok | str:
+        items = context.initial.get("items", [])
+        return Ok("valid", {"item_count": len(items)}) if items else "invalid"
 
 
-class ValidateOrder:
-    pass
+class ChargeCard(Step):
+    """Charges the total (one branch of the fan-out)."""
+
+    events = ("charged",)
+
+    def execute(self, instance: Instance, config: Any, context: Any) -> Ok:
+        total = sum(context.initial["items"]) * config["unit_price"]
+        return Ok("charged", {"amount": total}, metadata={"payment": "card"})
 
 
-class ChargeCard:
-    pass
+class ReserveStock(Step):
+    """Reserves the items (the other branch)."""
+
+    events = ("reserved",)
+
+    def execute(self, instance: Instance, config: Any, context: Any) -> Ok:
+        return Ok("reserved", {"warehouse": "north"})
 
 
-class ReserveStock:
-    pass
+class Ship(Step):
+    """Ships once both branches are done (the join)."""
+
+    events = ("shipped",)
+
+    def execute(self, instance: Instance, config: Any, context: Any) -> str:
+        return "shipped"
 
 
-class WaitForPayment:
-    pass
+class RejectOrder(Step):
+    """Rejects an empty order."""
+
+    events = ("rejected",)
+
+    def execute(self, instance: Instance, config: Any, context: Any) -> str:
+        return "rejected"
+
+
+class OrderFlow(Workflow, unique=Unique("orderid")):
+    """Validate, then charge and reserve in parallel, then ship."""
+
+    start = ValidateOrder
+    transitions = {
+        ValidateOrder: {
+            "valid": [(ChargeCard, {"unit_price": 2.5}), ReserveStock],
+            "invalid": RejectOrder,
+        },
+        ChargeCard: {"charged": Ship},
+        ReserveStock: {"reserved": Ship},
+        Ship: {"shipped": Done},
+        RejectOrder: {"rejected": Done},
+    }
 
 
 def main() -> None:
     """Runs the demo and prints each stage."""
-    order = Instance.new(OrderFlow, 1, {"items": [3, 5], "customer": "ada"}, "orderid::demo1")
-    print("new:      ", order)
-    order = order.replace(status="running").activate_step(ValidateOrder, {"strict": True})
-    order = order.complete_step(
-        ValidateOrder, "valid", {"item_count": 2}, {"channel": "web"}, timestamp=START
+    print(OrderFlow.graph.to_mermaid())
+    order = engine.run(
+        Instance.new(OrderFlow, 1, {"items": [3, 5]}, OrderFlow.unique.build_id("demo1"))
     )
-    # Fan-out: two steps active at once; one of them waits for an event.
-    order = order.activate_step(ChargeCard).activate_step(WaitForPayment)
-    order = order.wait_step(WaitForPayment)
-    print("fan-out:  ", order)
-    charged = order.complete_step(
-        ChargeCard, "charged", {"amount": 42.5}, timestamp=START + timedelta(seconds=2)
-    )
-    resumed = charged.complete_step(
-        WaitForPayment, "received", timestamp=START + timedelta(seconds=5)
-    )
-    print("resumed:  ", resumed)
-    print("unchanged:", order, "(every update returns a new value)")
+    print(order)
     print("history:")
-    for entry in resumed.execution_history:
-        print(f"  {entry.timestamp:%H:%M:%S}  {entry.step_ref.__name__:<14} -> {entry.event}")
-    print("context:  ", resumed.context.steps)
-    text = resumed.to_json()
-    assert Instance.from_json(text) == resumed
-    print(f"json ({len(text)} bytes; the binary form takes {len(resumed.to_bytes())}):")
+    for entry in order.execution_history:
+        print(f"  {entry.step_ref.__name__:<13} -> {entry.event}")
+    print("skipped:  ", sorted(step.__name__ for step in order.skipped_steps))
+    print("results:  ", order.context.steps)
+    print("metadata: ", order.runtime_metadata)
+    text = order.to_json()
+    assert Instance.from_json(text) == order
+    print(f"json ({len(text)} bytes; the binary form takes {len(order.to_bytes())}):")
     print(text)
 
 
