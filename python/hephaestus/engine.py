@@ -51,14 +51,16 @@ def _chosen(instance: Instance, step: type, event: str) -> list[tuple[type, Any]
         return None
     target = route(instance.context)
     if isinstance(target, tuple) and len(target) == 2 and isinstance(target[0], type):
-        return [(target[0], target[1])]
-    if isinstance(target, type):
-        return [(target, None)]
-    declared = ", ".join(t.__qualname__ for t in route.targets)
-    raise InvalidTransitionError(
-        f"the route for {event!r} from {step.__qualname__} returned {target!r}; "
-        f"it must return one of its declared targets: {declared}"
-    )
+        chosen, config = target
+    else:
+        chosen, config = target, None
+    if not (isinstance(chosen, type) and chosen in route.targets):
+        declared = ", ".join(t.__qualname__ for t in route.targets)
+        raise InvalidTransitionError(
+            f"the route for {event!r} from {step.__qualname__} returned {target!r}; "
+            f"it must return one of its declared targets: {declared}"
+        )
+    return [(chosen, config)]
 
 
 def advance(instance: Instance) -> Instance:
@@ -172,7 +174,15 @@ def _exception_error(step: type, exc: Exception) -> dict[str, Any]:
     }
 
 
-def _apply(instance: Instance, step: type, outcome: StepResult | Exception) -> Instance:
+_LIVE = (Status.RUNNING, Status.WAITING)
+
+
+def _apply(
+    instance: Instance,
+    graph: WorkflowGraph,
+    step: type,
+    outcome: StepResult | Exception,
+) -> Instance:
     """Records one step's outcome: completion, waiting or failure."""
     if isinstance(outcome, Exception):
         return _fail_with(instance, _exception_error(step, outcome))
@@ -184,24 +194,24 @@ def _apply(instance: Instance, step: type, outcome: StepResult | Exception) -> I
         )
     assert isinstance(outcome, Ok)
     declared: tuple[str, ...] = getattr(step, "events", ())
-    if outcome.event not in declared:
+    event = outcome.event
+    if event not in declared:
         return _fail_with(
             instance,
             {
                 "kind": "invalid_event",
                 "step": step_key(step),
-                "event": outcome.event,
+                "event": event,
                 "declared": list(declared),
             },
         )
-    instance = instance.complete_step(
-        step, outcome.event, outcome.context_updates, outcome.metadata
+    if (step, event) in getattr(instance.workflow, "routes", {}):
+        # The route sees the context with this step's result in it.
+        completed = instance.complete_step(step, event, outcome.context_updates, outcome.metadata)
+        return graph.activate_transitions(completed, step, event, _chosen(completed, step, event))
+    return graph.complete_and_activate(
+        instance, step, event, outcome.context_updates, outcome.metadata
     )
-    return activate_transitions(instance, step, outcome.event)
-
-
-def _runnable(instance: Instance, order: dict[type, int]) -> list[type]:
-    return sorted(instance.active_steps - instance.waiting_steps, key=order.__getitem__)
 
 
 def run(instance: Instance) -> Instance:
@@ -214,10 +224,10 @@ def run(instance: Instance) -> Instance:
     undeclared event fails the instance with the reason in ``error``, keeping
     everything completed before it.
     """
-    order = {step: index for index, step in enumerate(_graph(instance).steps)}
-    instance = advance(instance)
-    while instance.status in (Status.RUNNING, Status.WAITING):
-        runnable = _runnable(instance, order)
+    graph = _graph(instance)
+    instance = graph.advance(instance)
+    while instance.status in _LIVE:
+        runnable = graph.runnable(instance)
         if not runnable:
             break
         step = runnable[0]
@@ -225,16 +235,16 @@ def run(instance: Instance) -> Instance:
             outcome: StepResult | Exception = execute_step(instance, step)
         except Exception as exc:  # a failing step fails the instance
             outcome = exc
-        instance = _apply(instance, step, outcome)
-    return check_completion(instance)
+        instance = _apply(instance, graph, step, outcome)
+    return _check_completion(instance)
 
 
 async def arun(instance: Instance) -> Instance:
     """:func:`run` as a coroutine, for code inside an event loop. The steps
     runnable at the same time run concurrently; their outcomes are applied
     in graph order."""
-    order = {step: index for index, step in enumerate(_graph(instance).steps)}
-    instance = advance(instance)
+    graph = _graph(instance)
+    instance = graph.advance(instance)
 
     async def outcome_of(current: Instance, step: type) -> StepResult | Exception:
         try:
@@ -242,14 +252,14 @@ async def arun(instance: Instance) -> Instance:
         except Exception as exc:  # a failing step fails the instance
             return exc
 
-    while instance.status in (Status.RUNNING, Status.WAITING):
-        runnable = _runnable(instance, order)
+    while instance.status in _LIVE:
+        runnable = graph.runnable(instance)
         if not runnable:
             break
         current = instance
         outcomes = await asyncio.gather(*(outcome_of(current, step) for step in runnable))
         for step, outcome in zip(runnable, outcomes, strict=True):
-            instance = _apply(instance, step, outcome)
+            instance = _apply(instance, graph, step, outcome)
             if instance.status.is_terminal:
                 break
-    return check_completion(instance)
+    return _check_completion(instance)

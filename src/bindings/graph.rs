@@ -8,7 +8,7 @@ use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyFrozenSet, PyList, PyString, PyTuple, PyType};
 
-use crate::bindings::convert::{timestamp_from_py, to_map, to_py, to_value, Path};
+use crate::bindings::convert::{timestamp_from_py, to_map, to_optional_map, to_py, to_value, Path};
 use crate::bindings::errors::{IntoPyResult, WORKFLOW_DEFINITION};
 use crate::bindings::instance::PyInstance;
 use crate::bindings::registry::{describe, info, resolve};
@@ -226,6 +226,49 @@ impl PyWorkflowGraph {
         let chosen = chosen.map(target_pairs).transpose()?;
         let next =
             engine::activate_transitions(&instance.get().inner, &self.inner, &from, event, chosen);
+        Ok(next.py()?.into())
+    }
+
+    /// Engine: the runnable steps (active, not waiting) of `instance`, in
+    /// the graph's definition order.
+    fn runnable<'py>(&self, instance: &Bound<'py, PyInstance>) -> PyResult<Bound<'py, PyList>> {
+        let py = instance.py();
+        let mut steps: Vec<(usize, &ClassRef)> = instance
+            .get()
+            .inner
+            .active_steps()
+            .filter(|(_, waiting)| !waiting)
+            .map(|(step, _)| (self.inner.position(step).unwrap_or(usize::MAX), step))
+            .collect();
+        steps.sort_unstable();
+        let classes = steps
+            .into_iter()
+            .map(|(_, step)| resolve(py, step))
+            .collect::<PyResult<Vec<_>>>()?;
+        PyList::new(py, classes)
+    }
+
+    /// Engine: completes the active `step` with `event` and activates what
+    /// the event leads to, in one call (for transitions without a dynamic
+    /// route).
+    #[pyo3(signature = (instance, step, event, context_updates=None, metadata_updates=None))]
+    fn complete_and_activate(
+        &self,
+        instance: &Bound<'_, PyInstance>,
+        step: &Bound<'_, PyAny>,
+        event: &str,
+        context_updates: Option<&Bound<'_, PyAny>>,
+        metadata_updates: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyInstance> {
+        let step = info(step, "step")?;
+        let updates = to_optional_map(context_updates, Path::Root("context_updates"))?;
+        let metadata = to_optional_map(metadata_updates, Path::Root("metadata_updates"))?;
+        let timestamp = crate::bindings::instance::now_micros()?;
+        let inner = &instance.get().inner;
+        let completed = inner
+            .complete_step(&step.name, &step.key, event, updates, metadata, timestamp)
+            .py()?;
+        let next = engine::activate_transitions(&completed, &self.inner, &step.name, event, None);
         Ok(next.py()?.into())
     }
 

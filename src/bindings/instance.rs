@@ -444,12 +444,23 @@ impl PyInstance {
 
     #[getter]
     fn active_steps<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyFrozenSet>> {
-        frozenset_of(py, &self.inner, is_active)
+        let classes = self
+            .inner
+            .active_steps()
+            .map(|(step, _)| resolve(py, step))
+            .collect::<PyResult<Vec<_>>>()?;
+        PyFrozenSet::new(py, classes)
     }
 
     #[getter]
     fn waiting_steps<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyFrozenSet>> {
-        frozenset_of(py, &self.inner, is_waiting)
+        let classes = self
+            .inner
+            .active_steps()
+            .filter(|(_, waiting)| *waiting)
+            .map(|(step, _)| resolve(py, step))
+            .collect::<PyResult<Vec<_>>>()?;
+        PyFrozenSet::new(py, classes)
     }
 
     #[getter]

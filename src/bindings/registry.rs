@@ -187,8 +187,16 @@ fn sweep(registry: &mut Registry, py: Python<'_>, released: &mut Vec<Py<PyWeakre
         .collect();
     for address in dead {
         if let Some(entry) = registry.by_address.remove(&address) {
-            if let Some(named) = registry.by_name.remove(&entry.info.name) {
-                released.push(named.class);
+            // The name may belong to a live class by now (a later class with
+            // the same name took it over): remove it only if it is dead too.
+            let stale = registry
+                .by_name
+                .get(&entry.info.name)
+                .is_some_and(|named| named.class.bind(py).upgrade().is_none());
+            if stale {
+                if let Some(named) = registry.by_name.remove(&entry.info.name) {
+                    released.push(named.class);
+                }
             }
             released.push(entry.class);
         }

@@ -173,7 +173,7 @@ pub fn check_declared(
     let Some(spec) = graph.step(step) else {
         return Err(CoreError::invalid(
             "step",
-            format!("{operation}: {step} is not a step of {}", graph.workflow()),
+            format!("{step} is not a step of {} ({operation})", graph.workflow()),
         ));
     };
     if spec.events.iter().any(|e| &**e == event) {

@@ -451,6 +451,12 @@ impl WorkflowGraph {
         self.steps.iter()
     }
 
+    /// The step's position in definition order, if it belongs to the workflow.
+    #[must_use]
+    pub fn position(&self, step: &ClassRef) -> Option<usize> {
+        self.index.get(step).copied()
+    }
+
     /// The step's spec, if it belongs to the workflow.
     #[must_use]
     pub fn step(&self, step: &ClassRef) -> Option<&StepSpec> {

@@ -67,7 +67,10 @@ pub struct Instance {
     context: Context,
     step_configs: SortedMap<ClassRef, Value>,
     steps: SortedMap<ClassRef, StepState>,
-    active_count: usize,
+    /// Index of the active steps (value: waiting), kept in step with
+    /// `steps` by `with_step_state`, so finding what can run costs O(active)
+    /// however many steps the instance has finished.
+    active: SortedMap<ClassRef, bool>,
     waiting_count: usize,
     runtime_metadata: SortedMap<Arc<str>, Value>,
     telemetry_metadata: Map,
@@ -149,7 +152,7 @@ impl Instance {
             context: Context::new(initial),
             step_configs: SortedMap::new(),
             steps: SortedMap::new(),
-            active_count: 0,
+            active: SortedMap::new(),
             waiting_count: 0,
             runtime_metadata: SortedMap::new(),
             telemetry_metadata: Map::default(),
@@ -170,7 +173,7 @@ impl Instance {
             skipped: fields.skipped_steps,
             reached: fields.reached_steps,
         };
-        let (steps, active_count, waiting_count) = build_steps(sets)?;
+        let (steps, active, waiting_count) = build_steps(sets)?;
         let history = History::from_oldest_first(fields.execution_history);
         let instance = Instance {
             id: fields.id,
@@ -181,7 +184,7 @@ impl Instance {
             context: fields.context,
             step_configs: fields.step_configs.into_iter().collect(),
             steps,
-            active_count,
+            active,
             waiting_count,
             runtime_metadata: fields.runtime_metadata.into_iter().collect(),
             telemetry_metadata: fields.telemetry_metadata,
@@ -203,7 +206,7 @@ impl Instance {
             return Err(CoreError::invalid("workflow_version", "must be at least 1"));
         }
         if self.status.is_terminal() {
-            if self.active_count > 0 {
+            if !self.active.is_empty() {
                 return Err(CoreError::invalid(
                     "active_steps",
                     format!("a {} instance has no active steps", self.status),
@@ -225,7 +228,7 @@ impl Instance {
     }
 
     fn all_active_waiting(&self) -> bool {
-        self.active_count > 0 && self.waiting_count == self.active_count
+        !self.active.is_empty() && self.waiting_count == self.active.len()
     }
 
     /// The status the step sets call for, keeping `Pending` until the
@@ -270,11 +273,11 @@ impl Instance {
     fn with_step_state(&self, step: &ClassRef, state: StepState) -> Instance {
         let mut next = self.clone();
         if let Some(StepState::Active { waiting }) = self.steps.get(step) {
-            next.active_count -= 1;
+            next.active.remove_mut(step);
             next.waiting_count -= usize::from(*waiting);
         }
         if let StepState::Active { waiting } = state {
-            next.active_count += 1;
+            next.active.insert_mut(step.clone(), waiting);
             next.waiting_count += usize::from(waiting);
         }
         next.steps.insert_mut(step.clone(), state);
@@ -431,7 +434,7 @@ impl Instance {
             next.steps.remove_mut(step);
             next.step_configs.remove_mut(step);
         }
-        next.active_count = 0;
+        next.active = SortedMap::new();
         next.waiting_count = 0;
         next.status = Status::Failed;
         next.error = Some(error);
@@ -486,7 +489,7 @@ impl Instance {
                 skipped: changes.skipped_steps.unwrap_or(current.skipped),
                 reached: changes.reached_steps.unwrap_or(current.reached),
             };
-            (next.steps, next.active_count, next.waiting_count) = build_steps(sets)?;
+            (next.steps, next.active, next.waiting_count) = build_steps(sets)?;
         }
         if let Some(id) = changes.id {
             next.id = id;
@@ -585,7 +588,12 @@ impl Instance {
     /// How many steps are active (waiting ones included).
     #[must_use]
     pub fn active_count(&self) -> usize {
-        self.active_count
+        self.active.len()
+    }
+
+    /// The active steps with whether each waits, in name order; O(active).
+    pub fn active_steps(&self) -> impl Iterator<Item = (&ClassRef, bool)> {
+        self.active.iter().map(|(step, waiting)| (step, *waiting))
     }
 
     /// How many active steps wait.
@@ -672,7 +680,11 @@ pub struct FieldChanges {
     pub error: Option<Option<Map>>,
 }
 
-type BuiltSteps = (SortedMap<ClassRef, StepState>, usize, usize);
+type BuiltSteps = (
+    SortedMap<ClassRef, StepState>,
+    SortedMap<ClassRef, bool>,
+    usize,
+);
 
 /// Builds the step-state map from four plain sets, rejecting overlaps and
 /// waiting steps that are not active.
@@ -726,11 +738,14 @@ fn build_steps(sets: StepSets) -> CoreResult<BuiltSteps> {
             }
         }
     }
-    let active_count = steps
+    let active = steps
         .iter()
-        .filter(|(_, s)| matches!(s, StepState::Active { .. }))
-        .count();
-    Ok((SortedMap::from_pairs(steps), active_count, waiting_count))
+        .filter_map(|(step, state)| match state {
+            StepState::Active { waiting } => Some((step.clone(), *waiting)),
+            _ => None,
+        })
+        .collect();
+    Ok((SortedMap::from_pairs(steps), active, waiting_count))
 }
 
 #[cfg(test)]

@@ -1,0 +1,16 @@
+"""A smoke run of the engine benchmark script: it must run; it asserts no timings."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_engine.py"
+
+
+def test_engine_benchmark_script_runs_in_quick_mode() -> None:
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick"], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
