@@ -84,19 +84,22 @@ def execute_step(instance: Instance, step: type) -> StepResult:
     An ``async def execute`` is run to completion when no event loop is
     running; inside one, use :func:`arun`.
     """
-    result = _call_execute(instance, step)
-    if inspect.iscoroutine(result):
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            result = asyncio.run(result)
-        else:
-            result.close()
-            raise RuntimeError(
-                f"{step.__qualname__}.execute is async and an event loop is running; "
-                "use `await engine.arun(instance)`"
-            ) from None
-    return normalize_result(result, step=step)
+    return normalize_result(_settle(_call_execute(instance, step), step), step=step)
+
+
+def _settle(result: object, step: type) -> object:
+    """Runs a coroutine returned by an ``async def execute`` to completion."""
+    if not inspect.iscoroutine(result):
+        return result
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(result)
+    result.close()
+    raise RuntimeError(
+        f"{step.__qualname__}.execute is async and an event loop is running; "
+        "use `await engine.arun(instance)`"
+    )
 
 
 async def _aexecute_step(instance: Instance, step: type) -> StepResult:
@@ -225,15 +228,23 @@ def run(instance: Instance) -> Instance:
     everything completed before it.
     """
     graph = _graph(instance)
+    routes = getattr(instance.workflow, "routes", {})
     instance = graph.advance(instance)
-    while instance.status in _LIVE:
-        runnable = graph.runnable(instance)
-        if not runnable:
-            break
-        step = runnable[0]
+    while (runnable := graph.next_runnable(instance)) is not None:
+        step, config = runnable
         try:
-            outcome: StepResult | Exception = execute_step(instance, step)
+            result = _settle(step().execute(instance, config, instance.context), step)
         except Exception as exc:  # a failing step fails the instance
+            instance = _apply(instance, graph, step, exc)
+            continue
+        events: tuple[str, ...] = getattr(step, "events", ())
+        if type(result) is str and result in events and (step, result) not in routes:
+            # The common case, without building an Ok: a declared event.
+            instance = graph.complete_and_activate(instance, step, result)
+            continue
+        try:
+            outcome: StepResult | Exception = normalize_result(result, step=step)
+        except Exception as exc:  # a malformed result fails the instance
             outcome = exc
         instance = _apply(instance, graph, step, outcome)
     return _check_completion(instance)

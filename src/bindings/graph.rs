@@ -15,6 +15,7 @@ use crate::bindings::registry::{describe, info, resolve};
 use crate::core::class_ref::ClassRef;
 use crate::core::engine;
 use crate::core::graph::{GraphSpec, StepSpec, Target, Transition, WorkflowGraph};
+use crate::core::status::Status;
 use crate::core::value::Value;
 
 /// A validated workflow graph; immutable.
@@ -246,6 +247,32 @@ impl PyWorkflowGraph {
             .map(|(_, step)| resolve(py, step))
             .collect::<PyResult<Vec<_>>>()?;
         PyList::new(py, classes)
+    }
+
+    /// Engine: the first runnable step in graph order with its config, or
+    /// `None` when the instance is finished, failed or only waits. One call
+    /// per step of `engine.run`.
+    fn next_runnable<'py>(
+        &self,
+        instance: &Bound<'py, PyInstance>,
+    ) -> PyResult<Option<(Bound<'py, PyType>, Bound<'py, PyAny>)>> {
+        let py = instance.py();
+        let inner = &instance.get().inner;
+        if !matches!(inner.status(), Status::Running | Status::Waiting) {
+            return Ok(None);
+        }
+        let next = inner
+            .active_steps()
+            .filter(|(_, waiting)| !waiting)
+            .min_by_key(|(step, _)| self.inner.position(step).unwrap_or(usize::MAX));
+        let Some((step, _)) = next else {
+            return Ok(None);
+        };
+        let config = match inner.step_config(step) {
+            Some(value) => to_py(py, value)?,
+            None => py.None().into_bound(py),
+        };
+        Ok(Some((resolve(py, step)?, config)))
     }
 
     /// Engine: completes the active `step` with `event` and activates what

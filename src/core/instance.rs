@@ -574,6 +574,12 @@ impl Instance {
         self.step_configs.iter()
     }
 
+    /// The config stored for `step`.
+    #[must_use]
+    pub fn step_config(&self, step: &ClassRef) -> Option<&Value> {
+        self.step_configs.get(step)
+    }
+
     /// Every step the instance knows of with its state, in name order.
     pub fn steps(&self) -> impl Iterator<Item = (&ClassRef, StepState)> {
         self.steps.iter().map(|(k, s)| (k, *s))

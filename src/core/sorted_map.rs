@@ -1,33 +1,70 @@
 //! A persistent sorted map tuned for the sizes workflow instances have.
 //!
-//! Instances hold a handful to a few dozen steps, configs and results, and
-//! there may be many thousands of instances alive at once. A tree node per
-//! entry (two allocations and ~100 bytes each in `rpds`) dominated both the
-//! memory and the time of building an instance. So a map stays one shared,
-//! sorted array while it is small: an update copies at most [`SMALL_LIMIT`]
-//! cheap-to-clone entries, a lookup is a binary search, and bulk building is
-//! a sort. Past that size it becomes a red-black tree, so updates stay
-//! O(log n) however large it grows.
+//! Instances hold a handful to a few hundred steps, configs and results,
+//! and there may be many thousands of instances alive at once. A tree node
+//! per entry (two allocations and ~100 bytes each in a red-black tree)
+//! dominated both the memory and the time of building an instance, and its
+//! path copies made updates slower as maps grew. So a map is one shared,
+//! sorted array of at most [`CHUNK`] entries while small, and beyond that a
+//! shared root array of such chunks. An update copies one chunk and the
+//! root: cheap-to-clone entries (reference counts), cost nearly flat up to a
+//! few thousand entries (the root holds one pointer per [`CHUNK`] entries),
+//! a lookup is two binary searches, and bulk building is a sort.
 
 use std::borrow::Borrow;
 use std::fmt;
 use std::sync::Arc;
 
-use rpds::RedBlackTreeMapSync;
+/// The most entries one array holds; a small map is one such array.
+pub const CHUNK: usize = 32;
+/// Bulk-built chunks are filled to this much, leaving room for inserts.
+const FILL: usize = CHUNK * 3 / 4;
 
-/// The largest map kept as an array. Copying an array of this many
-/// refcounted entries costs about what a tree update's path copy and
-/// allocations do, so below it the array is as fast and far more compact.
-pub const SMALL_LIMIT: usize = 128;
+type Run<K, V> = Arc<[(K, V)]>;
 
 /// A persistent map ordered by key. Cloning is O(1); every update returns a
 /// new map sharing what it can with the old one. `K` and `V` should be cheap
 /// to clone (`Arc`s, small `Copy` values).
-pub enum SortedMap<K: Ord, V> {
-    /// Up to [`SMALL_LIMIT`] entries, sorted by key, shared.
-    Small(Arc<[(K, V)]>),
-    /// Larger maps.
-    Large(RedBlackTreeMapSync<K, V>),
+pub enum SortedMap<K, V> {
+    /// Up to [`CHUNK`] entries, sorted by key, shared.
+    Small(Run<K, V>),
+    /// Non-empty sorted chunks of at most [`CHUNK`] entries, in key order.
+    Large {
+        /// The chunks.
+        chunks: Arc<[Run<K, V>]>,
+        /// The number of entries.
+        len: usize,
+    },
+}
+
+impl<K, V> Clone for SortedMap<K, V> {
+    fn clone(&self) -> Self {
+        match self {
+            SortedMap::Small(entries) => SortedMap::Small(Arc::clone(entries)),
+            SortedMap::Large { chunks, len } => SortedMap::Large {
+                chunks: Arc::clone(chunks),
+                len: *len,
+            },
+        }
+    }
+}
+
+/// `entries` with `key` set to `value` (inserted in order, or replaced).
+fn with_entry<K: Ord + Clone, V: Clone>(entries: &[(K, V)], key: K, value: V) -> Vec<(K, V)> {
+    let mut next = Vec::with_capacity(entries.len() + 1);
+    match entries.binary_search_by(|(k, _)| k.cmp(&key)) {
+        Ok(i) => {
+            next.extend_from_slice(&entries[..i]);
+            next.push((key, value));
+            next.extend_from_slice(&entries[i + 1..]);
+        }
+        Err(i) => {
+            next.extend_from_slice(&entries[..i]);
+            next.push((key, value));
+            next.extend_from_slice(&entries[i..]);
+        }
+    }
+    next
 }
 
 impl<K: Ord + Clone, V: Clone> SortedMap<K, V> {
@@ -50,14 +87,19 @@ impl<K: Ord + Clone, V: Clone> SortedMap<K, V> {
                 _ => unique.push(pair),
             }
         }
-        if unique.len() <= SMALL_LIMIT {
-            SortedMap::Small(Arc::from(unique))
-        } else {
-            let mut tree = RedBlackTreeMapSync::new_sync();
-            for (k, v) in unique {
-                tree.insert_mut(k, v);
-            }
-            SortedMap::Large(tree)
+        Self::from_sorted(unique)
+    }
+
+    /// A map of sorted, unique entries.
+    fn from_sorted(entries: Vec<(K, V)>) -> Self {
+        if entries.len() <= CHUNK {
+            return SortedMap::Small(Arc::from(entries));
+        }
+        let len = entries.len();
+        let chunks: Vec<Run<K, V>> = entries.chunks(FILL).map(Arc::from).collect();
+        SortedMap::Large {
+            chunks: Arc::from(chunks),
+            len,
         }
     }
 
@@ -66,7 +108,7 @@ impl<K: Ord + Clone, V: Clone> SortedMap<K, V> {
     pub fn len(&self) -> usize {
         match self {
             SortedMap::Small(entries) => entries.len(),
-            SortedMap::Large(tree) => tree.size(),
+            SortedMap::Large { len, .. } => *len,
         }
     }
 
@@ -76,55 +118,68 @@ impl<K: Ord + Clone, V: Clone> SortedMap<K, V> {
         self.len() == 0
     }
 
+    /// The chunk that holds, or would hold, `key`.
+    fn chunk_for<Q>(chunks: &[Run<K, V>], key: &Q) -> usize
+    where
+        K: Borrow<Q>,
+        Q: Ord + ?Sized,
+    {
+        let i = chunks.partition_point(|c| c.last().is_some_and(|(k, _)| k.borrow() < key));
+        i.min(chunks.len().saturating_sub(1))
+    }
+
     /// The value under `key`.
     pub fn get<Q>(&self, key: &Q) -> Option<&V>
     where
         K: Borrow<Q>,
         Q: Ord + ?Sized,
     {
-        match self {
-            SortedMap::Small(entries) => entries
-                .binary_search_by(|(k, _)| k.borrow().cmp(key))
-                .ok()
-                .map(|i| &entries[i].1),
-            SortedMap::Large(tree) => tree.get(key),
-        }
+        let entries: &[(K, V)] = match self {
+            SortedMap::Small(entries) => entries,
+            SortedMap::Large { chunks, .. } => chunks.get(Self::chunk_for(chunks, key))?,
+        };
+        entries
+            .binary_search_by(|(k, _)| k.borrow().cmp(key))
+            .ok()
+            .map(|i| &entries[i].1)
     }
 
     /// Sets `key` to `value`.
     pub fn insert_mut(&mut self, key: K, value: V) {
         match self {
             SortedMap::Small(entries) => {
-                let found = entries.binary_search_by(|(k, _)| k.cmp(&key));
-                if found.is_err() && entries.len() == SMALL_LIMIT {
-                    let mut tree: RedBlackTreeMapSync<K, V> = entries.iter().cloned().collect();
-                    tree.insert_mut(key, value);
-                    *self = SortedMap::Large(tree);
-                    return;
-                }
-                let mut next: Vec<(K, V)> = Vec::with_capacity(entries.len() + 1);
-                match found {
-                    Ok(i) => {
-                        next.extend_from_slice(&entries[..i]);
-                        next.push((key, value));
-                        next.extend_from_slice(&entries[i + 1..]);
-                    }
-                    Err(i) => {
-                        next.extend_from_slice(&entries[..i]);
-                        next.push((key, value));
-                        next.extend_from_slice(&entries[i..]);
-                    }
-                }
-                *entries = Arc::from(next);
+                let next = with_entry(entries, key, value);
+                *self = Self::from_sorted(next);
             }
-            SortedMap::Large(tree) => tree.insert_mut(key, value),
+            SortedMap::Large { chunks, len } => {
+                let i = Self::chunk_for(chunks, &key);
+                let grew = chunks[i].binary_search_by(|(k, _)| k.cmp(&key)).is_err();
+                let chunk = with_entry(&chunks[i], key, value);
+                let mut root: Vec<Run<K, V>> = Vec::with_capacity(chunks.len() + 1);
+                root.extend_from_slice(&chunks[..i]);
+                if chunk.len() > CHUNK {
+                    let (low, high) = chunk.split_at(chunk.len() / 2);
+                    root.push(Arc::from(low));
+                    root.push(Arc::from(high));
+                } else {
+                    root.push(Arc::from(chunk));
+                }
+                root.extend_from_slice(&chunks[i + 1..]);
+                *chunks = Arc::from(root);
+                *len += usize::from(grew);
+            }
         }
     }
 
-    /// Sets every `(key, value)` of `pairs` (later pairs win), copying the
-    /// array at most once.
+    /// Sets every `(key, value)` of `pairs` (later pairs win).
     pub fn insert_all(&mut self, pairs: impl IntoIterator<Item = (K, V)>) {
         let mut updates: Vec<(K, V)> = pairs.into_iter().collect();
+        if updates.len() <= 1 {
+            if let Some((key, value)) = updates.pop() {
+                self.insert_mut(key, value);
+            }
+            return;
+        }
         // A stable sort keeps repeated keys in input order; the last wins.
         updates.sort_by(|a, b| a.0.cmp(&b.0));
         updates.dedup_by(|later, earlier| {
@@ -134,27 +189,18 @@ impl<K: Ord + Clone, V: Clone> SortedMap<K, V> {
             }
             same
         });
-        match self {
-            SortedMap::Small(entries) if entries.len() + updates.len() <= SMALL_LIMIT => {
-                // One merge of two sorted runs into a fresh array.
-                let mut merged = Vec::with_capacity(entries.len() + updates.len());
-                let mut old = entries.iter().peekable();
-                for update in updates {
-                    while let Some(entry) = old.next_if(|e| e.0 < update.0) {
-                        merged.push(entry.clone());
-                    }
-                    old.next_if(|e| e.0 == update.0);
-                    merged.push(update);
-                }
-                merged.extend(old.cloned());
-                *entries = Arc::from(merged);
+        // One merge of two sorted runs into a fresh map.
+        let mut merged = Vec::with_capacity(self.len() + updates.len());
+        let mut old = self.iter().peekable();
+        for update in updates {
+            while let Some((k, v)) = old.next_if(|(k, _)| **k < update.0) {
+                merged.push((k.clone(), v.clone()));
             }
-            _ => {
-                for (key, value) in updates {
-                    self.insert_mut(key, value);
-                }
-            }
+            old.next_if(|(k, _)| **k == update.0);
+            merged.push(update);
         }
+        merged.extend(old.map(|(k, v)| (k.clone(), v.clone())));
+        *self = Self::from_sorted(merged);
     }
 
     /// Removes `key` if present.
@@ -163,17 +209,38 @@ impl<K: Ord + Clone, V: Clone> SortedMap<K, V> {
         K: Borrow<Q>,
         Q: Ord + ?Sized,
     {
+        let without = |entries: &[(K, V)], i: usize| -> Vec<(K, V)> {
+            let mut next = Vec::with_capacity(entries.len() - 1);
+            next.extend_from_slice(&entries[..i]);
+            next.extend_from_slice(&entries[i + 1..]);
+            next
+        };
         match self {
             SortedMap::Small(entries) => {
                 if let Ok(i) = entries.binary_search_by(|(k, _)| k.borrow().cmp(key)) {
-                    let mut next: Vec<(K, V)> = Vec::with_capacity(entries.len() - 1);
-                    next.extend_from_slice(&entries[..i]);
-                    next.extend_from_slice(&entries[i + 1..]);
-                    *entries = Arc::from(next);
+                    *entries = Arc::from(without(entries, i));
                 }
             }
-            SortedMap::Large(tree) => {
-                tree.remove_mut(key);
+            SortedMap::Large { chunks, len } => {
+                let c = Self::chunk_for(chunks, key);
+                let Ok(i) = chunks[c].binary_search_by(|(k, _)| k.borrow().cmp(key)) else {
+                    return;
+                };
+                let chunk = without(&chunks[c], i);
+                let mut root: Vec<Run<K, V>> = Vec::with_capacity(chunks.len());
+                root.extend_from_slice(&chunks[..c]);
+                if !chunk.is_empty() {
+                    root.push(Arc::from(chunk));
+                }
+                root.extend_from_slice(&chunks[c + 1..]);
+                *len -= 1;
+                if *len <= CHUNK / 2 {
+                    let entries: Vec<(K, V)> =
+                        root.iter().flat_map(|c| c.iter().cloned()).collect();
+                    *self = SortedMap::Small(Arc::from(entries));
+                } else {
+                    *chunks = Arc::from(root);
+                }
             }
         }
     }
@@ -182,17 +249,14 @@ impl<K: Ord + Clone, V: Clone> SortedMap<K, V> {
     #[must_use]
     pub fn iter(&self) -> Iter<'_, K, V> {
         match self {
-            SortedMap::Small(entries) => Iter::Small(entries.iter()),
-            SortedMap::Large(tree) => Iter::Large(tree.iter()),
-        }
-    }
-}
-
-impl<K: Ord, V> Clone for SortedMap<K, V> {
-    fn clone(&self) -> Self {
-        match self {
-            SortedMap::Small(entries) => SortedMap::Small(Arc::clone(entries)),
-            SortedMap::Large(tree) => SortedMap::Large(tree.clone()),
+            SortedMap::Small(entries) => Iter {
+                current: entries.iter(),
+                rest: [].iter(),
+            },
+            SortedMap::Large { chunks, .. } => Iter {
+                current: [].iter(),
+                rest: chunks.iter(),
+            },
         }
     }
 }
@@ -204,20 +268,20 @@ impl<K: Ord + Clone, V: Clone> Default for SortedMap<K, V> {
 }
 
 /// Iterator over a [`SortedMap`] in key order.
-pub enum Iter<'a, K: Ord, V> {
-    /// Over the array.
-    Small(std::slice::Iter<'a, (K, V)>),
-    /// Over the tree.
-    Large(rpds::map::red_black_tree_map::Iter<'a, K, V, archery::ArcTK>),
+pub struct Iter<'a, K, V> {
+    current: std::slice::Iter<'a, (K, V)>,
+    rest: std::slice::Iter<'a, Run<K, V>>,
 }
 
-impl<'a, K: Ord, V> Iterator for Iter<'a, K, V> {
+impl<'a, K, V> Iterator for Iter<'a, K, V> {
     type Item = (&'a K, &'a V);
 
     fn next(&mut self) -> Option<Self::Item> {
-        match self {
-            Iter::Small(it) => it.next().map(|(k, v)| (k, v)),
-            Iter::Large(it) => it.next(),
+        loop {
+            if let Some((k, v)) = self.current.next() {
+                return Some((k, v));
+            }
+            self.current = self.rest.next()?.iter();
         }
     }
 }
@@ -291,14 +355,14 @@ mod tests {
 
     #[test]
     fn small_maps_stay_arrays_and_large_ones_become_trees() {
-        let small: SortedMap<u32, ()> = (0..128).map(|i| (i, ())).collect();
+        let small: SortedMap<u32, ()> = (0..32).map(|i| (i, ())).collect();
         assert!(matches!(small, SortedMap::Small(_)));
         let mut grown = small.clone();
         grown.insert_mut(999, ());
-        assert!(matches!(grown, SortedMap::Large(_)));
-        assert_eq!(small.len(), 128, "the original is untouched");
+        assert!(matches!(grown, SortedMap::Large { .. }));
+        assert_eq!(small.len(), 32, "the original is untouched");
         let built: SortedMap<u32, ()> = (0..300).rev().map(|i| (i, ())).collect();
-        assert!(matches!(built, SortedMap::Large(_)));
+        assert!(matches!(built, SortedMap::Large { .. }));
         assert_eq!(
             built.iter().map(|(k, ())| *k).collect::<Vec<_>>(),
             (0..300).collect::<Vec<_>>()
@@ -331,10 +395,10 @@ mod tests {
     fn equality_ignores_representation() {
         let small: SortedMap<u32, u32> = (0..10).map(|i| (i, i)).collect();
         let mut large: SortedMap<u32, u32> = (0..200).map(|i| (i, i)).collect();
+        assert!(matches!(large, SortedMap::Large { .. }));
         for i in 10..200 {
             large.remove_mut(&i);
         }
-        assert!(matches!(large, SortedMap::Large(_)));
         assert_eq!(small, large);
     }
 }
