@@ -43,6 +43,7 @@ from time import perf_counter_ns
 from typing import Any
 
 from hephaestus import Done, Instance, Status, Step, Unique, Workflow
+from report import cpu_model, factor, package_version, progress, table, write_section
 
 try:
     engine: Any = importlib.import_module("hephaestus.engine")
@@ -65,8 +66,6 @@ except ImportError as exc:  # reported when a SpiffWorkflow implementation is re
 else:
     SPIFF_IMPORT_ERROR = None
 
-MARK_START = "<!-- bench_engine:start -->"
-MARK_END = "<!-- bench_engine:end -->"
 DEFAULT_OUTPUT = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 ENGINES = ("hephaestus", "spiff-core", "spiff-bpmn")
 EVENT = "next"
@@ -582,11 +581,6 @@ def measure(function: Callable[[], Any], settings: Settings) -> float:
         gc.enable()
 
 
-def progress(message: str) -> None:
-    """Report progress on stderr."""
-    print(message, file=sys.stderr, flush=True)
-
-
 @dataclass(frozen=True)
 class DefineCase:
     """One way of defining and validating a ``define_size``-step linear workflow."""
@@ -719,13 +713,6 @@ class Target:
     status: str
 
 
-def factor(numerator: float | None, denominator: float | None) -> float | None:
-    """Return ``numerator / denominator`` or ``None`` when either is missing."""
-    if numerator is None or denominator is None or denominator <= 0:
-        return None
-    return numerator / denominator
-
-
 def judge(name: str, requirement: str, value: float | None, text: str, passed: bool) -> Target:
     """Return a target row; a missing measurement is ``n/a``."""
     if value is None:
@@ -784,49 +771,12 @@ def evaluate_targets(results: Results) -> list[Target]:
     ]
 
 
-def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Render an aligned Markdown table (first column left, the others right)."""
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-
-    def line(cells: Sequence[str]) -> str:
-        padded = [
-            cell.ljust(widths[0]) if i == 0 else cell.rjust(widths[i])
-            for i, cell in enumerate(cells)
-        ]
-        return "| " + " | ".join(padded) + " |"
-
-    rule = (
-        "|"
-        + "|".join([":" + "-" * (widths[0] + 1)] + ["-" * (w + 1) + ":" for w in widths[1:]])
-        + "|"
-    )
-    return "\n".join([line(header), rule, *(line(row) for row in rows)])
-
-
 def micros(ns: float) -> str:
     """Format nanoseconds as microseconds with a sensible number of digits."""
     us = ns / 1e3
     if us >= 100:
         return f"{us:,.0f} µs"
     return f"{us:,.1f} µs" if us >= 10 else f"{us:,.2f} µs"
-
-
-def cpu_model() -> str:
-    """Return the CPU model from ``/proc/cpuinfo``, or ``platform.processor()``."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for text in cpuinfo.read_text().splitlines():
-            if text.startswith("model name"):
-                return text.partition(":")[2].strip()
-    return platform.processor() or "unknown"
-
-
-def package_version(name: str) -> str:
-    """Return an installed distribution's version, or ``unknown``."""
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def render_header(results: Results) -> list[str]:
@@ -966,19 +916,6 @@ def render(results: Results) -> str:
     return "\n\n".join("\n".join(lines) for lines in sections if lines) + "\n"
 
 
-def write_section(path: Path, section: str) -> None:
-    """Put ``section`` between the markers in ``path``, replacing an earlier run's block."""
-    block = f"{MARK_START}\n{section}{MARK_END}\n"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    start, end = text.find(MARK_START), text.find(MARK_END)
-    if start != -1 and end > start:
-        after = text[end + len(MARK_END) :].lstrip("\n")
-        text = text[:start] + block + (f"\n{after}" if after else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    path.write_text(text)
-
-
 # --------------------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------------------
@@ -1038,7 +975,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     section = render(results)
     print(section)
     if args.write:
-        write_section(args.write, section)
+        write_section(args.write, section, "bench_engine")
         progress(f"wrote {args.write}")
     progress(f"done in {time.perf_counter() - started:.1f} s")
     return 0

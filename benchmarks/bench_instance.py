@@ -42,6 +42,7 @@ from time import perf_counter_ns
 from typing import Any
 
 from pyrsistent import PMap, PSet, PVector, freeze, pmap, pset, pvector, thaw
+from report import cpu_model, factor, package_version, progress, table, write_section
 
 try:
     import hephaestus
@@ -51,8 +52,6 @@ except ImportError as exc:  # reported when the hephaestus implementation is req
 else:
     HEPHAESTUS_IMPORT_ERROR = None
 
-MARK_START = "<!-- bench_instance:start -->"
-MARK_END = "<!-- bench_instance:end -->"
 DEFAULT_OUTPUT = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 ALL_IMPLS = ("hephaestus", "frozen", "pyrsistent", "mutable")
 MEMORY_WORKERS = 2
@@ -1025,11 +1024,6 @@ def history_case(impl: Impl, length: int) -> Prepare:
     )
 
 
-def progress(message: str) -> None:
-    """Report progress on stderr."""
-    print(message, file=sys.stderr, flush=True)
-
-
 # --------------------------------------------------------------------------------------
 # Memory (each implementation in its own process)
 # --------------------------------------------------------------------------------------
@@ -1161,13 +1155,6 @@ class Target:
     status: str
 
 
-def factor(numerator: float | None, denominator: float | None) -> float | None:
-    """Return ``numerator / denominator`` or ``None`` when either is missing."""
-    if numerator is None or denominator is None or denominator <= 0:
-        return None
-    return numerator / denominator
-
-
 def bytes_per_instance(report: Mapping[str, float]) -> float:
     """Return the resident memory growth per instance of a memory report."""
     return report["rss_bytes"] / report["count"]
@@ -1227,47 +1214,10 @@ def evaluate_targets(results: Results) -> list[Target]:
     ]
 
 
-def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Render an aligned Markdown table (first column left, the others right)."""
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-
-    def line(cells: Sequence[str]) -> str:
-        padded = [
-            cell.ljust(widths[0]) if i == 0 else cell.rjust(widths[i])
-            for i, cell in enumerate(cells)
-        ]
-        return "| " + " | ".join(padded) + " |"
-
-    rule = (
-        "|"
-        + "|".join([":" + "-" * (widths[0] + 1)] + ["-" * (w + 1) + ":" for w in widths[1:]])
-        + "|"
-    )
-    return "\n".join([line(header), rule, *(line(row) for row in rows)])
-
-
 def cell(ns: float, ours: float | None) -> str:
     """Format nanoseconds, followed by the ratio to ``ours`` when that is given."""
     ratio = factor(ns, ours)
     return f"{ns:,.0f} ns" if ratio is None else f"{ns:,.0f} ns ({ratio:.1f}x)"
-
-
-def cpu_model() -> str:
-    """Return the CPU model from ``/proc/cpuinfo``, or ``platform.processor()``."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for text in cpuinfo.read_text().splitlines():
-            if text.startswith("model name"):
-                return text.partition(":")[2].strip()
-    return platform.processor() or "unknown"
-
-
-def package_version(name: str) -> str:
-    """Return an installed distribution's version, or ``unknown``."""
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def render_header(results: Results) -> list[str]:
@@ -1395,19 +1345,6 @@ def render(results: Results) -> str:
     return "\n\n".join("\n".join(lines) for lines in sections) + "\n"
 
 
-def write_section(path: Path, section: str) -> None:
-    """Put ``section`` between the markers in ``path``, replacing an earlier run's block."""
-    block = f"{MARK_START}\n{section}{MARK_END}\n"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    start, end = text.find(MARK_START), text.find(MARK_END)
-    if start != -1 and end > start:
-        after = text[end + len(MARK_END) :].lstrip("\n")
-        text = text[:start] + block + (f"\n{after}" if after else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    path.write_text(text)
-
-
 # --------------------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------------------
@@ -1470,7 +1407,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     section = render(results)
     print(section)
     if args.write:
-        write_section(args.write, section)
+        write_section(args.write, section, "bench_instance")
         progress(f"wrote {args.write}")
     progress(f"done in {time.perf_counter() - started:.1f} s")
     return 0

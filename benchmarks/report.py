@@ -1,0 +1,74 @@
+"""Helpers shared by the benchmark scripts: machine facts, Markdown tables,
+and writing a script's section into BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def cpu_model() -> str:
+    """Return the CPU model from ``/proc/cpuinfo``, or ``platform.processor()``."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for text in cpuinfo.read_text().splitlines():
+            if text.startswith("model name"):
+                return text.partition(":")[2].strip()
+    return platform.processor() or "unknown"
+
+
+def factor(numerator: float | None, denominator: float | None) -> float | None:
+    """Return ``numerator / denominator`` or ``None`` when either is missing."""
+    if numerator is None or denominator is None or denominator <= 0:
+        return None
+    return numerator / denominator
+
+
+def package_version(name: str) -> str:
+    """Return an installed distribution's version, or ``unknown``."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def progress(message: str) -> None:
+    """Report progress on stderr."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Render an aligned Markdown table (first column left, the others right)."""
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: Sequence[str]) -> str:
+        padded = [
+            cell.ljust(widths[0]) if i == 0 else cell.rjust(widths[i])
+            for i, cell in enumerate(cells)
+        ]
+        return "| " + " | ".join(padded) + " |"
+
+    rule = (
+        "|"
+        + "|".join([":" + "-" * (widths[0] + 1)] + ["-" * (w + 1) + ":" for w in widths[1:]])
+        + "|"
+    )
+    return "\n".join([line(header), rule, *(line(row) for row in rows)])
+
+
+def write_section(path: Path, section: str, name: str) -> None:
+    """Put ``section`` between the ``<!-- name:start -->`` and ``<!-- name:end -->``
+    markers in ``path``, replacing an earlier run's block (appended when missing)."""
+    mark_start, mark_end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    block = f"{mark_start}\n{section}{mark_end}\n"
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    start, end = text.find(mark_start), text.find(mark_end)
+    if start != -1 and end > start:
+        after = text[end + len(mark_end) :].lstrip("\n")
+        text = text[:start] + block + (f"\n{after}" if after else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + block
+    path.write_text(text)
