@@ -1,6 +1,6 @@
 """Type stubs of the private native module. Import from ``hephaestus`` instead."""
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, ClassVar, TypedDict, final
 
@@ -204,6 +204,12 @@ class WorkflowGraph:
     def advance(self, instance: Instance) -> Instance: ...
     def runnable(self, instance: Instance) -> list[type]: ...
     def next_runnable(self, instance: Instance) -> tuple[type, Any] | None: ...
+    def run(
+        self,
+        instance: Instance,
+        routes: Mapping[tuple[type, str], Any],
+        slow: Callable[[Instance, type, object], Instance],
+    ) -> Instance: ...
     def complete_and_activate(
         self,
         instance: Instance,

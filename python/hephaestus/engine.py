@@ -228,26 +228,19 @@ def run(instance: Instance) -> Instance:
     everything completed before it.
     """
     graph = _graph(instance)
-    routes = getattr(instance.workflow, "routes", {})
-    instance = graph.advance(instance)
-    while (runnable := graph.next_runnable(instance)) is not None:
-        step, config = runnable
+
+    def slow(current: Instance, step: type, result: object) -> Instance:
+        # Everything but a plain declared event, which the native loop
+        # completes itself: results to normalize, coroutines, exceptions.
+        if isinstance(result, Exception):
+            return _apply(current, graph, step, result)
         try:
-            result = _settle(step().execute(instance, config, instance.context), step)
-        except Exception as exc:  # a failing step fails the instance
-            instance = _apply(instance, graph, step, exc)
-            continue
-        events: tuple[str, ...] = getattr(step, "events", ())
-        if type(result) is str and result in events and (step, result) not in routes:
-            # The common case, without building an Ok: a declared event.
-            instance = graph.complete_and_activate(instance, step, result)
-            continue
-        try:
-            outcome: StepResult | Exception = normalize_result(result, step=step)
+            outcome: StepResult | Exception = normalize_result(_settle(result, step), step=step)
         except Exception as exc:  # a malformed result fails the instance
             outcome = exc
-        instance = _apply(instance, graph, step, outcome)
-    return _check_completion(instance)
+        return _apply(current, graph, step, outcome)
+
+    return graph.run(instance, getattr(instance.workflow, "routes", {}), slow)
 
 
 async def arun(instance: Instance) -> Instance:

@@ -4,13 +4,14 @@
 
 use std::sync::Arc;
 
-use pyo3::exceptions::PyTypeError;
+use pyo3::exceptions::{PyException, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyFrozenSet, PyList, PyString, PyTuple, PyType};
 
+use crate::bindings::context::PyContext;
 use crate::bindings::convert::{timestamp_from_py, to_map, to_optional_map, to_py, to_value, Path};
 use crate::bindings::errors::{IntoPyResult, WORKFLOW_DEFINITION};
-use crate::bindings::instance::PyInstance;
+use crate::bindings::instance::{now_micros, PyInstance};
 use crate::bindings::registry::{describe, info, resolve};
 use crate::core::class_ref::ClassRef;
 use crate::core::engine;
@@ -275,6 +276,80 @@ impl PyWorkflowGraph {
         Ok(Some((resolve(py, step)?, config)))
     }
 
+    /// Engine: `hephaestus.engine.run`'s loop. Runs the runnable steps in
+    /// graph order; a step that returns one of its declared events as a
+    /// plain `str` (and has no dynamic route for it) is completed here, in
+    /// one pass through the core. Every other outcome, including exceptions
+    /// and coroutines, goes to `slow(instance, step, result)`, which returns
+    /// the next instance.
+    fn run(
+        &self,
+        instance: &Bound<'_, PyInstance>,
+        routes: &Bound<'_, PyAny>,
+        slow: &Bound<'_, PyAny>,
+    ) -> PyResult<PyInstance> {
+        let py = instance.py();
+        let started = engine::advance(&instance.get().inner, &self.inner).py()?;
+        let mut current: Bound<'_, PyInstance> = Bound::new(py, PyInstance::from(started))?;
+        let execute = pyo3::intern!(py, "execute");
+        loop {
+            let inner = &current.get().inner;
+            if !matches!(inner.status(), Status::Running | Status::Waiting) {
+                break;
+            }
+            let next = inner
+                .active_steps()
+                .filter(|(_, waiting)| !waiting)
+                .min_by_key(|(step, _)| self.inner.position(step).unwrap_or(usize::MAX));
+            let Some((step, _)) = next else {
+                break;
+            };
+            let step = step.clone();
+            let class = resolve(py, &step)?;
+            let config = match inner.step_config(&step) {
+                Some(value) => to_py(py, value)?,
+                None => py.None().into_bound(py),
+            };
+            let context = Bound::new(py, PyContext::from(inner.context().clone()))?;
+            let outcome = class
+                .call0()
+                .and_then(|obj| obj.call_method1(execute, (&current, config, context)));
+            let result = match outcome {
+                Ok(result) => result,
+                Err(err) if err.is_instance_of::<PyException>(py) => {
+                    err.into_value(py).into_bound(py).into_any()
+                }
+                Err(err) => return Err(err),
+            };
+            // A plain `str` result (not a subclass) that the step declares.
+            let event: Option<String> = if result.is_exact_instance_of::<PyString>() {
+                result.cast::<PyString>()?.to_str().ok().map(str::to_owned)
+            } else {
+                None
+            };
+            let declared = event.as_deref().is_some_and(|ev| {
+                self.inner
+                    .step(&step)
+                    .is_some_and(|spec| spec.events.iter().any(|e| &**e == ev))
+            });
+            let fast = declared && !routes.contains((&class, &result))?;
+            current = if let (true, Some(event)) = (fast, event) {
+                let key = info(class.as_any(), "step")?.key;
+                let completed = inner
+                    .complete_step(&step, &key, &event, None, None, now_micros()?)
+                    .py()?;
+                let activated =
+                    engine::activate_transitions(&completed, &self.inner, &step, &event, None)
+                        .py()?;
+                Bound::new(py, PyInstance::from(activated))?
+            } else {
+                slow.call1((&current, &class, result))?
+                    .cast_into::<PyInstance>()?
+            };
+        }
+        Ok(engine::check_completion(&current.get().inner).py()?.into())
+    }
+
     /// Engine: completes the active `step` with `event` and activates what
     /// the event leads to, in one call (for transitions without a dynamic
     /// route).
@@ -290,7 +365,7 @@ impl PyWorkflowGraph {
         let step = info(step, "step")?;
         let updates = to_optional_map(context_updates, Path::Root("context_updates"))?;
         let metadata = to_optional_map(metadata_updates, Path::Root("metadata_updates"))?;
-        let timestamp = crate::bindings::instance::now_micros()?;
+        let timestamp = now_micros()?;
         let inner = &instance.get().inner;
         let completed = inner
             .complete_step(&step.name, &step.key, event, updates, metadata, timestamp)
@@ -313,7 +388,7 @@ impl PyWorkflowGraph {
         let chosen = chosen.map(target_pairs).transpose()?;
         let timestamp = match timestamp {
             Some(t) if !t.is_none() => timestamp_from_py(t, "timestamp")?,
-            _ => crate::bindings::instance::now_micros()?,
+            _ => now_micros()?,
         };
         let next = engine::resume_step(
             &instance.get().inner,

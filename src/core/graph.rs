@@ -215,7 +215,8 @@ pub struct WorkflowGraph {
     start: usize,
     start_config: Option<Value>,
     steps: Vec<StepSpec>,
-    index: HashMap<ClassRef, usize>,
+    /// By step; foldhash because every engine step looks steps up here.
+    index: HashMap<ClassRef, usize, foldhash::fast::RandomState>,
     /// By source step: `(event, transition)` in definition order.
     outgoing: Vec<Vec<(Arc<str>, Transition)>>,
     successors: Vec<BTreeSet<usize>>,
@@ -226,7 +227,10 @@ impl WorkflowGraph {
     /// Builds and validates a graph, returning every problem found.
     pub fn build(spec: GraphSpec) -> Result<WorkflowGraph, Vec<GraphProblem>> {
         let mut problems = Vec::new();
-        let mut index = HashMap::with_capacity(spec.steps.len());
+        let mut index = HashMap::with_capacity_and_hasher(
+            spec.steps.len(),
+            foldhash::fast::RandomState::default(),
+        );
         for (i, step) in spec.steps.iter().enumerate() {
             if index.insert(step.name.clone(), i).is_some() {
                 problems.push(GraphProblem::UnknownStep(step.name.clone()));
