@@ -250,32 +250,6 @@ impl PyWorkflowGraph {
         PyList::new(py, classes)
     }
 
-    /// Engine: the first runnable step in graph order with its config, or
-    /// `None` when the instance is finished, failed or only waits. One call
-    /// per step of `engine.run`.
-    fn next_runnable<'py>(
-        &self,
-        instance: &Bound<'py, PyInstance>,
-    ) -> PyResult<Option<(Bound<'py, PyType>, Bound<'py, PyAny>)>> {
-        let py = instance.py();
-        let inner = &instance.get().inner;
-        if !matches!(inner.status(), Status::Running | Status::Waiting) {
-            return Ok(None);
-        }
-        let next = inner
-            .active_steps()
-            .filter(|(_, waiting)| !waiting)
-            .min_by_key(|(step, _)| self.inner.position(step).unwrap_or(usize::MAX));
-        let Some((step, _)) = next else {
-            return Ok(None);
-        };
-        let config = match inner.step_config(step) {
-            Some(value) => to_py(py, value)?,
-            None => py.None().into_bound(py),
-        };
-        Ok(Some((resolve(py, step)?, config)))
-    }
-
     /// Engine: `hephaestus.engine.run`'s loop. Runs the runnable steps in
     /// graph order; a step that returns one of its declared events as a
     /// plain `str` (and has no dynamic route for it) is completed here, in
