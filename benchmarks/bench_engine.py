@@ -30,20 +30,17 @@ import importlib
 import importlib.metadata
 import inspect
 import itertools
-import os
-import platform
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from time import perf_counter_ns
 from typing import Any
 
 from hephaestus import Done, Instance, Status, Step, Unique, Workflow
-from report import cpu_model, factor, package_version, progress, table, write_section
+from report import factor, header, progress, table, write_section
 
 try:
     engine: Any = importlib.import_module("hephaestus.engine")
@@ -781,27 +778,12 @@ def micros(ns: float) -> str:
 
 def render_header(results: Results) -> list[str]:
     """Return the heading, the command, the machine and the software of a run."""
-    quick = results.settings.quick
-    versions = [f"Python {platform.python_version()}"]
-    if results.has("hephaestus"):
-        versions.append(f"hephaestus-core {package_version('hephaestus-core')}")
+    packages = ["hephaestus-core"] if results.has("hephaestus") else []
     if results.has("spiff-core") or results.has("spiff-bpmn"):
-        versions.append(f"SpiffWorkflow {package_version('SpiffWorkflow')}")
-        versions.append(f"lxml {package_version('lxml')}")
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    lines = [
-        "## Engine: hephaestus vs SpiffWorkflow",
-        "",
-        f"Output of `python benchmarks/bench_engine.py{' --quick' if quick else ''}`, {now}. "
-        "What each row measures: [benchmarks/README.md](benchmarks/README.md).",
-        "",
-    ]
-    if quick:
-        lines += ["**Quick smoke run: the numbers are not representative.**", ""]
+        packages += ["SpiffWorkflow", "lxml"]
+    title = "## Engine: hephaestus vs SpiffWorkflow"
     return [
-        *lines,
-        f"- Machine: {platform.platform()}, {cpu_model()}, {os.cpu_count()} logical CPUs",
-        f"- Software: {', '.join(versions)}",
+        *header(title, "bench_engine.py", results.settings.quick, packages),
         "- Every engine calls the same no-op `execute` methods; each run creates the "
         "instance (`Instance.new`, `Workflow(spec)`, `BpmnWorkflow(spec)`) and runs it to "
         "completion. SpiffWorkflow's task-tree depth limit of 1,000 is lifted so that its "

@@ -28,7 +28,6 @@ import importlib.metadata
 import json
 import os
 import pickle
-import platform
 import re
 import subprocess
 import sys
@@ -42,7 +41,7 @@ from time import perf_counter_ns
 from typing import Any
 
 from pyrsistent import PMap, PSet, PVector, freeze, pmap, pset, pvector, thaw
-from report import cpu_model, factor, package_version, progress, table, write_section
+from report import factor, header, progress, table, write_section
 
 try:
     import hephaestus
@@ -1222,26 +1221,9 @@ def cell(ns: float, ours: float | None) -> str:
 
 def render_header(results: Results) -> list[str]:
     """Return the heading, the command, the machine and the software of a run."""
-    quick = results.settings.quick
-    versions = [f"Python {platform.python_version()}"]
-    if any(impl.name == "hephaestus" for impl in results.impls):
-        versions.append(f"hephaestus-core {package_version('hephaestus-core')}")
-    versions.append(f"pyrsistent {package_version('pyrsistent')}")
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    lines = [
-        "## Instance: hephaestus vs pure Python",
-        "",
-        f"Output of `python benchmarks/bench_instance.py{' --quick' if quick else ''}`, {now}. "
-        "What each row measures: [benchmarks/README.md](benchmarks/README.md).",
-        "",
-    ]
-    if quick:
-        lines += ["**Quick smoke run: the numbers are not representative.**", ""]
-    return [
-        *lines,
-        f"- Machine: {platform.platform()}, {cpu_model()}, {os.cpu_count()} logical CPUs",
-        f"- Software: {', '.join(versions)}",
-    ]
+    packages = ["hephaestus-core"] if any(i.name == "hephaestus" for i in results.impls) else []
+    title = "## Instance: hephaestus vs pure Python"
+    return header(title, "bench_instance.py", results.settings.quick, [*packages, "pyrsistent"])
 
 
 def render_operations(results: Results) -> list[str]:

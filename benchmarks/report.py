@@ -4,9 +4,11 @@ and writing a script's section into BENCHMARKS.md."""
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import platform
 import sys
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 
 
@@ -72,3 +74,25 @@ def write_section(path: Path, section: str, name: str) -> None:
     else:
         text = text.rstrip("\n") + "\n\n" + block
     path.write_text(text)
+
+
+def header(title: str, script: str, quick: bool, packages: Sequence[str]) -> list[str]:
+    """The heading of a section: the title, the command and time of the run,
+    the machine, and the versions of Python and ``packages``."""
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    versions = [f"Python {platform.python_version()}"]
+    versions += [f"{name} {package_version(name)}" for name in packages]
+    lines = [
+        title,
+        "",
+        f"Output of `python benchmarks/{script}{' --quick' if quick else ''}`, {now}. "
+        "What each row measures: [benchmarks/README.md](benchmarks/README.md).",
+        "",
+    ]
+    if quick:
+        lines += ["**Quick smoke run: the numbers are not representative.**", ""]
+    return [
+        *lines,
+        f"- Machine: {platform.platform()}, {cpu_model()}, {os.cpu_count()} logical CPUs",
+        f"- Software: {', '.join(versions)}",
+    ]
