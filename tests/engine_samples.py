@@ -580,3 +580,26 @@ def drive(instance: Instance, trail: list[Instance] | None = None) -> Instance:
 
 def history_steps(instance: Instance) -> list[type]:
     return [entry.step_ref for entry in instance.execution_history]
+
+
+#: The fields that say where an instance ended.
+END_STATE = (
+    "status",
+    "active_steps",
+    "waiting_steps",
+    "completed_steps",
+    "skipped_steps",
+    "reached_steps",
+    "context",
+    "runtime_metadata",
+    "step_configs",
+    "error",
+)
+
+
+def assert_same_state(
+    actual: Instance, expected: Instance, fields: tuple[str, ...] = END_STATE
+) -> None:
+    """Asserts that two instances agree on ``fields``, naming the first that differs."""
+    for field in fields:
+        assert getattr(actual, field) == getattr(expected, field), field

@@ -19,7 +19,7 @@ import gc
 import itertools
 from typing import Any
 
-from engine_samples import check_invariants, drive, history_steps
+from engine_samples import assert_same_state, check_invariants, drive, history_steps
 from hephaestus import (
     Async,
     Done,
@@ -343,17 +343,17 @@ def test_run_matches_the_public_calls_and_arun(spec: Spec) -> None:
 
     aran = asyncio.run(main())
     check_invariants(aran)
+    fields = (
+        "status",
+        "completed_steps",
+        "skipped_steps",
+        "reached_steps",
+        "context",
+        "runtime_metadata",
+        "step_configs",
+    )
     for other in (by_hand, aran):
-        for field in (
-            "status",
-            "completed_steps",
-            "skipped_steps",
-            "reached_steps",
-            "context",
-            "runtime_metadata",
-            "step_configs",
-        ):
-            assert getattr(other, field) == getattr(ran, field), field
+        assert_same_state(other, ran, fields)
     assert history_steps(by_hand) == history_steps(ran)
     assert collections.Counter(history_steps(aran)) == collections.Counter(history_steps(ran))
 

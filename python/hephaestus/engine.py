@@ -211,7 +211,7 @@ def _apply(
     if (step, event) in getattr(instance.workflow, "routes", {}):
         # The route sees the context with this step's result in it.
         completed = instance.complete_step(step, event, outcome.context_updates, outcome.metadata)
-        return graph.activate_transitions(completed, step, event, _chosen(completed, step, event))
+        return activate_transitions(completed, step, event)
     return graph.complete_and_activate(
         instance, step, event, outcome.context_updates, outcome.metadata
     )

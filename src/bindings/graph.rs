@@ -309,12 +309,18 @@ impl PyWorkflowGraph {
             let fast = declared && !routes.contains((&class, &result))?;
             current = if let (true, Some(event)) = (fast, event) {
                 let key = info(class.as_any(), "step")?.key;
-                let completed = inner
-                    .complete_step(&step, &key, &event, None, None, now_micros()?)
-                    .py()?;
-                let activated =
-                    engine::activate_transitions(&completed, &self.inner, &step, &event, None)
-                        .py()?;
+                let activated = engine::complete_and_activate(
+                    inner,
+                    &self.inner,
+                    &step,
+                    &key,
+                    &event,
+                    None,
+                    None,
+                    None,
+                    now_micros()?,
+                )
+                .py()?;
                 Bound::new(py, PyInstance::from(activated))?
             } else {
                 slow.call1((&current, &class, result))?
@@ -339,12 +345,17 @@ impl PyWorkflowGraph {
         let step = info(step, "step")?;
         let updates = to_optional_map(context_updates, Path::Root("context_updates"))?;
         let metadata = to_optional_map(metadata_updates, Path::Root("metadata_updates"))?;
-        let timestamp = now_micros()?;
-        let inner = &instance.get().inner;
-        let completed = inner
-            .complete_step(&step.name, &step.key, event, updates, metadata, timestamp)
-            .py()?;
-        let next = engine::activate_transitions(&completed, &self.inner, &step.name, event, None);
+        let next = engine::complete_and_activate(
+            &instance.get().inner,
+            &self.inner,
+            &step.name,
+            &step.key,
+            event,
+            updates,
+            metadata,
+            None,
+            now_micros()?,
+        );
         Ok(next.py()?.into())
     }
 

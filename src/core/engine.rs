@@ -21,6 +21,7 @@ use crate::core::error::{CoreError, CoreResult};
 use crate::core::graph::{Target, Transition, WorkflowGraph};
 use crate::core::instance::{Instance, StepState};
 use crate::core::status::Status;
+use crate::core::value::Map;
 
 /// Starts a pending instance: `Running`, with the start step active (its
 /// config stored) and current. An instance with active steps, or waiting,
@@ -133,6 +134,33 @@ pub fn activate_transitions(
     Ok(next)
 }
 
+/// Completes the active `step` with `event` (storing `context_updates`
+/// under `step_key`, merging `metadata_updates`, stamped `timestamp`) and
+/// activates what the event leads to; `chosen` as in
+/// [`activate_transitions`].
+#[allow(clippy::too_many_arguments)]
+pub fn complete_and_activate(
+    instance: &Instance,
+    graph: &WorkflowGraph,
+    step: &ClassRef,
+    step_key: &std::sync::Arc<str>,
+    event: &str,
+    context_updates: Option<Map>,
+    metadata_updates: Option<Map>,
+    chosen: Option<Vec<Target>>,
+    timestamp: i64,
+) -> CoreResult<Instance> {
+    let completed = instance.complete_step(
+        step,
+        step_key,
+        event,
+        context_updates,
+        metadata_updates,
+        timestamp,
+    )?;
+    activate_transitions(&completed, graph, step, event, chosen)
+}
+
 /// Resumes the waiting `step` with `event`: completes it (storing nothing
 /// under its key, stamped `timestamp`), activates its transitions, and
 /// clears the current step. The status goes back to `Running` unless every
@@ -153,8 +181,9 @@ pub fn resume_step(
     if instance.step_state(step) != Some(StepState::Active { waiting: true }) {
         return Ok(instance.clone());
     }
-    let completed = instance.complete_step(step, step_key, event, None, None, timestamp)?;
-    let next = activate_transitions(&completed, graph, step, event, chosen)?;
+    let next = complete_and_activate(
+        instance, graph, step, step_key, event, None, None, chosen, timestamp,
+    )?;
     let status = if next.status() == Status::Waiting {
         Status::Waiting
     } else {
@@ -194,7 +223,6 @@ mod tests {
 
     use super::*;
     use crate::core::graph::{GraphSpec, StepSpec};
-    use crate::core::value::Map;
 
     fn r(name: &str) -> ClassRef {
         ClassRef::parse(&format!("shop:{name}")).unwrap()
