@@ -10,66 +10,57 @@ from __future__ import annotations
 import datetime as dt
 import math
 
-from hephaestus import ExecutionEntry, Instance, Status
+from hephaestus import Done, ExecutionEntry, Instance, Status, Step, Unique, Workflow
 
 UTC = dt.timezone.utc
 # A fixed, known instant for explicit timestamps.
 T0 = dt.datetime(2024, 5, 17, 12, 30, 45, 123456, tzinfo=UTC)
 
 
-# -- workflows ---------------------------------------------------------------
-
-
-class OrderFlow:
-    """A workflow class (the core only needs a class)."""
-
-
-class RefundFlow:
-    """Another workflow class."""
-
-
 # -- steps -------------------------------------------------------------------
+# Step subclasses (loading accepts only those where a step belongs); the
+# bookkeeping tests never run them.
 
 
-class ValidateOrder:
+class ValidateOrder(Step):
     events = ("valid", "invalid")
 
 
-class ProcessPayment:
+class ProcessPayment(Step):
     events = ("paid",)
 
 
-class Pay:
+class Pay(Step):
     events = ("paid",)
 
 
-class ChargeCard:
+class ChargeCard(Step):
     events = ("charged",)
 
 
-class ReserveStock:
+class ReserveStock(Step):
     events = ("reserved",)
 
 
-class Ship:
+class Ship(Step):
     events = ("shipped",)
 
 
-class RejectOrder:
+class RejectOrder(Step):
     events = ("rejected",)
 
 
-class HTTPClient:
+class HTTPClient(Step):
     """Default step key ``http_client``."""
 
 
-class Keyed:
+class Keyed(Step):
     """A step with an explicit key."""
 
     step_key = "validate"
 
 
-class NoneKeyed:
+class NoneKeyed(Step):
     """``step_key = None`` means: use the default."""
 
     step_key = None
@@ -78,8 +69,32 @@ class NoneKeyed:
 class Outer:
     """Holds a nested step class, serialized as ``samples:Outer.Inner``."""
 
-    class Inner:
+    class Inner(Step):
         pass
+
+
+# -- workflows ---------------------------------------------------------------
+
+
+class OrderFlow(Workflow, unique=Unique("orderid")):
+    """A workflow; the bookkeeping tests also use steps outside its graph."""
+
+    start = ValidateOrder
+    transitions = {
+        ValidateOrder: {"valid": ProcessPayment, "invalid": RejectOrder},
+        ProcessPayment: {"paid": [ChargeCard, ReserveStock]},
+        ChargeCard: {"charged": Ship},
+        ReserveStock: {"reserved": Ship},
+        Ship: {"shipped": Done},
+        RejectOrder: {"rejected": Done},
+    }
+
+
+class RefundFlow(Workflow, unique=Unique("refundid")):
+    """Another workflow."""
+
+    start = Pay
+    transitions = {Pay: {"paid": Done}}
 
 
 STEPS = (ValidateOrder, ProcessPayment, Pay, ChargeCard, ReserveStock, Ship, RejectOrder)
@@ -92,7 +107,7 @@ def not_a_class():
 def make_local_step(name: str = "LocalStep") -> type:
     """A class defined inside a function: its qualname has ``<locals>``."""
 
-    class LocalStep:
+    class LocalStep(Step):
         pass
 
     LocalStep.__name__ = name
@@ -103,7 +118,9 @@ def make_local_step(name: str = "LocalStep") -> type:
 def make_twin(qualname: str) -> type:
     """A new class claiming to be ``samples:<qualname>`` (as a factory or a
     loop makes them); each call gives a distinct class with the same name."""
-    return type(qualname.rsplit(".", 1)[-1], (), {"__module__": __name__, "__qualname__": qualname})
+    return type(
+        qualname.rsplit(".", 1)[-1], (Step,), {"__module__": __name__, "__qualname__": qualname}
+    )
 
 
 # -- instances ---------------------------------------------------------------

@@ -55,6 +55,7 @@ from engine_samples import (
     ParallelFlow,
     Pause,
     RaceFlow,
+    Recorded,
     Refuse,
     RefuseFlow,
     Regular,
@@ -86,9 +87,12 @@ from hephaestus import (
     Ok,
     Status,
     Step,
+    Unique,
     WaitForEvent,
+    Workflow,
     engine,
     step_key,
+    transit,
 )
 from workflow_samples import FastTrack, Standard, Tickets, Triage, TriageFlow, TriageV1
 
@@ -216,8 +220,13 @@ class Introspect(Step):
         )
 
 
+class IntrospectFlow(Workflow, unique=Unique("flow")):
+    start = Introspect
+    transitions = {Introspect: {"done": Done}}
+
+
 def test_execute_step_passes_instance_config_and_context() -> None:
-    instance = new(LinearFlow, {"a": 1}).replace(step_configs={Introspect: {"k": "v"}})
+    instance = new(IntrospectFlow, {"a": 1}).replace(step_configs={Introspect: {"k": "v"}})
     assert engine.execute_step(instance, Introspect) == Ok(
         "done",
         {
@@ -980,3 +989,150 @@ def test_arun_reports_an_exception_in_an_async_branch() -> None:
     assert failed.error is not None
     assert failed.error["kind"] == "exception"
     assert failed.error["step"] == step_key(Explode)
+
+
+# -- the engine fails safely (each test failed before its fix) -----------------------
+
+
+class Unplanned(Recorded):
+    """A step that belongs to no workflow here."""
+
+
+def test_run_refuses_a_step_outside_the_workflow_before_any_step_runs() -> None:
+    stray = started(LinearFlow).activate_step(Unplanned)
+    with pytest.raises(InvalidTransitionError, match=r"Unplanned.*not a step of the workflow"):
+        engine.run(stray)
+    with pytest.raises(InvalidTransitionError, match="Unplanned"):
+        asyncio.run(engine.arun(stray))
+    with pytest.raises(InvalidTransitionError, match="Unplanned"):
+        engine.execute_step(stray, Unplanned)
+    assert ran() == [], "no step's code ran, not even the workflow's own start step"
+
+
+def test_run_refuses_a_reached_step_outside_the_workflow() -> None:
+    stray = started(LinearFlow).replace(reached_steps={Unplanned})
+    with pytest.raises(InvalidTransitionError, match="Unplanned"):
+        engine.run(stray)
+    assert ran() == []
+
+
+def test_fail_refuses_a_completed_instance() -> None:
+    done = run(new(LinearFlow))
+    assert done.status is Status.COMPLETED
+    with pytest.raises(InvalidTransitionError, match="completed"):
+        engine.fail(done, None, "too late")
+    failed = run(new(ExplodeFlow))
+    with pytest.raises(InvalidTransitionError, match="failed"):
+        engine.fail(failed, None, "again")
+
+
+def test_a_dispatcher_instance_runs_the_graph_of_its_own_version() -> None:
+    old = run(Instance.new(Tickets, 1, {"priority": "high"}, "ticket::abc"))
+    assert old.status is Status.COMPLETED
+    assert old.completed_steps == frozenset({Triage, Standard, Done}), "version 1's graph"
+    new_ = run(Instance.new(Tickets, 2, {"priority": "high"}, "ticket::abc"))
+    assert new_.completed_steps == frozenset({Triage, FastTrack, Done}), "version 2's graph"
+    assert old.workflow is Tickets
+    assert old.workflow_version == 1
+
+
+def test_a_version_the_dispatcher_lacks_is_refused_before_anything_runs() -> None:
+    unknown = Instance.new(Tickets, 5, {"priority": "high"}, "ticket::abc")
+    for call in (engine.run, engine.advance, lambda i: asyncio.run(engine.arun(i))):
+        with pytest.raises(ValueError, match=r"no version 5.*\[1, 2\]"):
+            call(unknown)
+    plain = Instance.new(LinearFlow, 3, {}, "linear::1")
+    with pytest.raises(ValueError, match=r"no version 3.*\[1\]"):
+        engine.run(plain)
+    assert ran() == []
+
+
+class PriceStep(Step):
+    events = ("priced",)
+
+    def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        import decimal
+
+        return Ok("priced", {"total": decimal.Decimal("9.99")})
+
+
+class PriceFlow(Workflow, unique=Unique("price")):
+    start = StepA
+    transitions = {StepA: {"done": PriceStep}, PriceStep: {"priced": Done}}
+
+
+class Bare(Step):
+    events = ("done",)
+
+    def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        return 42
+
+
+class BareFlow(Workflow, unique=Unique("bare")):
+    start = StepA
+    transitions = {StepA: {"done": Bare}, Bare: {"done": Done}}
+
+
+@pytest.mark.parametrize("runner", ["run", "arun"])
+def test_a_result_that_cannot_be_stored_fails_the_instance_naming_the_step(runner: str) -> None:
+    drive = engine.run if runner == "run" else lambda i: asyncio.run(engine.arun(i))
+    failed = drive(new(PriceFlow))
+    check_invariants(failed)
+    assert failed.status is Status.FAILED
+    error = failed.error
+    assert error is not None
+    assert (error["kind"], error["step"]) == ("invalid_result", "price_step")
+    assert "PriceStep" in error["message"]
+    assert "decimal.Decimal" in error["message"]
+    assert "context_updates['total']" in error["message"]
+    assert failed.completed_steps == frozenset({StepA}), "earlier steps are kept"
+    bare = drive(new(BareFlow))
+    assert bare.error is not None
+    assert bare.error["kind"] == "invalid_result"
+    assert "Bare.execute returned int" in bare.error["message"]
+
+
+def test_a_route_returning_an_undeclared_target_fails_the_run_with_kind_route() -> None:
+    for target in ("finish", "stray"):
+        failed = run(new(BadRouteFlow, {"target": target}))
+        assert failed.status is Status.FAILED
+        assert failed.error is not None
+        assert (failed.error["kind"], failed.error["step"]) == ("route", "dispatch")
+        assert failed.error["event"] == "routed"
+        assert "does not declare" in failed.error["message"]
+        assert failed.completed_steps == frozenset({Dispatch}), "the routed step completed"
+        assert failed.context.steps == {"dispatch": {}}
+
+
+class RaisingRouteFlow(Workflow, unique=Unique("raisingroute")):
+    start = Dispatch
+    transitions = {Express: {"next": Finish}, Regular: {"next": Finish}, Finish: {"finished": Done}}
+
+    @transit(Dispatch, "routed", targets=[Express, Regular])
+    def route(context: Any) -> Any:
+        return {"a": Express}[context.initial["missing"]]
+
+
+def test_a_route_that_raises_fails_the_run_with_kind_route() -> None:
+    failed = run(new(RaisingRouteFlow, {}))
+    assert failed.status is Status.FAILED
+    assert failed.error is not None
+    assert failed.error["kind"] == "route"
+    assert "KeyError" in failed.error["message"]
+    assert "missing" in failed.error["message"]
+    assert failed.completed_steps == frozenset({Dispatch})
+    # The pure function still raises the route's own exception.
+    completed = engine.complete_step(started(RaisingRouteFlow, {}), Dispatch, "routed")
+    with pytest.raises(KeyError):
+        engine.activate_transitions(completed, Dispatch, "routed")
+
+
+def test_completion_clears_the_current_step() -> None:
+    done = run(new(LinearFlow))
+    assert done.status is Status.COMPLETED
+    assert done.current_step is None
+    by_hand = engine.check_completion(
+        started(LinearFlow).replace(active_steps=set(), completed_steps={StepA})
+    )
+    assert by_hand.status is Status.COMPLETED
+    assert by_hand.current_step is None

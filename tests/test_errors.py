@@ -8,13 +8,14 @@ import hephaestus.errors
 import pytest
 from hephaestus import (
     AlreadyRunningError,
+    DefinitionProblem,
     HephaestusError,
     InstanceNotFoundError,
     InvalidTransitionError,
     SerializationError,
     WorkflowDefinitionError,
 )
-from hephaestus._core import _raise_core_error
+from hephaestus._core import _core_error_variants, _raise_core_error
 from samples import Pay, running
 
 ERRORS = {
@@ -77,9 +78,21 @@ def test_errors_pickle(cls, _):
 VARIANTS = {
     "StepState": InvalidTransitionError,
     "Terminal": InvalidTransitionError,
+    "UndeclaredEvent": InvalidTransitionError,
+    "StepNotInWorkflow": InvalidTransitionError,
+    "UndeclaredTarget": InvalidTransitionError,
+    "NoTarget": InvalidTransitionError,
     "InvalidField": ValueError,
     "Serialization": SerializationError,
+    "UnresolvedClass": SerializationError,
+    "Definition": WorkflowDefinitionError,
 }
+
+
+def test_the_table_covers_every_core_error_variant():
+    # The core lists its variants in an exhaustive match, so a new variant
+    # shows up here and must be given its class.
+    assert sorted(_core_error_variants()) == sorted(VARIANTS)
 
 
 @pytest.mark.parametrize(("variant", "cls"), VARIANTS.items(), ids=VARIANTS.keys())
@@ -88,6 +101,24 @@ def test_each_core_error_variant_raises_its_contract_class(variant, cls):
         _raise_core_error(variant)
     assert type(excinfo.value) is cls
     assert str(excinfo.value)
+
+
+def test_a_definition_error_keeps_its_problems_as_data():
+    with pytest.raises(WorkflowDefinitionError) as excinfo:
+        _raise_core_error("Definition")
+    assert excinfo.value.problems == ()
+    assert excinfo.value.workflow == "Flow"
+
+
+def test_a_definition_error_pickles_with_its_problems():
+    problem = DefinitionProblem("cycle", "cycle: A -> A", (Pay, Pay))
+    error = WorkflowDefinitionError("Flow is not a valid workflow", [problem], "Flow")
+    loaded = pickle.loads(pickle.dumps(error))
+    assert (loaded.problems, loaded.workflow, str(loaded)) == (
+        (problem,),
+        "Flow",
+        "Flow is not a valid workflow",
+    )
 
 
 def test_invalid_field_is_a_plain_value_error():

@@ -30,16 +30,18 @@ from hephaestus import (
 from hephaestus.steps import StepResult, StepReturn, normalize_result
 
 
-class TypedFlow:
-    pass
-
-
-class TypedStep:
+class TypedStep(Step):
     step_key = "typed"
+    events = ("done",)
 
 
-class OtherStep:
+class OtherStep(Step):
     pass
+
+
+class TypedFlow(Workflow, unique=Unique("typed")):
+    start = TypedStep
+    transitions = {TypedStep: {"done": Done}}
 
 
 def build() -> Instance:

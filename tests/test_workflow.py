@@ -263,3 +263,48 @@ def test_transit_checks_its_arguments() -> None:
         transit(Triage, "", targets=[Standard])(lambda context: Standard)
     with pytest.raises(TypeError, match="list of step classes"):
         transit(Triage, "routed", targets=Standard)(lambda context: Standard)  # type: ignore[arg-type]
+
+
+# -- problems as data, version_for None ---------------------------------------------------
+
+
+def test_a_definition_error_carries_its_problems_as_data() -> None:
+    a = make_step("Alpha", ("next", "spare"))
+    b = make_step("Beta", ("back",))
+    with pytest.raises(WorkflowDefinitionError) as caught:
+        define(a, {a: {"next": b}, b: {"back": a}})
+    error = caught.value
+    assert error.workflow == "Flow"
+    by_kind = {p.kind: p for p in error.problems}
+    assert set(by_kind) == {"cycle", "event_without_transition"}
+    assert by_kind["cycle"].steps == (a, b, a)
+    assert by_kind["event_without_transition"].steps == (a,)
+    assert by_kind["event_without_transition"].event == "spare"
+    for problem in error.problems:
+        assert f"\n  - {problem.message}" in str(error)
+
+
+def test_python_side_problems_are_data_too() -> None:
+    class NotAStep:
+        pass
+
+    a = make_step("Alpha", ("next",))
+    with pytest.raises(WorkflowDefinitionError) as caught:
+        define(a, {a: {"next": NotAStep}})
+    assert [(p.kind, p.steps) for p in caught.value.problems] == [("not_a_step", (NotAStep,))]
+    with pytest.raises(WorkflowDefinitionError) as caught:
+        define(a, {a: {"next": Done}}, version=0)
+    assert [p.kind for p in caught.value.problems] == ["option"]
+
+
+def test_version_for_returning_none_means_the_current_version() -> None:
+    class Defaulted(
+        Workflow, unique=Unique("ticket"), versions={1: TriageV1, 2: TriageFlow}, current=2
+    ):
+        @classmethod
+        def version_for(cls, versions: Any, options: Any) -> int | None:
+            return 1 if options.get("legacy") else None
+
+    assert Defaulted.resolve_version() == (2, TriageFlow)
+    assert Defaulted.resolve_version(legacy=True) == (1, TriageV1)
+    assert Defaulted.resolve_version(1) == (1, TriageV1)

@@ -16,6 +16,7 @@ from hephaestus._core import (
 )
 from hephaestus.errors import (
     AlreadyRunningError,
+    DefinitionProblem,
     HephaestusError,
     InstanceNotFoundError,
     InvalidTransitionError,
@@ -44,6 +45,7 @@ __all__ = [
     "Async",
     "Context",
     "Debug",
+    "DefinitionProblem",
     "Done",
     "Error",
     "ExecutionEntry",

@@ -8,6 +8,12 @@ classes; nothing is mapped a second time in Python.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterable
+from typing import Any
+
+# The exception classes; `DefinitionProblem` (the data an invalid workflow
+# reports) is exported from `hephaestus` itself.
 __all__ = [
     "AlreadyRunningError",
     "HephaestusError",
@@ -22,8 +28,51 @@ class HephaestusError(Exception):
     """Base class of every hephaestus error."""
 
 
+@dataclasses.dataclass(frozen=True)
+class DefinitionProblem:
+    """One broken rule of a workflow definition, as data.
+
+    Attributes:
+        kind: Which rule, e.g. ``"cycle"``, ``"unreachable"``,
+            ``"leaf_not_done"``, ``"fan_out_does_not_join"``,
+            ``"duplicate_key"``, ``"event_without_transition"``,
+            ``"undeclared_event"``, ``"not_a_step"`` or ``"option"`` (a class
+            option such as ``unique`` or ``versions``).
+        message: The problem in words, as the error's text shows it.
+        steps: The step classes involved, in the order the message names
+            them (a cycle ends where it started).
+        event: The event involved, if the rule is about one.
+    """
+
+    kind: str
+    message: str
+    steps: tuple[type, ...] = ()
+    event: str | None = None
+
+
 class WorkflowDefinitionError(HephaestusError):
-    """A workflow class breaks a definition rule (raised when it is created)."""
+    """A workflow class breaks a definition rule (raised when it is created).
+
+    Every problem is reported at once: ``str(error)`` lists them, and
+    ``error.problems`` holds them as :class:`DefinitionProblem` values.
+
+    Attributes:
+        problems: What is wrong, one entry per problem.
+        workflow: The name of the workflow class, when known.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        problems: Iterable[DefinitionProblem] = (),
+        workflow: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.problems: tuple[DefinitionProblem, ...] = tuple(problems)
+        self.workflow = workflow
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self), self.problems, self.workflow))
 
 
 class InvalidTransitionError(HephaestusError, ValueError):

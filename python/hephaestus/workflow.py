@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from hephaestus._core import Context, WorkflowGraph
-from hephaestus.errors import WorkflowDefinitionError
-from hephaestus.steps import Done, Step
+from hephaestus.errors import DefinitionProblem, WorkflowDefinitionError
+from hephaestus.steps import Done, is_step_class
 from hephaestus.unique import Unique
 
 __all__ = ["Route", "Workflow", "transit"]
@@ -85,11 +85,22 @@ def _name(obj: object) -> str:
     return obj.__qualname__ if isinstance(obj, type) else repr(obj)
 
 
-def _targets(value: object, where: str) -> list[tuple[type, Any]]:
+def _invalid(name: str, problems: list[DefinitionProblem]) -> WorkflowDefinitionError:
+    """One error listing every problem of the workflow ``name``."""
+    message = f"{name} is not a valid workflow:" + "".join(f"\n  - {p.message}" for p in problems)
+    return WorkflowDefinitionError(message, problems, name)
+
+
+def _option(name: str, message: str) -> WorkflowDefinitionError:
+    """The error for a bad class option (``unique``, ``version``, ...)."""
+    return _invalid(name, [DefinitionProblem("option", message)])
+
+
+def _targets(value: object, where: str, workflow: str) -> list[tuple[type, Any]]:
     """``Step``, ``(Step, config)`` or a list of those, as ``(step, config)`` pairs."""
     items = value if isinstance(value, list) else [value]
     if not items:
-        raise WorkflowDefinitionError(f"{where}: an empty list of targets")
+        raise _option(workflow, f"{where}: an empty list of targets")
     pairs: list[tuple[type, Any]] = []
     for item in items:
         if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], type):
@@ -97,31 +108,32 @@ def _targets(value: object, where: str) -> list[tuple[type, Any]]:
         elif isinstance(item, type):
             pairs.append((item, None))
         else:
-            raise WorkflowDefinitionError(
+            raise _option(
+                workflow,
                 f"{where}: a target is a step class, (step_class, config) or a list of "
-                f"those, got {item!r}"
+                f"those, got {item!r}",
             )
     return pairs
 
 
-def _check_json_safe(value: object, path: str) -> None:
+def _check_json_safe(value: object, path: str, workflow: str) -> None:
     if value is None or isinstance(value, (bool, int, str)):
         return
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise WorkflowDefinitionError(f"{path}: {value!r} is not JSON-safe")
+            raise _option(workflow, f"{path}: {value!r} is not JSON-safe")
         return
     if isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
-            _check_json_safe(item, f"{path}[{index}]")
+            _check_json_safe(item, f"{path}[{index}]", workflow)
         return
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
-                raise WorkflowDefinitionError(f"{path}: keys must be str, got {key!r}")
-            _check_json_safe(item, f"{path}[{key!r}]")
+                raise _option(workflow, f"{path}: keys must be str, got {key!r}")
+            _check_json_safe(item, f"{path}[{key!r}]", workflow)
         return
-    raise WorkflowDefinitionError(f"{path}: {type(value).__name__} is not JSON-safe")
+    raise _option(workflow, f"{path}: {type(value).__name__} is not JSON-safe")
 
 
 class Workflow:
@@ -134,6 +146,7 @@ class Workflow:
 
     Attributes:
         graph: The validated graph (for a dispatcher, the current version's).
+            It holds the steps, the transitions and the dynamic routes.
         version: The workflow's version (a dispatcher's current version).
         unique: How instances are identified by business key.
         tags: Free-form labels.
@@ -148,8 +161,6 @@ class Workflow:
     metadata: ClassVar[dict[str, Any]]
     versions: ClassVar[dict[int, type[Workflow]] | None] = None
     current: ClassVar[int | None] = None
-    #: Dynamic routes by (source step, event), for the engine.
-    routes: ClassVar[dict[tuple[type, str], Route]] = {}
 
     def __init_subclass__(
         cls,
@@ -165,30 +176,28 @@ class Workflow:
         super().__init_subclass__(**kwargs)
         name = cls.__qualname__
         if unique is None:
-            raise WorkflowDefinitionError(f"{name}: unique=Unique(...) is required")
+            raise _option(name, "unique=Unique(...) is required")
         if not isinstance(unique, Unique):
-            raise WorkflowDefinitionError(f"{name}: unique must be a Unique, got {unique!r}")
+            raise _option(name, f"unique must be a Unique, got {unique!r}")
         if isinstance(tags, str) or not all(isinstance(tag, str) for tag in tags):
-            raise WorkflowDefinitionError(f"{name}: tags must be strings, got {tags!r}")
+            raise _option(name, f"tags must be strings, got {tags!r}")
         if metadata is not None and not isinstance(metadata, Mapping):
-            raise WorkflowDefinitionError(f"{name}: metadata must be a dict, got {metadata!r}")
-        _check_json_safe(dict(metadata or {}), f"{name}: metadata")
+            raise _option(name, f"metadata must be a dict, got {metadata!r}")
+        _check_json_safe(dict(metadata or {}), "metadata", name)
         cls.unique = unique
         cls.tags = tuple(tags)
         cls.metadata = dict(metadata or {})
         if versions is not None:
             if version is not None:
-                raise WorkflowDefinitionError(f"{name}: give either version or versions, not both")
+                raise _option(name, "give either version or versions, not both")
             cls._dispatch(versions, current)
             return
         if current is not None:
-            raise WorkflowDefinitionError(f"{name}: current is only for versions=...")
+            raise _option(name, "current is only for versions=...")
         if version is None:
             version = 1
         if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-            raise WorkflowDefinitionError(
-                f"{name}: version must be a positive int, got {version!r}"
-            )
+            raise _option(name, f"version must be a positive int, got {version!r}")
         cls.version = version
         cls.versions = None
         cls.current = None
@@ -199,8 +208,8 @@ class Workflow:
         """Validates a dispatcher's versions (the original's umbrella rules)."""
         name = cls.__qualname__
         if not isinstance(versions, Mapping) or not versions:
-            raise WorkflowDefinitionError(f"{name}: versions must be a non-empty dict")
-        problems = []
+            raise _option(name, "versions must be a non-empty dict")
+        problems: list[str] = []
         for number, member in versions.items():
             if isinstance(number, bool) or not isinstance(number, int) or number < 1:
                 problems.append(f"version {number!r} is not a positive int")
@@ -217,60 +226,70 @@ class Workflow:
         elif current not in versions:
             problems.append(f"current={current!r} is not one of the versions {sorted(versions)}")
         if problems:
-            raise WorkflowDefinitionError(
-                f"{name} is not a valid workflow:" + "".join(f"\n  - {p}" for p in problems)
-            )
+            raise _invalid(name, [DefinitionProblem("option", p) for p in problems])
         assert current is not None
         cls.versions = dict(versions)
         cls.current = current
         cls.version = current
         cls.graph = versions[current].graph
-        cls.routes = versions[current].routes
 
     @classmethod
     def _build_graph(cls) -> WorkflowGraph:
         name = cls.__qualname__
         if not hasattr(cls, "start"):
-            raise WorkflowDefinitionError(f"{name}: a workflow needs a start step")
-        start_pairs = _targets(getattr(cls, "start"), f"{name}.start")  # noqa: B009
+            raise _option(name, "a workflow needs a start step")
+        start_pairs = _targets(getattr(cls, "start"), "start", name)  # noqa: B009
         if len(start_pairs) != 1:
-            raise WorkflowDefinitionError(f"{name}.start: one start step, not a list")
+            raise _option(name, "start: one start step, not a list")
         start, start_config = start_pairs[0]
         table = getattr(cls, "transitions", {})
         if not isinstance(table, Mapping):
-            raise WorkflowDefinitionError(f"{name}.transitions must be a dict, got {table!r}")
+            raise _option(name, f"transitions must be a dict, got {table!r}")
         steps: dict[type, None] = {start: None}
-        edges: list[tuple[type, str, list[tuple[type, Any]], bool]] = []
-        problems: list[str] = []
+        edges: list[tuple[type, str, list[tuple[type, Any]], Route | None]] = []
+        problems: list[DefinitionProblem] = []
         for source, by_event in table.items():
             if not isinstance(by_event, Mapping):
-                problems.append(f"transitions[{_name(source)}] must be a dict of event -> target")
+                problems.append(
+                    DefinitionProblem(
+                        "option", f"transitions[{_name(source)}] must be a dict of event -> target"
+                    )
+                )
                 continue
             steps.setdefault(source, None)
             for event, target in by_event.items():
                 if not isinstance(event, str) or not event:
-                    problems.append(f"transitions[{_name(source)}]: event {event!r} is not a str")
+                    problems.append(
+                        DefinitionProblem(
+                            "option", f"transitions[{_name(source)}]: event {event!r} is not a str"
+                        )
+                    )
                     continue
-                pairs = _targets(target, f"transitions[{_name(source)}][{event!r}]")
+                pairs = _targets(target, f"transitions[{_name(source)}][{event!r}]", name)
                 for step, _ in pairs:
                     steps.setdefault(step, None)
-                edges.append((source, event, pairs, False))
-        routes = [v for v in vars(cls).values() if isinstance(v, Route)]
-        cls.routes = {(route.source, route.event): route for route in routes}
-        for route in routes:
+                edges.append((source, event, pairs, None))
+        for route in (v for v in vars(cls).values() if isinstance(v, Route)):
             steps.setdefault(route.source, None)
             for step in route.targets:
                 steps.setdefault(step, None)
-            edges.append((route.source, route.event, [(t, None) for t in route.targets], True))
-        step_classes = [s for s in steps if isinstance(s, type) and issubclass(s, Step)]
+            edges.append((route.source, route.event, [(t, None) for t in route.targets], route))
         problems.extend(
-            f"{_name(s)} is not a Step subclass" for s in steps if s not in step_classes
+            DefinitionProblem(
+                "not_a_step",
+                f"{_name(s)} is not a Step subclass",
+                (s,) if isinstance(s, type) else (),
+            )
+            for s in steps
+            if not is_step_class(s)
         )
         if problems:
-            raise WorkflowDefinitionError(
-                f"{name} is not a valid workflow:" + "".join(f"\n  - {p}" for p in problems)
-            )
-        specs = [(step, tuple(step.events), issubclass(step, Done)) for step in step_classes]
+            raise _invalid(name, problems)
+        specs = [
+            (step, tuple(step.events), issubclass(step, Done))
+            for step in steps
+            if is_step_class(step)
+        ]
         return WorkflowGraph(name, start, start_config, specs, edges)
 
     @classmethod
@@ -280,10 +299,13 @@ class Workflow:
         """The version to run and its workflow class.
 
         With ``version``, that version (``ValueError`` if there is none such);
-        without, :meth:`version_for` decides.
+        without, :meth:`version_for` decides, and its ``None`` means the
+        current version.
         """
         versions = cls.versions if cls.versions is not None else {cls.version: cls}
         chosen = cls.version_for(versions, options) if version is None else version
+        if chosen is None:
+            chosen = cls.current if cls.current is not None else cls.version
         if chosen not in versions:
             raise ValueError(
                 f"{cls.__qualname__} has no version {chosen!r}; it has {sorted(versions)}"
@@ -291,9 +313,12 @@ class Workflow:
         return chosen, versions[chosen]
 
     @classmethod
-    def version_for(cls, versions: Mapping[int, type[Workflow]], options: Mapping[str, Any]) -> int:
+    def version_for(
+        cls, versions: Mapping[int, type[Workflow]], options: Mapping[str, Any]
+    ) -> int | None:
         """Picks the version for a new instance; override to route by ``options``.
 
-        The default is the current version.
+        The default is the current version; ``None`` also means the current
+        version (as in the original).
         """
         return cls.current if cls.current is not None else cls.version

@@ -2,7 +2,7 @@
 
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyString, PyTuple};
+use pyo3::types::{PyDict, PyMapping, PyString, PyTuple};
 
 use crate::bindings::convert::{map_to_py, to_map, Path};
 use crate::bindings::registry::describe;
@@ -30,12 +30,14 @@ pub fn context_from_py(
     let Some(steps) = steps.filter(|s| !s.is_none()) else {
         return Ok(context);
     };
-    let Ok(steps) = steps.cast::<PyDict>() else {
+    let Ok(mapping) = steps.cast::<PyMapping>() else {
         return Err(PyTypeError::new_err(format!(
-            "steps: expected a dict, got {}",
+            "steps: expected a mapping, got {}",
             describe(steps)
         )));
     };
+    let steps = PyDict::new(steps.py());
+    steps.update(mapping)?;
     for (key, result) in steps.iter() {
         let Ok(key) = key.cast::<PyString>() else {
             return Err(PyTypeError::new_err(format!(
@@ -45,7 +47,7 @@ pub fn context_from_py(
         };
         let key = key.to_str()?;
         let result = to_map(&result, Path::Key(&Path::Root("steps"), key))?;
-        context = context.put_step_result(key.into(), result);
+        context.put_step_result_mut(key.into(), result);
     }
     Ok(context)
 }

@@ -53,30 +53,25 @@ impl Path<'_> {
             }
         }
     }
-
-    fn depth(&self) -> usize {
-        match self {
-            Path::Root(_) => 0,
-            Path::Key(parent, _) | Path::Index(parent, _) => parent.depth() + 1,
-        }
-    }
 }
 
-/// Converts any supported Python object into a [`Value`].
+/// Converts any supported Python object into a [`Value`]. Its nesting is
+/// counted from `obj` itself, whatever the path says of where it sits, so
+/// a value that is accepted in one place is accepted in every other.
 pub fn to_value(obj: &Bound<'_, PyAny>, path: Path<'_>) -> PyResult<Value> {
-    to_value_at(obj, path, path.depth())
+    to_value_at(obj, path, 0)
 }
 
 /// Converts a top-level argument, any `collections.abc.Mapping` with `str`
 /// keys, into a [`Map`]. (Nested values must be real dicts, see [`Value`].)
 pub fn to_map(obj: &Bound<'_, PyAny>, path: Path<'_>) -> PyResult<Map> {
     if let Ok(dict) = obj.cast::<PyDict>() {
-        return dict_to_map(dict, path, path.depth());
+        return dict_to_map(dict, path, 0);
     }
     if let Ok(mapping) = obj.cast::<PyMapping>() {
         let dict = PyDict::new(obj.py());
         dict.update(mapping)?;
-        return dict_to_map(&dict, path, path.depth());
+        return dict_to_map(&dict, path, 0);
     }
     Err(PyTypeError::new_err(format!(
         "{}: expected a mapping, got {}",

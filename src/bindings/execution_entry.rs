@@ -3,18 +3,28 @@
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDateTime, PyDict, PyString, PyTuple, PyType};
+use pyo3::{PyTraverseError, PyVisit};
 
 use crate::bindings::convert::{
     map_to_py, timestamp_from_py, timestamp_to_py, to_optional_map, Path,
 };
 use crate::bindings::errors::IntoPyResult;
-use crate::bindings::registry::{info, resolve};
+use crate::bindings::registry::info;
 use crate::core::execution_entry::ExecutionEntry;
 
-/// One completed step in an instance's history; immutable.
+/// One completed step in an instance's history; immutable. It holds its
+/// step class, so it can always give it back.
 #[pyclass(name = "ExecutionEntry", module = "hephaestus._core", frozen)]
 pub struct PyExecutionEntry {
     pub inner: ExecutionEntry,
+    step: Py<PyType>,
+}
+
+impl PyExecutionEntry {
+    /// Wraps `inner`, whose step is `step`.
+    pub fn new(inner: ExecutionEntry, step: Py<PyType>) -> Self {
+        Self { inner, step }
+    }
 }
 
 #[pymethods]
@@ -31,13 +41,19 @@ impl PyExecutionEntry {
         let timestamp = timestamp_from_py(timestamp, "timestamp")?;
         let updates = to_optional_map(context_updates, Path::Root("context_updates"))?;
         let inner = ExecutionEntry::new(step, event.to_str()?, timestamp, updates).py()?;
-        Ok(Self { inner })
+        // `info` accepted it, so it is a class.
+        let class = step_ref.cast::<PyType>()?.clone().unbind();
+        Ok(Self::new(inner, class))
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.step)
     }
 
     /// The step class that completed.
     #[getter]
-    fn step_ref<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyType>> {
-        resolve(py, self.inner.step())
+    fn step_ref<'py>(&self, py: Python<'py>) -> Bound<'py, PyType> {
+        self.step.bind(py).clone()
     }
 
     /// The event it emitted.
@@ -74,7 +90,7 @@ impl PyExecutionEntry {
         };
         Ok(format!(
             "ExecutionEntry(step_ref={}, event={}, timestamp={}, context_updates={updates})",
-            short_name(self.inner.step().as_str()),
+            self.inner.step().short_name(),
             PyString::new(py, self.inner.event()).repr()?,
             self.timestamp(py)?.str()?,
         ))
@@ -88,7 +104,7 @@ impl PyExecutionEntry {
         let args = PyTuple::new(
             py,
             [
-                this.step_ref(py)?.into_any(),
+                this.step_ref(py).into_any(),
                 PyString::new(py, this.inner.event()).into_any(),
                 this.timestamp(py)?.into_any(),
                 this.context_updates(py)?
@@ -97,9 +113,4 @@ impl PyExecutionEntry {
         )?;
         Ok((slf.get_type().into_any(), args))
     }
-}
-
-/// `"shop.steps:Pay"` → `"Pay"`, for reprs.
-pub fn short_name(name: &str) -> &str {
-    name.rsplit_once(':').map_or(name, |(_, qualname)| qualname)
 }

@@ -7,30 +7,51 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyFrozenSet, PyList, PyMapping, PyString, PyTuple, PyType};
+use pyo3::{PyTraverseError, PyVisit};
 
 use crate::bindings::context::PyContext;
 use crate::bindings::convert::{
     map_to_py, timestamp_from_py, to_map, to_optional_map, to_py, to_value, Path,
 };
-use crate::bindings::errors::{IntoPyResult, SERIALIZATION};
-use crate::bindings::execution_entry::{short_name, PyExecutionEntry};
-use crate::bindings::registry::{canonical, describe, info, resolve};
+use crate::bindings::errors::{to_py_err, IntoPyResult};
+use crate::bindings::execution_entry::PyExecutionEntry;
+use crate::bindings::registry::{canonical, describe, info, resolve, Lookup};
 use crate::bindings::status;
 use crate::core::class_ref::ClassRef;
 use crate::core::context::Context;
-use crate::core::format;
-use crate::core::instance::{FieldChanges, Instance, StepState};
+use crate::core::error::CoreError;
+use crate::core::format::{self, ClassKind};
+use crate::core::instance::{Completion, FieldChanges, Instance, StepState};
 use crate::core::value::Map;
 
 /// A workflow instance; immutable, every change returns a new one.
+///
+/// It holds its workflow class (and so, through the class's graph, its
+/// steps), so an instance never loses its own fields when the classes were
+/// made in a function and nothing else refers to them.
 #[pyclass(name = "Instance", module = "hephaestus._core", frozen)]
 pub struct PyInstance {
     pub inner: Instance,
+    workflow: Py<PyType>,
 }
 
-impl From<Instance> for PyInstance {
-    fn from(inner: Instance) -> Self {
-        Self { inner }
+impl PyInstance {
+    /// Wraps `inner`, whose workflow is `workflow`.
+    pub fn wrap(inner: Instance, workflow: Py<PyType>) -> Self {
+        Self { inner, workflow }
+    }
+
+    /// A new instance of the same workflow.
+    pub fn derive(&self, py: Python<'_>, inner: Instance) -> Self {
+        Self {
+            inner,
+            workflow: self.workflow.clone_ref(py),
+        }
+    }
+
+    /// The workflow class.
+    pub fn workflow_class<'py>(&self, py: Python<'py>) -> &Bound<'py, PyType> {
+        self.workflow.bind(py)
     }
 }
 
@@ -133,12 +154,14 @@ fn set_field(changes: &mut FieldChanges, name: &str, value: &Bound<'_, PyAny>) -
             });
         }
         "step_configs" => {
-            let Ok(configs) = value.cast::<PyDict>() else {
+            let Ok(mapping) = value.cast::<PyMapping>() else {
                 return Err(PyTypeError::new_err(format!(
-                    "step_configs must be a dict, got {}",
+                    "step_configs must be a mapping, got {}",
                     describe(value)
                 )));
             };
+            let configs = PyDict::new(value.py());
+            configs.update(mapping)?;
             let mut entries = Vec::with_capacity(configs.len());
             for (step, config) in configs.iter() {
                 let step = info(&step, "step_configs key")?.name;
@@ -252,7 +275,7 @@ impl PyInstance {
             Map::default(),
         )
         .py()?;
-        apply(&base, fields)
+        apply(&base, fields, workflow.cast_into::<PyType>()?.unbind())
     }
 
     /// A new pending instance (Elixir: `Instance.new/4`).
@@ -263,20 +286,39 @@ impl PyInstance {
         context: &Bound<'_, PyAny>,
         id: &Bound<'_, PyAny>,
     ) -> PyResult<Self> {
-        let workflow = info(workflow, "workflow")?.name;
+        let name = info(workflow, "workflow")?.name;
         let version = self::version(version, "version")?;
         let initial = to_map(context, Path::Root("context"))?;
         let id = non_empty_str(id, "id")?;
-        Ok(Instance::new(&id, workflow, version, initial).py()?.into())
+        let inner = Instance::new(&id, name, version, initial).py()?;
+        Ok(Self::wrap(
+            inner,
+            workflow.cast::<PyType>()?.clone().unbind(),
+        ))
     }
 
     /// A copy with the given fields replaced, checked like the constructor.
     #[pyo3(signature = (**changes))]
-    fn replace(&self, changes: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+    fn replace(&self, py: Python<'_>, changes: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
         match changes {
-            Some(changes) => apply(&self.inner, changes),
-            None => Ok(self.inner.clone().into()),
+            Some(changes) => {
+                let workflow = match changes.get_item("workflow")? {
+                    Some(class) => class.cast_into::<PyType>().map_err(|e| {
+                        PyTypeError::new_err(format!(
+                            "workflow must be a class, got {}",
+                            describe(&e.into_inner())
+                        ))
+                    })?,
+                    None => self.workflow.bind(py).clone(),
+                };
+                apply(&self.inner, changes, workflow.unbind())
+            }
+            None => Ok(self.derive(py, self.inner.clone())),
         }
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.workflow)
     }
 
     /// Makes `step` active and stores `config` when it is not `None`.
@@ -286,12 +328,13 @@ impl PyInstance {
         step: &Bound<'_, PyAny>,
         config: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
+        let py = step.py();
         let step = step_ref(step)?;
         let config = match config {
             Some(config) if !config.is_none() => Some(to_value(config, Path::Root("config"))?),
             _ => None,
         };
-        Ok(self.inner.activate_step(&step, config).py()?.into())
+        Ok(self.derive(py, self.inner.activate_step(&step, config).py()?))
     }
 
     /// Completes the active `step` with `event`.
@@ -304,6 +347,7 @@ impl PyInstance {
         metadata_updates: Option<&Bound<'_, PyAny>>,
         timestamp: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
+        let py = step.py();
         let step = info(step, "step")?;
         let Ok(event) = event.cast::<PyString>() else {
             return Err(PyTypeError::new_err(format!(
@@ -317,28 +361,29 @@ impl PyInstance {
             Some(t) if !t.is_none() => timestamp_from_py(t, "timestamp")?,
             _ => now_micros()?,
         };
+        let completion = Completion {
+            event: event.to_str()?.into(),
+            context_updates: updates,
+            metadata_updates: metadata,
+            timestamp,
+        };
         let next = self
             .inner
-            .complete_step(
-                &step.name,
-                &step.key,
-                event.to_str()?,
-                updates,
-                metadata,
-                timestamp,
-            )
+            .complete_step(&step.name, &step.key, completion)
             .py()?;
-        Ok(next.into())
+        Ok(self.derive(py, next))
     }
 
     /// Marks the active `step` as waiting and makes it the current step.
     fn wait_step(&self, step: &Bound<'_, PyAny>) -> PyResult<Self> {
-        Ok(self.inner.wait_step(&step_ref(step)?).py()?.into())
+        let next = self.inner.wait_step(&step_ref(step)?).py()?;
+        Ok(self.derive(step.py(), next))
     }
 
     /// Records that `step` will not run (a path not taken).
     fn skip_step(&self, step: &Bound<'_, PyAny>) -> PyResult<Self> {
-        Ok(self.inner.skip_step(&step_ref(step)?).py()?.into())
+        let next = self.inner.skip_step(&step_ref(step)?).py()?;
+        Ok(self.derive(step.py(), next))
     }
 
     /// Whether `step` is active (waiting steps included).
@@ -388,10 +433,7 @@ impl PyInstance {
     /// How many steps completed.
     #[getter]
     fn completed_count(&self) -> usize {
-        self.inner
-            .steps()
-            .filter(|(_, s)| *s == StepState::Completed)
-            .count()
+        self.inner.completed_count()
     }
 
     /// How many entries the execution history has.
@@ -406,8 +448,8 @@ impl PyInstance {
     }
 
     #[getter]
-    fn workflow<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyType>> {
-        resolve(py, self.inner.workflow())
+    fn workflow<'py>(&self, py: Python<'py>) -> Bound<'py, PyType> {
+        self.workflow.bind(py).clone()
     }
 
     #[getter]
@@ -504,7 +546,10 @@ impl PyInstance {
         entries.reverse();
         let entries = entries
             .into_iter()
-            .map(|e| Py::new(py, PyExecutionEntry { inner: e.clone() }))
+            .map(|e| {
+                let step = resolve(py, e.step())?.unbind();
+                Py::new(py, PyExecutionEntry::new(e.clone(), step))
+            })
             .collect::<PyResult<Vec<_>>>()?;
         PyList::new(py, entries)
     }
@@ -519,20 +564,23 @@ impl PyInstance {
         format::to_json(&self.inner).py()
     }
 
-    /// Reads an instance from JSON text, resolving its classes by import.
+    /// Reads an instance from JSON text. Classes resolve among those already
+    /// loaded; their modules are imported only with `allow_import=True`.
     #[staticmethod]
-    fn from_json(py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<Self> {
+    #[pyo3(signature = (data, *, allow_import=false))]
+    fn from_json(py: Python<'_>, data: &Bound<'_, PyAny>, allow_import: bool) -> PyResult<Self> {
         let Ok(text) = data.cast::<PyString>() else {
             return Err(PyTypeError::new_err(format!(
                 "from_json expects a str, got {}",
                 describe(data)
             )));
         };
-        let text = text.to_str().map_err(|_| {
-            SERIALIZATION.err("cannot read instance: the text is not valid Unicode")
-        })?;
-        let instance = format::from_json(text, |name: &str| canonical(py, name)).py()?;
-        Ok(instance.into())
+        let Ok(text) = text.to_str() else {
+            return Err(to_py_err(&CoreError::serialization(
+                "the text is not valid Unicode",
+            )));
+        };
+        load(py, allow_import, |resolve| format::from_json(text, resolve))
     }
 
     /// The instance in the compact binary form.
@@ -540,26 +588,32 @@ impl PyInstance {
         Ok(PyBytes::new(py, &format::to_bytes(&self.inner).py()?))
     }
 
-    /// Reads an instance from the binary form, resolving its classes by
-    /// import.
+    /// Reads an instance from the binary form; classes resolve as for
+    /// [`from_json`](Self::from_json).
     #[staticmethod]
-    fn from_bytes(py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<Self> {
+    #[pyo3(signature = (data, *, allow_import=false))]
+    fn from_bytes(py: Python<'_>, data: &Bound<'_, PyAny>, allow_import: bool) -> PyResult<Self> {
         let Ok(bytes) = data.cast::<PyBytes>() else {
             return Err(PyTypeError::new_err(format!(
                 "from_bytes expects bytes, got {}",
                 describe(data)
             )));
         };
-        let instance =
-            format::from_bytes(bytes.as_bytes(), |name: &str| canonical(py, name)).py()?;
-        Ok(instance.into())
+        let bytes = bytes.as_bytes();
+        load(py, allow_import, |resolve| {
+            format::from_bytes(bytes, resolve)
+        })
     }
 
+    /// Pickles as the binary form; unpickling may import the classes'
+    /// modules, as unpickling any class does.
     fn __reduce__<'py>(
         slf: &Bound<'py, Self>,
     ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyTuple>)> {
         let py = slf.py();
-        let loader = slf.get_type().getattr("from_bytes")?;
+        let loader = py
+            .import("hephaestus._core")?
+            .getattr("_unpickle_instance")?;
         let args = PyTuple::new(py, [slf.get().to_bytes(py)?])?;
         Ok((loader, args))
     }
@@ -572,11 +626,11 @@ impl PyInstance {
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
         let inst = &self.inner;
-        let active: Vec<&str> = inst
-            .steps()
-            .filter(|(_, s)| is_active(*s))
-            .map(|(step, _)| short_name(step.as_str()))
+        let mut active: Vec<&str> = inst
+            .active_steps()
+            .map(|(step, _)| step.short_name())
             .collect();
+        active.sort_unstable();
         let completed = inst
             .steps()
             .filter(|(_, s)| *s == StepState::Completed)
@@ -584,7 +638,7 @@ impl PyInstance {
         Ok(format!(
             "<Instance {} {} v{} {} active=[{}] completed={completed}>",
             PyString::new(py, inst.id()).repr()?,
-            short_name(inst.workflow().as_str()),
+            inst.workflow().short_name(),
             inst.workflow_version(),
             inst.status(),
             active.join(", "),
@@ -592,12 +646,61 @@ impl PyInstance {
     }
 }
 
-/// Applies raw field changes given as keyword arguments.
-fn apply(base: &Instance, fields: &Bound<'_, PyDict>) -> PyResult<PyInstance> {
+/// Applies raw field changes given as keyword arguments; `workflow` is the
+/// resulting workflow class.
+fn apply(
+    base: &Instance,
+    fields: &Bound<'_, PyDict>,
+    workflow: Py<PyType>,
+) -> PyResult<PyInstance> {
     let mut changes = FieldChanges::default();
     for (name, value) in fields.iter() {
         let name = name.cast::<PyString>()?;
         set_field(&mut changes, name.to_str()?, &value)?;
     }
-    Ok(base.with_fields(changes).py()?.into())
+    Ok(PyInstance::wrap(base.with_fields(changes).py()?, workflow))
+}
+
+/// Reads an instance with `read`, resolving its class names through the
+/// registry (importing modules only when `allow_import` is set). A
+/// `BaseException` that is not an `Exception`, raised by an import, is
+/// re-raised as it is rather than reported as unreadable data.
+fn load(
+    py: Python<'_>,
+    allow_import: bool,
+    read: impl FnOnce(
+        &mut dyn FnMut(&str, ClassKind) -> Result<ClassRef, CoreError>,
+    ) -> Result<Instance, CoreError>,
+) -> PyResult<PyInstance> {
+    let mut interrupted: Option<PyErr> = None;
+    let mut resolve_name =
+        |name: &str, kind: ClassKind| match canonical(py, name, kind, allow_import) {
+            Ok(class) => Ok(class),
+            Err(Lookup::Refused(reason)) => Err(CoreError::UnresolvedClass {
+                name: name.to_string(),
+                reason,
+            }),
+            Err(Lookup::Python(err)) => {
+                let reason = err.value(py).to_string();
+                interrupted = Some(err);
+                Err(CoreError::UnresolvedClass {
+                    name: name.to_string(),
+                    reason,
+                })
+            }
+        };
+    let read = read(&mut resolve_name);
+    if let Some(err) = interrupted {
+        return Err(err);
+    }
+    let inner = read.py()?;
+    let workflow = resolve(py, inner.workflow())?.unbind();
+    Ok(PyInstance::wrap(inner, workflow))
+}
+
+/// `pickle`'s loader for instances: the binary form, importing the modules
+/// of its classes as unpickling does for any class.
+#[pyfunction]
+pub fn _unpickle_instance(py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<PyInstance> {
+    PyInstance::from_bytes(py, data, true)
 }

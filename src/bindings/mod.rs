@@ -1,8 +1,10 @@
-//! `PyO3` glue: converts arguments, calls the core, maps errors. Nothing here
-//! decides workflow semantics.
+//! `PyO3` glue: converts arguments, calls the core, maps errors, and calls
+//! the Python code (steps, routes) the core asks about. Nothing here decides
+//! workflow semantics.
 
 mod context;
 mod convert;
+mod engine;
 mod errors;
 mod execution_entry;
 mod graph;
@@ -26,13 +28,18 @@ mod _core {
     #[pymodule_export]
     use super::context::PyContext;
     #[pymodule_export]
-    use super::errors::_raise_core_error;
+    use super::engine::{
+        activate_transitions, advance, check_completion, check_step, fail, resume_step, run,
+        runnable, PyRun,
+    };
+    #[pymodule_export]
+    use super::errors::{_core_error_variants, _raise_core_error};
     #[pymodule_export]
     use super::execution_entry::PyExecutionEntry;
     #[pymodule_export]
-    use super::graph::{_check_completion, _fail, PyWorkflowGraph};
+    use super::graph::PyWorkflowGraph;
     #[pymodule_export]
-    use super::instance::PyInstance;
+    use super::instance::{_unpickle_instance, PyInstance};
     #[pymodule_export]
     use super::status::_status_values;
     #[pymodule_export]

@@ -2,11 +2,16 @@
 //! see their classes.
 //!
 //! Each live class gets one canonical reference, `"module:QualName"`, and
-//! its step key. Classes are held weakly, so registering one never keeps it
-//! alive. When two live classes share a module and qualified name (made in
-//! a loop or a factory), the later one is named `"module:QualName#2"` (then
-//! `#3`, ...), so every instance gives back the very class it was given.
-//! Names that are not registered are resolved by import.
+//! its step key. Classes are held weakly here, so registering one never
+//! keeps it alive (the values that refer to a class hold it instead). When
+//! two live classes share a module and qualified name (made in a loop or a
+//! factory), the later one is named `"module:QualName#2"` (then `#3`, ...),
+//! so every instance gives back the very class it was given.
+//!
+//! Names read from documents resolve among registered classes and modules
+//! already imported; a module is imported only when the caller allows it
+//! (reading data must not run code), and only `Workflow` and `Step`
+//! subclasses are accepted where a workflow or a step belongs.
 //!
 //! Locking: the registry's mutex is never held while Python code can run
 //! (no attribute access, no decref of a registry object), so it cannot
@@ -15,13 +20,14 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::exceptions::{PyException, PyMemoryError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyString, PyType, PyWeakrefReference};
 
-use crate::bindings::errors::SERIALIZATION;
 use crate::core::class_ref::{underscore, ClassRef};
-use crate::core::error::{CoreError, CoreResult};
+use crate::core::error::CoreError;
+use crate::core::format::ClassKind;
 
 /// What the registry knows of one live class.
 #[derive(Clone)]
@@ -70,7 +76,7 @@ struct Registry {
     by_address: AddressMap<Entry>,
     /// By canonical name, with the class's info (so a name read from a
     /// document resolves to the shared canonical reference).
-    by_name: HashMap<ClassRef, Entry>,
+    by_name: HashMap<&'static str, Entry, foldhash::fast::RandomState>,
     /// Dead entries are swept when the table grows past this size.
     sweep_at: usize,
 }
@@ -118,7 +124,7 @@ fn register(class: &Bound<'_, PyType>) -> PyResult<ClassInfo> {
     let key = step_key_of(class)?;
     let weak: Py<PyWeakrefReference> = PyWeakrefReference::new(class)?.unbind();
     let base = format!("{module}:{qualname}");
-    ClassRef::parse(&base).map_err(|_| {
+    ClassRef::check(&base).map_err(|_| {
         PyValueError::new_err(format!(
             "class {base:?} has no usable module and qualified name"
         ))
@@ -135,9 +141,7 @@ fn register(class: &Bound<'_, PyType>) -> PyResult<ClassInfo> {
             } else {
                 format!("{base}#{suffix}")
             };
-            let candidate =
-                ClassRef::parse(&candidate).map_err(|e| PyValueError::new_err(e.to_string()))?;
-            match registry.by_name.get(&candidate) {
+            match registry.by_name.get(candidate.as_str()) {
                 Some(existing)
                     if existing
                         .class
@@ -150,15 +154,16 @@ fn register(class: &Bound<'_, PyType>) -> PyResult<ClassInfo> {
                 _ => break candidate,
             }
         };
+        let name = ClassRef::parse(&name).map_err(|e| PyValueError::new_err(e.to_string()))?;
         let info = ClassInfo {
-            name: name.clone(),
+            name,
             key: key.into(),
         };
         let named = Entry {
             class: weak.clone_ref(py),
             info: info.clone(),
         };
-        if let Some(old) = registry.by_name.insert(name, named) {
+        if let Some(old) = registry.by_name.insert(name.as_str(), named) {
             released.push(old.class);
         }
         let entry = Entry {
@@ -189,12 +194,13 @@ fn sweep(registry: &mut Registry, py: Python<'_>, released: &mut Vec<Py<PyWeakre
         if let Some(entry) = registry.by_address.remove(&address) {
             // The name may belong to a live class by now (a later class with
             // the same name took it over): remove it only if it is dead too.
+            let name = entry.info.name.as_str();
             let stale = registry
                 .by_name
-                .get(&entry.info.name)
+                .get(name)
                 .is_some_and(|named| named.class.bind(py).upgrade().is_none());
             if stale {
-                if let Some(named) = registry.by_name.remove(&entry.info.name) {
+                if let Some(named) = registry.by_name.remove(name) {
                     released.push(named.class);
                 }
             }
@@ -230,64 +236,156 @@ fn step_key_of(class: &Bound<'_, PyType>) -> PyResult<String> {
     Ok(underscore(class.name()?.to_str()?))
 }
 
-/// The live class a reference names: the registered one if it is alive,
-/// else the one found by importing its module and walking its qualified
-/// name.
-pub fn resolve<'py>(py: Python<'py>, name: &ClassRef) -> PyResult<Bound<'py, PyType>> {
-    let registered = lock()
+/// The live class registered under `name`, if it is still alive.
+fn registered<'py>(py: Python<'py>, name: &str) -> Option<Bound<'py, PyType>> {
+    let weak = lock()
         .as_ref()
-        .and_then(|r| r.by_name.get(name).map(|e| e.class.clone_ref(py)));
-    if let Some(weak) = registered {
-        if let Some(class) = weak.bind(py).upgrade() {
-            if let Ok(class) = class.cast_into::<PyType>() {
-                return Ok(class);
-            }
-        }
-    }
-    let class = import_class(py, name).map_err(|err| {
-        SERIALIZATION.err(format!("cannot resolve class {:?}: {err}", name.as_str()))
-    })?;
-    info(class.as_any(), "class")?;
-    Ok(class)
+        .and_then(|r| r.by_name.get(name).map(|e| e.class.clone_ref(py)))?;
+    weak.bind(py).upgrade()?.cast_into::<PyType>().ok()
 }
 
-fn import_class<'py>(py: Python<'py>, name: &ClassRef) -> PyResult<Bound<'py, PyType>> {
-    let text = name.as_str();
-    let text = text.split_once('#').map_or(text, |(base, _)| base);
+/// The live class a reference names. Every reference the core holds was
+/// made by registering a live class, and the values holding a reference
+/// keep its class alive, so this fails only for a reference put together
+/// by hand (raw field changes naming a class that has since died).
+pub fn resolve<'py>(py: Python<'py>, name: &ClassRef) -> PyResult<Bound<'py, PyType>> {
+    if let Some(class) = registered(py, name.as_str()) {
+        return Ok(class);
+    }
+    lookup(py, name.as_str(), None, false).map_err(|err| match err {
+        Lookup::Python(err) => err,
+        Lookup::Refused(reason) => {
+            crate::bindings::errors::to_py_err(&CoreError::UnresolvedClass {
+                name: name.to_string(),
+                reason,
+            })
+        }
+    })
+}
+
+/// Why a name did not resolve.
+pub enum Lookup {
+    /// A `BaseException` that is not an `Exception` (`KeyboardInterrupt`,
+    /// `SystemExit`, ...), raised while importing: it must propagate as is.
+    Python(PyErr),
+    /// The name does not resolve; why, and how to make it loadable.
+    Refused(String),
+}
+
+/// The canonical reference of the class `name` names in a document, which
+/// must be a class of `kind`. Resolves among registered classes and modules
+/// already imported; imports the class's module only when `import` is set.
+pub fn canonical(
+    py: Python<'_>,
+    name: &str,
+    kind: ClassKind,
+    import: bool,
+) -> Result<ClassRef, Lookup> {
+    let class = match registered(py, name) {
+        Some(class) => class,
+        None => lookup(py, name, Some(kind), import)?,
+    };
+    check_kind(&class, name, kind)?;
+    info(class.as_any(), "class")
+        .map(|i| i.name)
+        .map_err(|e| Lookup::Refused(e.value(py).to_string()))
+}
+
+/// The base classes a document's names must derive from.
+fn base_class(py: Python<'_>, kind: ClassKind) -> PyResult<&Bound<'_, PyType>> {
+    static WORKFLOW: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+    static STEP: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+    match kind {
+        ClassKind::Workflow => WORKFLOW.import(py, "hephaestus.workflow", "Workflow"),
+        ClassKind::Step => STEP.import(py, "hephaestus.steps", "Step"),
+    }
+}
+
+fn check_kind(class: &Bound<'_, PyType>, name: &str, kind: ClassKind) -> Result<(), Lookup> {
+    let py = class.py();
+    let base = base_class(py, kind).map_err(Lookup::Python)?;
+    match class.is_subclass(base) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Lookup::Refused(format!(
+            "{name} is not a {} subclass, but the document names it as a {}",
+            kind.base_name(),
+            kind.role()
+        ))),
+        Err(err) => Err(Lookup::Python(err)),
+    }
+}
+
+/// Finds the class `name` names by walking its module's attributes: the
+/// module must already be imported unless `import` is set. Only exceptions
+/// raised by an import are passed on as [`Lookup::Python`] (and only when
+/// they are not `Exception`s); everything else becomes a reason.
+fn lookup<'py>(
+    py: Python<'py>,
+    name: &str,
+    kind: Option<ClassKind>,
+    import: bool,
+) -> Result<Bound<'py, PyType>, Lookup> {
+    let text = name.split_once('#').map_or(name, |(base, _)| base);
     let (module, qualname) = text.split_once(':').unwrap_or((text, ""));
     if qualname.contains("<locals>") {
-        return Err(PyValueError::new_err(
-            "it was defined inside a function, so it cannot be imported; define it at module level",
+        return Err(Lookup::Refused(
+            "it was defined inside a function, so it cannot be loaded in another process; \
+             define it at module level"
+                .into(),
         ));
     }
-    let mut object = py.import(module)?.into_any();
+    let loaded = py
+        .import("sys")
+        .and_then(|sys| sys.getattr("modules"))
+        .and_then(|modules| {
+            modules
+                .get_item(module)
+                .ok()
+                .map_or(Ok(None), |m| Ok(Some(m)))
+        })
+        .map_err(Lookup::Python)?;
+    let mut object = match loaded {
+        Some(module) if !module.is_none() => module,
+        _ if import => py.import(module).map_err(only_exceptions)?.into_any(),
+        _ => {
+            let role = kind.map_or("class", ClassKind::role);
+            return Err(Lookup::Refused(format!(
+                "its module {module:?} is not imported; import it before loading (loading \
+                 never imports a module unless asked to: pass allow_import=True to load \
+                 the {role}'s module too)"
+            )));
+        }
+    };
     for part in qualname.split('.') {
-        object = object.getattr(part)?;
+        object = object
+            .getattr(part)
+            .map_err(|err| match only_exceptions(err) {
+                Lookup::Refused(_) => {
+                    Lookup::Refused(format!("{module:?} has no attribute {qualname:?}"))
+                }
+                interrupted @ Lookup::Python(_) => interrupted,
+            })?;
     }
     object.cast_into::<PyType>().map_err(|e| {
-        PyTypeError::new_err(format!(
+        Lookup::Refused(format!(
             "it is not a class but {}",
             describe(&e.into_inner())
         ))
     })
 }
 
-/// The canonical reference of the class a serialized name resolves to; for
-/// the core's readers. A live registered name answers from one lookup.
-pub fn canonical(py: Python<'_>, name: &str) -> CoreResult<ClassRef> {
-    if let Some(registry) = lock().as_ref() {
-        if let Some(entry) = registry.by_name.get(name) {
-            if entry.class.bind(py).upgrade().is_some() {
-                return Ok(entry.info.name.clone());
-            }
+/// An error raised while finding a class: an ordinary `Exception` says the
+/// class cannot be loaded; anything else (`KeyboardInterrupt`,
+/// `SystemExit`, and `MemoryError`, which says nothing about the data) is
+/// passed on as it is.
+fn only_exceptions(err: PyErr) -> Lookup {
+    Python::attach(|py| {
+        if err.is_instance_of::<PyException>(py) && !err.is_instance_of::<PyMemoryError>(py) {
+            Lookup::Refused(format!("importing its module failed: {}", err.value(py)))
+        } else {
+            Lookup::Python(err)
         }
-    }
-    let parsed = ClassRef::parse(name)?;
-    let class =
-        resolve(py, &parsed).map_err(|e| CoreError::serialization(e.value(py).to_string()))?;
-    info(class.as_any(), "class")
-        .map(|i| i.name)
-        .map_err(|e| CoreError::serialization(e.value(py).to_string()))
+    })
 }
 
 /// `'str'`-style description of an object's type for error messages.

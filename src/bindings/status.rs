@@ -1,11 +1,12 @@
 //! `Status` crosses the boundary as the members of the Python enum
 //! `hephaestus.status.Status` (a `str` enum), looked up once.
 
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyString, PyType};
 
+use crate::bindings::errors::IntoPyResult;
 use crate::bindings::registry::describe;
 use crate::core::status::Status;
 
@@ -33,9 +34,7 @@ pub fn from_py(obj: &Bound<'_, PyAny>) -> PyResult<Status> {
             describe(obj)
         )));
     };
-    text.to_str()?
-        .parse()
-        .map_err(|e: crate::core::error::CoreError| PyValueError::new_err(e.to_string()))
+    text.to_str()?.parse::<Status>().py()
 }
 
 /// The status values, in order, for the test that both sides agree.

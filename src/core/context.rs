@@ -63,12 +63,14 @@ impl Context {
     /// one); `initial` is untouched.
     #[must_use]
     pub fn put_step_result(&self, step_key: Arc<str>, result: Map) -> Context {
-        let mut steps = self.steps.clone();
-        steps.insert_mut(step_key, result);
-        Context {
-            initial: self.initial.clone(),
-            steps,
-        }
+        let mut next = self.clone();
+        next.put_step_result_mut(step_key, result);
+        next
+    }
+
+    /// [`Context::put_step_result`] in place.
+    pub fn put_step_result_mut(&mut self, step_key: Arc<str>, result: Map) {
+        self.steps.insert_mut(step_key, result);
     }
 }
 

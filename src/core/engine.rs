@@ -1,9 +1,11 @@
 //! The pure engine: moving an instance through its workflow graph (Elixir:
-//! `Hephaestus.Core.Engine`).
+//! `Hephaestus.Core.Engine`). Every decision of the engine is made here;
+//! the bindings only run step code and report what it returned.
 //!
 //! These functions never run step code. The caller executes steps and
-//! reports completions; for a dynamic route it calls the route and passes
-//! the chosen target, which is checked against the declared ones here.
+//! reports each one's [`Outcome`]; for a dynamic route it calls the route
+//! and passes the chosen targets, which are checked against the declared
+//! ones here.
 //!
 //! The join rule fixes the original's: a target becomes active when each of
 //! its predecessors is completed or skipped and a taken transition reached
@@ -13,43 +15,152 @@
 //! when its last open predecessor is skipped. So a join after exclusive
 //! branches runs once, after whichever branch ran, while a join after a
 //! parallel fan-out waits for every branch.
+//!
+//! Cost: a completion costs `O(targets · log n)` whatever the size of the
+//! workflow. A join with many predecessors keeps a cursor in the instance
+//! (how many of its predecessors, in graph order, are known to be
+//! resolved), so checking it again costs only what resolved since.
+//!
+//! Every operation has an in-place form (`*_mut`) for a driver that owns
+//! its instance, such as the run loop, and a form that returns a new
+//! instance. An in-place operation that fails leaves the instance as it
+//! was: each checks everything before it changes anything.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
 
 use crate::core::class_ref::ClassRef;
 use crate::core::error::{CoreError, CoreResult};
 use crate::core::graph::{Target, Transition, WorkflowGraph};
-use crate::core::instance::{Instance, StepState};
+use crate::core::instance::{Completion, Instance, StepState};
 use crate::core::status::Status;
-use crate::core::value::Map;
+use crate::core::value::{Map, Value};
 
-/// Starts a pending instance: `Running`, with the start step active (its
-/// config stored) and current. An instance with active steps, or waiting,
-/// is returned unchanged; any other goes to [`check_completion`].
-pub fn advance(instance: &Instance, graph: &WorkflowGraph) -> CoreResult<Instance> {
-    if instance.status() == Status::Pending {
-        let start = graph.start();
-        let started = instance.activate_step(start, graph.start_config().cloned())?;
-        return started.with_status(Status::Running, Some(Some(start.clone())));
-    }
-    if instance.status() == Status::Waiting || instance.active_count() > 0 {
-        return Ok(instance.clone());
-    }
-    check_completion(instance)
+/// What running a step produced, as the caller reports it.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// `Ok(event, context_updates, metadata)` (or a bare event string).
+    Completed(Completion),
+    /// `Async()`: the step waits for an event or a timer.
+    Waiting,
+    /// `Error(reason)`: the step failed; the instance fails at once.
+    Error(Value),
+    /// The step raised an exception.
+    Exception {
+        /// The exception's class, `module.QualName`.
+        type_name: String,
+        /// `str()` of the exception.
+        message: String,
+    },
+    /// The step returned something that is not a result, or a result that
+    /// cannot be stored; the message says what and where.
+    InvalidResult(String),
 }
 
-/// `Completed` when nothing is left to run: no active steps and no join
-/// still waiting. Terminal and pending instances are returned unchanged.
-pub fn check_completion(instance: &Instance) -> CoreResult<Instance> {
-    let status = instance.status();
-    if status.is_terminal()
-        || status == Status::Pending
-        || instance.active_count() > 0
-        || instance.reached_count() > 0
-    {
-        return Ok(instance.clone());
+/// What is left to do after an outcome was applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// Nothing: the instance holds the outcome.
+    Done,
+    /// The step completed with `event`, whose targets a dynamic route
+    /// chooses: call the route with the instance's context (which now holds
+    /// the step's result), then [`route_mut`].
+    Route {
+        /// The event the step completed with.
+        event: Arc<str>,
+    },
+}
+
+/// What an operation did that a driver needs to know.
+#[derive(Debug, Default)]
+pub struct Effects {
+    /// Graph positions of the steps that became runnable, in the order they
+    /// were activated.
+    pub activated: Vec<usize>,
+}
+
+/// Joins with at most this many predecessors are checked by a plain scan;
+/// larger ones keep a cursor in the instance.
+const SCAN_LIMIT: usize = 8;
+
+// -- checks --------------------------------------------------------------------
+
+/// The position of `step` in `graph`, or an error naming both.
+pub fn position(
+    graph: &WorkflowGraph,
+    step: &ClassRef,
+    operation: &'static str,
+) -> CoreResult<usize> {
+    graph
+        .position(step)
+        .ok_or_else(|| CoreError::StepNotInWorkflow {
+            operation,
+            step: step.to_string(),
+            workflow: graph.workflow().to_string(),
+        })
+}
+
+/// Fails unless every active or reached step of `instance` belongs to
+/// `graph`, so that no step from outside the workflow (put there by raw
+/// field changes or a foreign document) is ever run or waited for.
+pub fn check_members(
+    instance: &Instance,
+    graph: &WorkflowGraph,
+    operation: &'static str,
+) -> CoreResult<()> {
+    for (step, _) in instance.active_steps() {
+        position(graph, step, operation)?;
     }
-    instance.with_status(Status::Completed, None)
+    if instance.reached_count() > 0 {
+        for (step, state) in instance.steps() {
+            if state == StepState::Reached {
+                position(graph, step, operation)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Fails unless the step at `position` declares `event`.
+fn check_declared(
+    graph: &WorkflowGraph,
+    position: usize,
+    event: &str,
+    operation: &'static str,
+) -> CoreResult<()> {
+    let spec = graph.step_at(position);
+    if spec.events.iter().any(|e| &**e == event) {
+        return Ok(());
+    }
+    Err(CoreError::UndeclaredEvent {
+        operation,
+        step: spec.name.to_string(),
+        event: event.to_string(),
+        declared: quoted(&spec.events),
+    })
+}
+
+fn quoted(events: &[Arc<str>]) -> String {
+    let declared: Vec<String> = events.iter().map(|e| format!("{e:?}")).collect();
+    declared.join(", ")
+}
+
+// -- reading -------------------------------------------------------------------
+
+/// The runnable steps (active, not waiting) in graph order. Fails when an
+/// active or reached step does not belong to the workflow.
+pub fn runnable(instance: &Instance, graph: &WorkflowGraph) -> CoreResult<Vec<ClassRef>> {
+    check_members(instance, graph, "runnable")?;
+    let mut positions: Vec<usize> = instance
+        .active_steps()
+        .filter(|(_, waiting)| !waiting)
+        .filter_map(|(step, _)| graph.position(step))
+        .collect();
+    positions.sort_unstable();
+    Ok(positions
+        .into_iter()
+        .map(|p| graph.step_at(p).name)
+        .collect())
 }
 
 fn resolved(instance: &Instance, step: &ClassRef) -> bool {
@@ -59,16 +170,90 @@ fn resolved(instance: &Instance, step: &ClassRef) -> bool {
     )
 }
 
-fn all_predecessors_resolved(instance: &Instance, graph: &WorkflowGraph, step: &ClassRef) -> bool {
-    graph.predecessors(step).all(|p| resolved(instance, p))
+/// Whether every predecessor of the step at `position` is completed or
+/// skipped, advancing the step's join cursor past those that are.
+fn predecessors_resolved(instance: &mut Instance, graph: &WorkflowGraph, position: usize) -> bool {
+    let preds = graph.predecessors_at(position);
+    if preds.len() <= SCAN_LIMIT {
+        return preds
+            .iter()
+            .all(|&p| resolved(instance, &graph.step_at(p).name));
+    }
+    let step = graph.step_at(position).name;
+    let start = instance.join_cursor(&step) as usize;
+    let mut cursor = start;
+    while cursor < preds.len() && resolved(instance, &graph.step_at(preds[cursor]).name) {
+        cursor += 1;
+    }
+    if cursor == preds.len() {
+        return true;
+    }
+    if cursor > start {
+        // A graph has far fewer than 2^32 steps.
+        instance.set_join_cursor(&step, u32::try_from(cursor).unwrap_or(u32::MAX));
+    }
+    false
+}
+
+// -- the engine ------------------------------------------------------------------
+
+/// Starts a pending instance: `Running`, with the start step active (its
+/// config stored) and current. An instance with active steps, or waiting,
+/// is returned unchanged; any other goes to [`check_completion`].
+pub fn advance(instance: &Instance, graph: &WorkflowGraph) -> CoreResult<Instance> {
+    let mut next = instance.clone();
+    advance_mut(&mut next, graph, &mut Effects::default())?;
+    Ok(next)
+}
+
+/// [`advance`] in place.
+pub fn advance_mut(
+    instance: &mut Instance,
+    graph: &WorkflowGraph,
+    effects: &mut Effects,
+) -> CoreResult<()> {
+    if instance.status() == Status::Pending {
+        let start = *graph.start();
+        instance.activate_step_mut(&start, graph.start_config().cloned())?;
+        instance.set_status_mut(Status::Running, Some(Some(start)))?;
+        effects.activated.extend(graph.position(&start));
+        return Ok(());
+    }
+    if instance.status() == Status::Waiting || instance.active_count() > 0 {
+        return Ok(());
+    }
+    check_completion_mut(instance)
+}
+
+/// `Completed`, with no current step, when nothing is left to run: no
+/// active steps and no join still waiting. Terminal and pending instances
+/// are returned unchanged.
+pub fn check_completion(instance: &Instance) -> CoreResult<Instance> {
+    let mut next = instance.clone();
+    check_completion_mut(&mut next)?;
+    Ok(next)
+}
+
+/// [`check_completion`] in place.
+pub fn check_completion_mut(instance: &mut Instance) -> CoreResult<()> {
+    let status = instance.status();
+    if status.is_terminal()
+        || status == Status::Pending
+        || instance.active_count() > 0
+        || instance.reached_count() > 0
+    {
+        return Ok(());
+    }
+    instance.set_status_mut(Status::Completed, Some(None))
 }
 
 /// Activates what `event` from the completed `from` leads to, applying the
 /// join rule, and skips what it can no longer reach (see the module docs).
 ///
 /// For a dynamic route, `chosen` holds the targets the route picked; each
-/// must be one the route declares. For a static transition `chosen` is
-/// ignored. An event without a transition (a `Done` step) changes nothing.
+/// must be one the route declares, and there must be at least one. For a
+/// static transition `chosen` is ignored. An event without a transition (a
+/// `Done` step) changes nothing.
 pub fn activate_transitions(
     instance: &Instance,
     graph: &WorkflowGraph,
@@ -76,151 +261,331 @@ pub fn activate_transitions(
     event: &str,
     chosen: Option<Vec<Target>>,
 ) -> CoreResult<Instance> {
-    check_declared(graph, from, event, "activate_transitions")?;
-    let taken: Vec<Target> = match graph.transition(from, event) {
-        None => Vec::new(),
-        Some(Transition::Static(targets)) => targets.clone(),
+    let mut next = instance.clone();
+    let from = position(graph, from, "activate_transitions")?;
+    activate_transitions_mut(
+        &mut next,
+        graph,
+        from,
+        event,
+        chosen,
+        &mut Effects::default(),
+    )?;
+    Ok(next)
+}
+
+/// [`activate_transitions`] in place, for the step at `from`.
+pub fn activate_transitions_mut(
+    instance: &mut Instance,
+    graph: &WorkflowGraph,
+    from: usize,
+    event: &str,
+    chosen: Option<Vec<Target>>,
+    effects: &mut Effects,
+) -> CoreResult<()> {
+    const OP: &str = "activate_transitions";
+    check_declared(graph, from, event, OP)?;
+    if instance.status().is_terminal() {
+        return Err(CoreError::Terminal {
+            operation: OP,
+            status: instance.status(),
+        });
+    }
+    let routed;
+    let taken: &[Target] = match graph.transition_at(from, event) {
+        None => &[],
+        Some(Transition::Static(targets)) => targets,
         Some(Transition::Dynamic(declared)) => {
             let chosen = chosen.unwrap_or_default();
-            if let Some(bad) = chosen.iter().find(|t| !declared.contains(&t.step)) {
-                return Err(CoreError::StepState {
-                    operation: "activate_transitions",
-                    step: bad.step.to_string(),
-                    actual: "not a declared target of the route",
-                    allowed: "one of the route's declared targets",
-                });
-            }
-            if chosen.is_empty() {
-                return Err(CoreError::invalid(
-                    "route",
-                    format!("the route for {event:?} from {from} chose no target"),
-                ));
-            }
-            chosen
+            check_chosen(graph, from, event, declared, &chosen)?;
+            routed = chosen;
+            &routed
         }
     };
-    let mut next = instance.clone();
-    for target in &taken {
-        next = match next.step_state(&target.step) {
+    follow(instance, graph, from, taken, effects)
+}
+
+/// Activates the `taken` targets of a completion of the step at `from`
+/// (checked against the graph), applying the join rule, and skips what the
+/// completion can no longer reach.
+fn follow(
+    instance: &mut Instance,
+    graph: &WorkflowGraph,
+    from: usize,
+    taken: &[Target],
+    effects: &mut Effects,
+) -> CoreResult<()> {
+    // Positions of the taken targets, sorted, to tell the lost successors.
+    let mut taken_positions: Vec<usize> = Vec::with_capacity(taken.len());
+    for target in taken {
+        // Every target is a step of the graph (checked when it was built,
+        // and by `check_chosen` for a route).
+        let Some(p) = graph.position(&target.step) else {
+            continue;
+        };
+        taken_positions.push(p);
+        match instance.step_state(&target.step) {
             None | Some(StepState::Reached) => {
-                if all_predecessors_resolved(&next, graph, &target.step) {
-                    next.activate_step(&target.step, target.config.clone())?
+                if predecessors_resolved(instance, graph, p) {
+                    instance.activate_step_mut(&target.step, target.config.clone())?;
+                    effects.activated.push(p);
                 } else {
-                    next.reach_step(&target.step, target.config.clone())?
+                    instance.reach_step_mut(&target.step, target.config.clone())?;
                 }
             }
             // Already active (reached twice) or finished: nothing to do.
-            Some(_) => next,
-        };
+            Some(_) => {}
+        }
+    }
+    taken_positions.sort_unstable();
+    taken_positions.dedup();
+    let successors = graph.successors_at(from);
+    if successors.len() == taken_positions.len() {
+        // Every successor was taken (each target is a successor): nothing
+        // was lost.
+        return Ok(());
     }
     // Successors this completion did not lead to lost an incoming path.
-    let mut lost: VecDeque<ClassRef> = graph
-        .successors(from)
-        .filter(|s| !taken.iter().any(|t| &t.step == *s))
-        .cloned()
+    let mut lost: VecDeque<usize> = successors
+        .iter()
+        .copied()
+        .filter(|p| taken_positions.binary_search(p).is_err())
         .collect();
-    while let Some(step) = lost.pop_front() {
-        match next.step_state(&step) {
-            None if all_predecessors_resolved(&next, graph, &step) => {
-                next = next.skip_step(&step)?;
-                lost.extend(graph.successors(&step).cloned());
+    let mut queued: HashSet<usize, foldhash::fast::RandomState> = lost.iter().copied().collect();
+    while let Some(p) = lost.pop_front() {
+        queued.remove(&p);
+        let step = graph.step_at(p).name;
+        match instance.step_state(&step) {
+            None if predecessors_resolved(instance, graph, p) => {
+                instance.skip_step_mut(&step)?;
+                for &next in graph.successors_at(p) {
+                    if queued.insert(next) {
+                        lost.push_back(next);
+                    }
+                }
             }
-            Some(StepState::Reached) if all_predecessors_resolved(&next, graph, &step) => {
-                next = next.activate_step(&step, None)?;
+            Some(StepState::Reached) if predecessors_resolved(instance, graph, p) => {
+                instance.activate_step_mut(&step, None)?;
+                effects.activated.push(p);
             }
             _ => {}
         }
     }
-    Ok(next)
+    Ok(())
 }
 
-/// Completes the active `step` with `event` (storing `context_updates`
-/// under `step_key`, merging `metadata_updates`, stamped `timestamp`) and
-/// activates what the event leads to; `chosen` as in
-/// [`activate_transitions`].
-#[allow(clippy::too_many_arguments)]
-pub fn complete_and_activate(
-    instance: &Instance,
+/// Fails unless a route's choice is non-empty and declared.
+fn check_chosen(
+    graph: &WorkflowGraph,
+    from: usize,
+    event: &str,
+    declared: &[ClassRef],
+    chosen: &[Target],
+) -> CoreResult<()> {
+    let from = graph.step_at(from).name;
+    if let Some(bad) = chosen.iter().find(|t| !declared.contains(&t.step)) {
+        return Err(CoreError::UndeclaredTarget {
+            from: from.to_string(),
+            event: event.to_string(),
+            target: bad.step.to_string(),
+            declared: declared
+                .iter()
+                .map(super::class_ref::ClassRef::short_name)
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    }
+    if chosen.is_empty() {
+        return Err(CoreError::NoTarget {
+            from: from.to_string(),
+            event: event.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Applies what running `step` produced: completes it and activates what
+/// its event leads to, marks it waiting, or fails the instance with an
+/// `error` that names the step and the cause (`kind` `"error"`,
+/// `"exception"`, `"invalid_result"` or `"invalid_event"`). A completion
+/// whose event a dynamic route handles stops after the completion and
+/// returns [`Applied::Route`].
+///
+/// Fails (changing nothing) when the instance is terminal, or the step is
+/// not an active step of the workflow.
+pub fn apply_mut(
+    instance: &mut Instance,
     graph: &WorkflowGraph,
     step: &ClassRef,
-    step_key: &std::sync::Arc<str>,
+    outcome: Outcome,
+    effects: &mut Effects,
+) -> CoreResult<Applied> {
+    const OP: &str = "apply";
+    let p = position(graph, step, OP)?;
+    if instance.status().is_terminal() {
+        return Err(CoreError::Terminal {
+            operation: OP,
+            status: instance.status(),
+        });
+    }
+    let key = &graph.step_at(p).key;
+    match outcome {
+        Outcome::Completed(mut completion) => {
+            let spec = graph.step_at(p);
+            let Some(declared) = spec.events.iter().find(|e| **e == completion.event) else {
+                let declared = spec
+                    .events
+                    .iter()
+                    .map(|e| Value::Str(e.as_ref().into()))
+                    .collect();
+                let error = failure(
+                    "invalid_event",
+                    key,
+                    [
+                        ("event", Value::Str(completion.event.as_ref().into())),
+                        ("declared", Value::List(declared)),
+                    ],
+                )?;
+                instance.fail_mut(error)?;
+                return Ok(Applied::Done);
+            };
+            // The history shares the graph's copy of the event name.
+            completion.event = Arc::clone(declared);
+            let event = Arc::clone(&completion.event);
+            instance.complete_step_mut(step, key, completion)?;
+            match graph.transition_at(p, &event) {
+                None => {}
+                Some(Transition::Static(targets)) => follow(instance, graph, p, targets, effects)?,
+                Some(Transition::Dynamic(_)) => return Ok(Applied::Route { event }),
+            }
+        }
+        Outcome::Waiting => instance.wait_step_mut(step)?,
+        Outcome::Error(reason) => {
+            instance.fail_mut(failure("error", key, [("reason", reason)])?)?;
+        }
+        Outcome::Exception { type_name, message } => instance.fail_mut(failure(
+            "exception",
+            key,
+            [
+                ("type", Value::Str(type_name.into())),
+                ("message", Value::Str(message.into())),
+            ],
+        )?)?,
+        Outcome::InvalidResult(message) => instance.fail_mut(failure(
+            "invalid_result",
+            key,
+            [("message", Value::Str(message.into()))],
+        )?)?,
+    }
+    Ok(Applied::Done)
+}
+
+/// Finishes a completion that a dynamic route handles: activates the
+/// targets the route chose, or, when the route failed (`Err` with its
+/// message) or chose badly, fails the instance with `kind` `"route"`,
+/// keeping the step's completion.
+pub fn route_mut(
+    instance: &mut Instance,
+    graph: &WorkflowGraph,
+    step: &ClassRef,
     event: &str,
-    context_updates: Option<Map>,
-    metadata_updates: Option<Map>,
-    chosen: Option<Vec<Target>>,
-    timestamp: i64,
-) -> CoreResult<Instance> {
-    let completed = instance.complete_step(
-        step,
-        step_key,
-        event,
-        context_updates,
-        metadata_updates,
-        timestamp,
-    )?;
-    activate_transitions(&completed, graph, step, event, chosen)
+    choice: Result<Vec<Target>, String>,
+    effects: &mut Effects,
+) -> CoreResult<()> {
+    let p = position(graph, step, "route")?;
+    let problem = match choice {
+        Ok(chosen) => {
+            match activate_transitions_mut(instance, graph, p, event, Some(chosen), effects) {
+                Ok(()) => return Ok(()),
+                Err(err @ (CoreError::UndeclaredTarget { .. } | CoreError::NoTarget { .. })) => {
+                    err.to_string()
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        Err(message) => message,
+    };
+    let key = &graph.step_at(p).key;
+    instance.fail_mut(failure(
+        "route",
+        key,
+        [
+            ("event", Value::Str(event.into())),
+            ("message", Value::Str(problem.into())),
+        ],
+    )?)
+}
+
+/// The outcome of [`resume_mut`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resumed {
+    /// The step was not waiting; nothing changed.
+    NotWaiting,
+    /// The step completed; as for [`apply_mut`].
+    Applied(Applied),
 }
 
 /// Resumes the waiting `step` with `event`: completes it (storing nothing
-/// under its key, stamped `timestamp`), activates its transitions, and
-/// clears the current step. The status goes back to `Running` unless every
-/// remaining active step waits. A step that is not waiting leaves the
-/// instance unchanged. An event the step does not declare is an error
-/// naming the declared events.
-#[allow(clippy::too_many_arguments)]
-pub fn resume_step(
-    instance: &Instance,
+/// under its key), activates its transitions, and clears the current step.
+/// The status goes back to `Running` unless every remaining active step
+/// waits. A step that is not waiting leaves the instance unchanged. An
+/// event the step does not declare is an error naming the declared events.
+pub fn resume_mut(
+    instance: &mut Instance,
     graph: &WorkflowGraph,
     step: &ClassRef,
-    step_key: &std::sync::Arc<str>,
     event: &str,
-    chosen: Option<Vec<Target>>,
     timestamp: i64,
-) -> CoreResult<Instance> {
-    check_declared(graph, step, event, "resume_step")?;
+    effects: &mut Effects,
+) -> CoreResult<Resumed> {
+    const OP: &str = "resume_step";
+    let p = position(graph, step, OP)?;
+    check_declared(graph, p, event, OP)?;
     if instance.step_state(step) != Some(StepState::Active { waiting: true }) {
-        return Ok(instance.clone());
+        return Ok(Resumed::NotWaiting);
     }
-    let next = complete_and_activate(
-        instance, graph, step, step_key, event, None, None, chosen, timestamp,
+    let spec = graph.step_at(p);
+    let event = spec
+        .events
+        .iter()
+        .find(|e| &***e == event)
+        .map_or_else(|| Arc::from(event), Arc::clone);
+    instance.complete_step_mut(
+        step,
+        &spec.key,
+        Completion::event(Arc::clone(&event), timestamp),
     )?;
-    let status = if next.status() == Status::Waiting {
-        Status::Waiting
-    } else {
-        Status::Running
-    };
-    next.with_status(status, Some(None))
+    instance.set_status_mut(Status::Running, Some(None))?;
+    if matches!(graph.transition_at(p, &event), Some(Transition::Dynamic(_))) {
+        return Ok(Resumed::Applied(Applied::Route { event }));
+    }
+    activate_transitions_mut(instance, graph, p, &event, None, effects)?;
+    Ok(Resumed::Applied(Applied::Done))
 }
 
-/// Fails unless `step` declares `event`.
-pub fn check_declared(
-    graph: &WorkflowGraph,
-    step: &ClassRef,
-    event: &str,
-    operation: &'static str,
-) -> CoreResult<()> {
-    let Some(spec) = graph.step(step) else {
-        return Err(CoreError::invalid(
-            "step",
-            format!("{step} is not a step of {} ({operation})", graph.workflow()),
-        ));
-    };
-    if spec.events.iter().any(|e| &**e == event) {
-        return Ok(());
-    }
-    let declared: Vec<String> = spec.events.iter().map(|e| format!("{e:?}")).collect();
-    Err(CoreError::UndeclaredEvent {
-        operation,
-        step: step.to_string(),
-        event: event.to_string(),
-        declared: declared.join(", "),
-    })
+/// Fails the instance with `error`: status `Failed`, active steps cleared.
+/// A completed or failed instance refuses.
+pub fn fail(instance: &Instance, error: Map) -> CoreResult<Instance> {
+    let mut next = instance.clone();
+    next.fail_mut(error)?;
+    Ok(next)
+}
+
+/// The `error` of a failed step: `{"kind": kind, "step": step_key, ...}`.
+fn failure<const N: usize>(
+    kind: &str,
+    step_key: &str,
+    fields: [(&str, Value); N],
+) -> CoreResult<Map> {
+    let mut entries: Vec<(Box<str>, Value)> = Vec::with_capacity(N + 2);
+    entries.push(("kind".into(), Value::Str(kind.into())));
+    entries.push(("step".into(), Value::Str(step_key.into())));
+    entries.extend(fields.into_iter().map(|(k, v)| (Box::from(k), v)));
+    Map::from_entries(entries)
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
     use crate::core::graph::{GraphSpec, StepSpec};
 
@@ -259,38 +624,41 @@ mod tests {
         WorkflowGraph::build(spec).unwrap()
     }
 
-    /// Runs every active step with the event `choose` picks, like a runner.
+    fn new() -> Instance {
+        Instance::new("i", r("Flow"), 1, Map::default()).unwrap()
+    }
+
+    fn done(event: &str, tick: i64) -> Outcome {
+        Outcome::Completed(Completion::event(event, tick))
+    }
+
+    /// Runs every runnable step with the event `choose` picks, like a
+    /// driver: in graph order, by [`apply_mut`].
     fn run(graph: &WorkflowGraph, choose: impl Fn(&str) -> &'static str) -> Instance {
-        let mut inst = Instance::new("i", r("Flow"), 1, Map::default()).unwrap();
-        inst = advance(&inst, graph).unwrap();
+        let mut inst = new();
+        let mut effects = Effects::default();
+        advance_mut(&mut inst, graph, &mut effects).unwrap();
         for tick in 0..100 {
-            let Some(step) = inst
-                .steps()
-                .find(|(_, s)| *s == StepState::Active { waiting: false })
-                .map(|(s, _)| s.clone())
-            else {
+            let Some(step) = runnable(&inst, graph).unwrap().first().copied() else {
                 break;
             };
-            let name = step.as_str().trim_start_matches("shop:").to_string();
-            let event = if name == "Done" {
-                "done"
-            } else {
-                choose(&name)
-            };
-            let key: Arc<str> = crate::core::class_ref::underscore(&name).into();
-            inst = inst
-                .complete_step(&step, &key, event, None, None, tick)
-                .unwrap();
-            inst = activate_transitions(&inst, graph, &step, event, None).unwrap();
+            let name = step.short_name();
+            let event = if name == "Done" { "done" } else { choose(name) };
+            let applied =
+                apply_mut(&mut inst, graph, &step, done(event, tick), &mut effects).unwrap();
+            assert_eq!(applied, Applied::Done);
         }
         check_completion(&inst).unwrap()
     }
 
-    fn names(inst: &Instance, state: StepState) -> Vec<String> {
-        inst.steps()
+    fn names(inst: &Instance, state: StepState) -> Vec<&'static str> {
+        let mut names: Vec<_> = inst
+            .steps()
             .filter(|(_, s)| *s == state)
-            .map(|(k, _)| k.as_str().trim_start_matches("shop:").to_string())
-            .collect()
+            .map(|(k, _)| k.short_name())
+            .collect();
+        names.sort_unstable();
+        names
     }
 
     fn exclusive() -> WorkflowGraph {
@@ -317,6 +685,11 @@ mod tests {
         for (event, ran, skipped) in [("valid", "B", "C"), ("invalid", "C", "B")] {
             let done = run(&exclusive(), |name| if name == "A" { event } else { "ok" });
             assert_eq!(done.status(), Status::Completed);
+            assert_eq!(
+                done.current_step(),
+                None,
+                "completion clears the current step"
+            );
             let mut expected = vec!["A", ran, "D", "Done"];
             expected.sort_unstable();
             assert_eq!(names(&done, StepState::Completed), expected);
@@ -325,47 +698,62 @@ mod tests {
         }
     }
 
+    fn fan_in(width: usize) -> WorkflowGraph {
+        let branches: Vec<String> = (0..width).map(|i| format!("B{i}")).collect();
+        let mut steps: Vec<(&str, &[&str])> = vec![("A", &["go"])];
+        steps.extend(branches.iter().map(|b| (b.as_str(), &["ok"][..])));
+        steps.extend([("J", &["ok"][..]), ("Done", &["done"][..])]);
+        let targets: Vec<&str> = branches.iter().map(String::as_str).collect();
+        let mut transitions: Vec<(&str, &str, &[&str])> = vec![("A", "go", &targets)];
+        transitions.extend(branches.iter().map(|b| (b.as_str(), "ok", &["J"][..])));
+        transitions.push(("J", "ok", &["Done"]));
+        graph(&steps, &transitions)
+    }
+
     #[test]
-    fn a_parallel_join_waits_for_every_branch() {
-        let g = graph(
-            &[
-                ("A", &["go"]),
-                ("P", &["ok"]),
-                ("Q", &["ok"]),
-                ("J", &["ok"]),
-                ("Done", &["done"]),
-            ],
-            &[
-                ("A", "go", &["P", "Q"]),
-                ("P", "ok", &["J"]),
-                ("Q", "ok", &["J"]),
-                ("J", "ok", &["Done"]),
-            ],
-        );
-        let mut inst = advance(
-            &Instance::new("i", r("Flow"), 1, Map::default()).unwrap(),
-            &g,
-        )
-        .unwrap();
-        let key = |k: &str| -> Arc<str> { k.into() };
-        inst = inst
-            .complete_step(&r("A"), &key("a"), "go", None, None, 0)
-            .unwrap();
-        inst = activate_transitions(&inst, &g, &r("A"), "go", None).unwrap();
-        inst = inst
-            .complete_step(&r("P"), &key("p"), "ok", None, None, 1)
-            .unwrap();
-        inst = activate_transitions(&inst, &g, &r("P"), "ok", None).unwrap();
-        assert_eq!(inst.step_state(&r("J")), Some(StepState::Reached));
-        assert_eq!(check_completion(&inst).unwrap().status(), Status::Running);
-        inst = inst
-            .complete_step(&r("Q"), &key("q"), "ok", None, None, 2)
-            .unwrap();
-        inst = activate_transitions(&inst, &g, &r("Q"), "ok", None).unwrap();
-        assert_eq!(
-            inst.step_state(&r("J")),
-            Some(StepState::Active { waiting: false })
-        );
+    fn a_parallel_join_waits_for_every_branch_in_any_order() {
+        for width in [2, 3, SCAN_LIMIT + 5, 40] {
+            let g = fan_in(width);
+            let mut inst = new();
+            let mut effects = Effects::default();
+            advance_mut(&mut inst, &g, &mut effects).unwrap();
+            apply_mut(&mut inst, &g, &r("A"), done("go", 0), &mut effects).unwrap();
+            // Complete the branches from both ends towards the middle.
+            let mut order: Vec<usize> = Vec::new();
+            let (mut lo, mut hi) = (0, width - 1);
+            while lo <= hi {
+                order.push(hi);
+                if lo != hi {
+                    order.push(lo);
+                }
+                lo += 1;
+                hi = hi.saturating_sub(1);
+                if hi < lo {
+                    break;
+                }
+            }
+            for (n, i) in order.iter().enumerate() {
+                let j = inst.step_state(&r("J"));
+                assert!(
+                    matches!(j, None | Some(StepState::Reached)),
+                    "{width}: J is {j:?}"
+                );
+                apply_mut(
+                    &mut inst,
+                    &g,
+                    &r(&format!("B{i}")),
+                    done("ok", 1),
+                    &mut effects,
+                )
+                .unwrap();
+                let expect_active = n == order.len() - 1;
+                assert_eq!(
+                    inst.step_state(&r("J")) == Some(StepState::Active { waiting: false }),
+                    expect_active,
+                    "width {width}, after {n} branches"
+                );
+            }
+        }
     }
 
     #[test]
@@ -395,7 +783,7 @@ mod tests {
             _ => "ok",
         });
         assert_eq!(done.status(), Status::Completed);
-        assert!(names(&done, StepState::Completed).contains(&"J".to_string()));
+        assert!(names(&done, StepState::Completed).contains(&"J"));
         assert_eq!(done.history_len(), 6);
     }
 
@@ -423,22 +811,99 @@ mod tests {
     }
 
     #[test]
-    fn an_undeclared_event_is_refused_not_taken_as_a_dead_end() {
+    fn an_undeclared_event_is_refused_by_activate_and_fails_an_applied_outcome() {
         let g = exclusive();
-        let inst = advance(
-            &Instance::new("i", r("Flow"), 1, Map::default()).unwrap(),
-            &g,
-        )
-        .unwrap();
+        let inst = advance(&new(), &g).unwrap();
         let err = activate_transitions(&inst, &g, &r("A"), "ok", None).unwrap_err();
         assert!(matches!(err, CoreError::UndeclaredEvent { .. }), "{err}");
+        let mut applied = inst.clone();
+        apply_mut(
+            &mut applied,
+            &g,
+            &r("A"),
+            done("bogus", 0),
+            &mut Effects::default(),
+        )
+        .unwrap();
+        assert_eq!(applied.status(), Status::Failed);
+        let kind = applied.error().and_then(|e| e.get("kind")).cloned();
+        assert_eq!(kind, Some(Value::Str("invalid_event".into())));
+    }
+
+    #[test]
+    fn a_step_outside_the_workflow_is_refused_before_anything_changes() {
+        let g = exclusive();
+        let inst = advance(&new(), &g).unwrap();
+        let stray = inst.activate_step(&r("Stray"), None).unwrap();
+        assert!(matches!(
+            runnable(&stray, &g),
+            Err(CoreError::StepNotInWorkflow { .. })
+        ));
+        let mut applied = stray.clone();
+        let err = apply_mut(
+            &mut applied,
+            &g,
+            &r("Stray"),
+            done("ok", 0),
+            &mut Effects::default(),
+        );
+        assert!(matches!(err, Err(CoreError::StepNotInWorkflow { .. })));
+        assert_eq!(applied, stray, "unchanged");
+    }
+
+    #[test]
+    fn failures_name_the_step_and_the_cause() {
+        let g = exclusive();
+        let started = advance(&new(), &g).unwrap();
+        let cases = [
+            (Outcome::Error(Value::Str("no".into())), "error"),
+            (
+                Outcome::Exception {
+                    type_name: "builtins.KeyError".into(),
+                    message: "'x'".into(),
+                },
+                "exception",
+            ),
+            (
+                Outcome::InvalidResult("A.execute returned int".into()),
+                "invalid_result",
+            ),
+        ];
+        for (outcome, kind) in cases {
+            let mut inst = started.clone();
+            apply_mut(&mut inst, &g, &r("A"), outcome, &mut Effects::default()).unwrap();
+            assert_eq!(inst.status(), Status::Failed);
+            let error = inst.error().unwrap();
+            assert_eq!(error.get("kind"), Some(&Value::Str(kind.into())));
+            assert_eq!(error.get("step"), Some(&Value::Str("a".into())));
+            assert_eq!(inst.active_count(), 0);
+            assert!(matches!(
+                apply_mut(
+                    &mut inst,
+                    &g,
+                    &r("A"),
+                    done("valid", 0),
+                    &mut Effects::default()
+                ),
+                Err(CoreError::Terminal { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn fail_refuses_a_finished_instance() {
+        let completed = run(&exclusive(), |n| if n == "A" { "valid" } else { "ok" });
+        assert_eq!(completed.status(), Status::Completed);
+        assert!(matches!(
+            fail(&completed, Map::default()),
+            Err(CoreError::Terminal { .. })
+        ));
     }
 
     #[test]
     fn advance_starts_a_pending_instance_only() {
         let g = exclusive();
-        let pending = Instance::new("i", r("Flow"), 1, Map::default()).unwrap();
-        let started = advance(&pending, &g).unwrap();
+        let started = advance(&new(), &g).unwrap();
         assert_eq!(started.status(), Status::Running);
         assert_eq!(started.current_step(), Some(&r("A")));
         assert_eq!(
@@ -451,31 +916,29 @@ mod tests {
     #[test]
     fn resume_checks_the_event_and_ignores_steps_that_do_not_wait() {
         let g = exclusive();
-        let key: Arc<str> = "a".into();
-        let started = advance(
-            &Instance::new("i", r("Flow"), 1, Map::default()).unwrap(),
-            &g,
-        )
-        .unwrap();
-        let err = resume_step(&started, &g, &r("A"), &key, "bogus", None, 0).unwrap_err();
+        let started = advance(&new(), &g).unwrap();
+        let mut inst = started.clone();
+        let mut fx = Effects::default();
+        let err = resume_mut(&mut inst, &g, &r("A"), "bogus", 0, &mut fx).unwrap_err();
         assert!(err.to_string().contains("\"valid\", \"invalid\""), "{err}");
         assert_eq!(
-            resume_step(&started, &g, &r("A"), &key, "valid", None, 0).unwrap(),
-            started
+            resume_mut(&mut inst, &g, &r("A"), "valid", 0, &mut fx).unwrap(),
+            Resumed::NotWaiting
         );
-        let waiting = started.wait_step(&r("A")).unwrap();
+        assert_eq!(inst, started);
+        let mut waiting = started.wait_step(&r("A")).unwrap();
         assert_eq!(waiting.status(), Status::Waiting);
-        let resumed = resume_step(&waiting, &g, &r("A"), &key, "valid", None, 0).unwrap();
-        assert_eq!(resumed.status(), Status::Running);
-        assert_eq!(resumed.current_step(), None);
+        let resumed = resume_mut(&mut waiting, &g, &r("A"), "valid", 0, &mut fx).unwrap();
+        assert_eq!(resumed, Resumed::Applied(Applied::Done));
+        assert_eq!(waiting.status(), Status::Running);
+        assert_eq!(waiting.current_step(), None);
         assert_eq!(
-            resumed.step_state(&r("B")),
+            waiting.step_state(&r("B")),
             Some(StepState::Active { waiting: false })
         );
     }
 
-    #[test]
-    fn a_dynamic_route_must_choose_a_declared_target() {
+    fn routed() -> WorkflowGraph {
         let spec = GraphSpec {
             workflow: "Flow".into(),
             start: r("T"),
@@ -513,27 +976,102 @@ mod tests {
                 ),
             ],
         };
-        let g = WorkflowGraph::build(spec).unwrap();
-        let inst = advance(
-            &Instance::new("i", r("Flow"), 1, Map::default()).unwrap(),
-            &g,
-        )
-        .unwrap();
-        let inst = inst
-            .complete_step(&r("T"), &"t".into(), "routed", None, None, 0)
-            .unwrap();
+        WorkflowGraph::build(spec).unwrap()
+    }
+
+    #[test]
+    fn a_dynamic_route_must_choose_a_declared_target() {
+        let g = routed();
+        let mut inst = advance(&new(), &g).unwrap();
+        let mut fx = Effects::default();
+        let applied = apply_mut(&mut inst, &g, &r("T"), done("routed", 0), &mut fx).unwrap();
+        assert_eq!(
+            applied,
+            Applied::Route {
+                event: "routed".into()
+            }
+        );
         let pick = |n: &str| {
             Some(vec![Target {
                 step: r(n),
                 config: None,
             }])
         };
-        assert!(activate_transitions(&inst, &g, &r("T"), "routed", pick("Done")).is_err());
-        let routed = activate_transitions(&inst, &g, &r("T"), "routed", pick("S")).unwrap();
+        let err = activate_transitions(&inst, &g, &r("T"), "routed", pick("Done")).unwrap_err();
+        assert!(matches!(err, CoreError::UndeclaredTarget { .. }), "{err}");
+        let err = activate_transitions(&inst, &g, &r("T"), "routed", Some(vec![])).unwrap_err();
+        assert!(matches!(err, CoreError::NoTarget { .. }), "{err}");
+        let chosen = activate_transitions(&inst, &g, &r("T"), "routed", pick("S")).unwrap();
         assert_eq!(
-            routed.step_state(&r("S")),
+            chosen.step_state(&r("S")),
             Some(StepState::Active { waiting: false })
         );
-        assert_eq!(routed.step_state(&r("F")), Some(StepState::Skipped));
+        assert_eq!(chosen.step_state(&r("F")), Some(StepState::Skipped));
+        // In a run, a bad choice fails the instance and keeps the completion.
+        let mut failed = inst.clone();
+        route_mut(
+            &mut failed,
+            &g,
+            &r("T"),
+            "routed",
+            Ok(vec![Target {
+                step: r("Done"),
+                config: None,
+            }]),
+            &mut fx,
+        )
+        .unwrap();
+        assert_eq!(failed.status(), Status::Failed);
+        assert_eq!(failed.step_state(&r("T")), Some(StepState::Completed));
+        assert_eq!(
+            failed.error().and_then(|e| e.get("kind")),
+            Some(&Value::Str("route".into()))
+        );
+        let mut raised = inst;
+        route_mut(
+            &mut raised,
+            &g,
+            &r("T"),
+            "routed",
+            Err("boom".into()),
+            &mut fx,
+        )
+        .unwrap();
+        assert_eq!(
+            raised.error().and_then(|e| e.get("message")),
+            Some(&Value::Str("boom".into()))
+        );
+    }
+
+    #[test]
+    fn a_wide_fan_out_and_join_cost_linear_work() {
+        // 20,000 branches: with a re-scan of the join's predecessors per
+        // completion this would take 2·10^8 state lookups.
+        let g = fan_in(20_000);
+        let done = run_all(&g);
+        assert_eq!(done.status(), Status::Completed);
+        assert_eq!(done.history_len(), 20_003);
+    }
+
+    fn run_all(graph: &WorkflowGraph) -> Instance {
+        let mut inst = new();
+        let mut fx = Effects::default();
+        advance_mut(&mut inst, graph, &mut fx).unwrap();
+        let mut queue: std::collections::BinaryHeap<std::cmp::Reverse<usize>> =
+            fx.activated.drain(..).map(std::cmp::Reverse).collect();
+        while let Some(std::cmp::Reverse(p)) = queue.pop() {
+            let spec = graph.step_at(p);
+            let event = spec.events[0].clone();
+            apply_mut(
+                &mut inst,
+                graph,
+                &spec.name,
+                Outcome::Completed(Completion::event(event, 0)),
+                &mut fx,
+            )
+            .unwrap();
+            queue.extend(fx.activated.drain(..).map(std::cmp::Reverse));
+        }
+        check_completion(&inst).unwrap()
     }
 }

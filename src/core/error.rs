@@ -6,6 +6,7 @@
 
 use std::fmt;
 
+use crate::core::graph::GraphProblem;
 use crate::core::status::Status;
 
 /// Everything that can go wrong in the core, with the data a caller needs.
@@ -42,6 +43,34 @@ pub enum CoreError {
         /// The events the step declares, quoted and comma-separated.
         declared: String,
     },
+    /// An engine operation named a step that is not part of the workflow
+    /// (put into an instance by raw field changes or a foreign document).
+    StepNotInWorkflow {
+        /// The operation, e.g. `"runnable"`.
+        operation: &'static str,
+        /// The step's class reference.
+        step: String,
+        /// The workflow's name.
+        workflow: String,
+    },
+    /// A dynamic route chose a target it does not declare.
+    UndeclaredTarget {
+        /// The step whose event the route handles.
+        from: String,
+        /// The event.
+        event: String,
+        /// The target chosen.
+        target: String,
+        /// The targets the route declares, comma-separated.
+        declared: String,
+    },
+    /// A dynamic route chose no target at all.
+    NoTarget {
+        /// The step whose event the route handles.
+        from: String,
+        /// The event.
+        event: String,
+    },
     /// A field was given a value outside its domain (empty id, version 0,
     /// inconsistent step sets, ...).
     InvalidField {
@@ -54,6 +83,21 @@ pub enum CoreError {
     Serialization {
         /// What was wrong with the input.
         reason: String,
+    },
+    /// A class named in serialized data could not be resolved to a class
+    /// of the right kind.
+    UnresolvedClass {
+        /// The name, `"module:QualName"`.
+        name: String,
+        /// Why, and how to make it loadable.
+        reason: String,
+    },
+    /// A workflow definition breaks the rules; every problem at once.
+    Definition {
+        /// The workflow's name.
+        workflow: String,
+        /// What is wrong, one entry per problem.
+        problems: Vec<GraphProblem>,
     },
 }
 
@@ -99,8 +143,39 @@ impl fmt::Display for CoreError {
                 f,
                 "{operation}: {step} does not declare the event {event:?}; it declares {declared}"
             ),
+            Self::StepNotInWorkflow {
+                operation,
+                step,
+                workflow,
+            } => write!(
+                f,
+                "{operation}: step {step} is not a step of the workflow {workflow}"
+            ),
+            Self::UndeclaredTarget {
+                from,
+                event,
+                target,
+                declared,
+            } => write!(
+                f,
+                "the route for {event:?} from {from} chose {target}, which it does not declare; \
+                 it may choose {declared}"
+            ),
+            Self::NoTarget { from, event } => {
+                write!(f, "the route for {event:?} from {from} chose no target")
+            }
             Self::InvalidField { field, reason } => write!(f, "{field}: {reason}"),
             Self::Serialization { reason } => write!(f, "cannot read instance: {reason}"),
+            Self::UnresolvedClass { name, reason } => {
+                write!(f, "cannot read instance: cannot resolve class {name:?}: {reason}")
+            }
+            Self::Definition { workflow, problems } => {
+                write!(f, "{workflow} is not a valid workflow:")?;
+                for problem in problems {
+                    write!(f, "\n  - {problem}")?;
+                }
+                Ok(())
+            }
         }
     }
 }

@@ -23,16 +23,17 @@ impl ExecutionEntry {
     /// microseconds since the Unix epoch within Python's `datetime` range.
     pub fn new(
         step: ClassRef,
-        event: &str,
+        event: impl Into<Arc<str>>,
         timestamp: i64,
         context_updates: Option<Map>,
     ) -> CoreResult<ExecutionEntry> {
+        let event: Arc<str> = event.into();
         if event.is_empty() {
             return Err(CoreError::invalid("event", "must be a non-empty string"));
         }
         Ok(ExecutionEntry {
             step,
-            event: event.into(),
+            event,
             timestamp: check_timestamp(timestamp)?,
             context_updates,
         })
@@ -70,8 +71,8 @@ mod tests {
     #[test]
     fn event_must_not_be_empty_and_time_in_range() {
         let step = ClassRef::parse("m:S").unwrap();
-        assert!(ExecutionEntry::new(step.clone(), "", 0, None).is_err());
-        assert!(ExecutionEntry::new(step.clone(), "done", i64::MAX, None).is_err());
+        assert!(ExecutionEntry::new(step, "", 0, None).is_err());
+        assert!(ExecutionEntry::new(step, "done", i64::MAX, None).is_err());
         let entry = ExecutionEntry::new(step, "done", 5, None).unwrap();
         assert_eq!((entry.event(), entry.timestamp()), ("done", 5));
         assert!(entry.context_updates().is_none());

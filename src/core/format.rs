@@ -4,8 +4,9 @@
 //! Both carry the same document: a `format` marker, a `format_version`,
 //! then every field of the instance. JSON writes it as an object with
 //! named fields and text timestamps; the binary form writes it as an array
-//! in the same field order with integer timestamps. Step sets and maps are
-//! written in name order, so equal instances serialize identically.
+//! in the same field order with integer timestamps. Step sets and maps
+//! keyed by class or step key are written in name order, and dicts in
+//! their insertion order, so one instance always serializes the same way.
 //!
 //! Reading never trusts the input: nesting is bounded (values by
 //! [`MAX_DEPTH`](crate::core::value::MAX_DEPTH), documents by the parsers'
@@ -48,16 +49,53 @@ pub fn to_json(instance: &Instance) -> CoreResult<String> {
     String::from_utf8(out).map_err(|e| CoreError::serialization(e.to_string()))
 }
 
-/// Resolves a class name found in a document to the reference to store,
-/// or fails naming it. [`ClassRef::parse`] keeps names as they are; the
-/// bindings import the class and return its canonical name.
-pub trait Resolve: FnMut(&str) -> CoreResult<ClassRef> {}
-impl<F: FnMut(&str) -> CoreResult<ClassRef>> Resolve for F {}
+/// Where a class name sits in a document: the workflow, or a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ClassKind {
+    /// The `workflow` field.
+    Workflow,
+    /// Every other class field: the current step, step sets, configs and
+    /// history entries.
+    Step,
+}
+
+impl ClassKind {
+    /// The Python base class such a name must derive from.
+    #[must_use]
+    pub fn base_name(self) -> &'static str {
+        match self {
+            ClassKind::Workflow => "Workflow",
+            ClassKind::Step => "Step",
+        }
+    }
+
+    /// What the document uses the class as.
+    #[must_use]
+    pub fn role(self) -> &'static str {
+        match self {
+            ClassKind::Workflow => "workflow",
+            ClassKind::Step => "step",
+        }
+    }
+}
+
+/// Resolves a class name found in a document, used as a class of the given
+/// kind, to the reference to store, or fails naming it. Names reach the
+/// resolver only after their shape was checked ([`ClassRef::check`]);
+/// [`ClassRef::parse`] keeps names as they are, and the bindings find the
+/// live class and return its canonical name.
+pub trait Resolve: FnMut(&str, ClassKind) -> CoreResult<ClassRef> {}
+impl<F: FnMut(&str, ClassKind) -> CoreResult<ClassRef>> Resolve for F {}
 
 /// Reads an instance from JSON, resolving class names with `resolve`.
 pub fn from_json(text: &str, resolve: impl Resolve) -> CoreResult<Instance> {
     if !text.trim_start().starts_with('{') {
-        return Err(CoreError::serialization("a JSON instance is an object"));
+        return Err(match serde_json::from_str::<IgnoredAny>(text) {
+            Err(err) => CoreError::serialization(format!("the text is not JSON ({err})")),
+            Ok(_) => CoreError::serialization(
+                "the JSON is not a serialized instance, which is a JSON object",
+            ),
+        });
     }
     let mut de = serde_json::Deserializer::from_str(text);
     // `end` rejects anything but whitespace after the document.
@@ -67,6 +105,7 @@ pub fn from_json(text: &str, resolve: impl Resolve) -> CoreResult<Instance> {
         Err(err) => Err(explain(
             err.to_string(),
             Probe::deserialize(&mut serde_json::Deserializer::from_str(text)).ok(),
+            "the JSON is not a serialized instance",
         )),
     }
 }
@@ -96,7 +135,11 @@ pub fn from_bytes(bytes: &[u8], resolve: impl Resolve) -> CoreResult<Instance> {
             let mut rest = bytes;
             let mut de = rmp_serde::Deserializer::new(&mut rest);
             de.set_max_depth(DOCUMENT_DEPTH);
-            Err(explain(err.to_string(), Probe::deserialize(&mut de).ok()))
+            Err(explain(
+                err.to_string(),
+                Probe::deserialize(&mut de).ok(),
+                "the data is not a hephaestus binary instance",
+            ))
         }
     }
 }
@@ -104,15 +147,17 @@ pub fn from_bytes(bytes: &[u8], resolve: impl Resolve) -> CoreResult<Instance> {
 /// Reports any error found while reading as a serialization error.
 fn as_serialization(error: CoreError) -> CoreError {
     match error {
-        CoreError::Serialization { .. } => error,
+        CoreError::Serialization { .. } | CoreError::UnresolvedClass { .. } => error,
         other => CoreError::serialization(other.to_string()),
     }
 }
 
 /// Turns a parse error into a message, saying so when the input is another
-/// format or a version this build cannot read.
-fn explain(error: String, probe: Option<Probe>) -> CoreError {
+/// format, a version this build cannot read, or not an instance at all
+/// (`foreign`, when it has no marker and version).
+fn explain(error: String, probe: Option<Probe>, foreign: &str) -> CoreError {
     match probe {
+        None => CoreError::serialization(format!("{foreign} ({error})")),
         Some(Probe { format, .. }) if format != FORMAT => CoreError::serialization(format!(
             "not a serialized instance (format is {format:?}, expected {FORMAT:?})"
         )),
@@ -121,7 +166,7 @@ fn explain(error: String, probe: Option<Probe>) -> CoreError {
             "format version {version} is not supported (this build reads version {FORMAT_VERSION})"
         ))
         }
-        _ => CoreError::serialization(error),
+        Some(_) => CoreError::serialization(error),
     }
 }
 
@@ -189,6 +234,8 @@ impl Serialize for Document<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let inst = self.0;
         let sets = inst.step_sets();
+        let mut configs: Vec<(&ClassRef, &Value)> = inst.step_configs().collect();
+        configs.sort_by(|a, b| a.0.cmp_names(b.0));
         let history: Vec<&ExecutionEntry> = {
             let mut entries: Vec<_> = inst.history_newest_first().collect();
             entries.reverse();
@@ -205,7 +252,7 @@ impl Serialize for Document<'_> {
         s.serialize_field("context", &ContextOut(inst.context()))?;
         s.serialize_field(
             "step_configs",
-            &MapOf(|| inst.step_configs().map(|(k, v)| (k.as_str(), v))),
+            &MapOf(|| configs.iter().map(|(k, v)| (k.as_str(), *v))),
         )?;
         s.serialize_field(
             "active_steps",
@@ -366,20 +413,25 @@ struct DocumentIn {
     error: Option<AnyMap>,
 }
 
-/// Resolves each distinct name once.
+/// Resolves each distinct step name once.
 struct Resolver<R> {
     resolve: R,
-    seen: HashMap<String, ClassRef, foldhash::fast::RandomState>,
+    steps: HashMap<String, ClassRef, foldhash::fast::RandomState>,
 }
 
 impl<R: Resolve> Resolver<R> {
+    fn workflow(&mut self, name: &str) -> CoreResult<ClassRef> {
+        ClassRef::check(name)?;
+        (self.resolve)(name, ClassKind::Workflow)
+    }
+
     fn get(&mut self, name: &str) -> CoreResult<ClassRef> {
-        if let Some(found) = self.seen.get(name) {
-            return Ok(found.clone());
+        if let Some(found) = self.steps.get(name) {
+            return Ok(*found);
         }
-        ClassRef::parse(name)?;
-        let resolved = (self.resolve)(name)?;
-        self.seen.insert(name.to_string(), resolved.clone());
+        ClassRef::check(name)?;
+        let resolved = (self.resolve)(name, ClassKind::Step)?;
+        self.steps.insert(name.to_string(), resolved);
         Ok(resolved)
     }
 
@@ -392,7 +444,7 @@ impl DocumentIn {
     fn into_instance(self, resolve: impl Resolve) -> CoreResult<Instance> {
         let mut names = Resolver {
             resolve,
-            seen: HashMap::default(),
+            steps: HashMap::default(),
         };
         if self.format != FORMAT {
             return Err(explain(
@@ -401,6 +453,7 @@ impl DocumentIn {
                     format: self.format,
                     version: 0,
                 }),
+                "",
             ));
         }
         if self.format_version != FORMAT_VERSION {
@@ -410,8 +463,10 @@ impl DocumentIn {
                     format: self.format,
                     version: self.format_version,
                 }),
+                "",
             ));
         }
+        let workflow = names.workflow(&self.workflow)?;
         let results = self
             .context
             .steps
@@ -424,14 +479,14 @@ impl DocumentIn {
         for e in self.execution_history {
             execution_history.push(ExecutionEntry::new(
                 names.get(&e.step)?,
-                &e.event,
+                e.event.as_str(),
                 e.timestamp.0,
                 e.context_updates.map(|m| m.0),
             )?);
         }
         let fields = InstanceFields {
             id: self.id.into(),
-            workflow: names.get(&self.workflow)?,
+            workflow,
             workflow_version: self.workflow_version,
             current_step: self
                 .current_step
@@ -514,6 +569,12 @@ impl<'de> Deserialize<'de> for Probe {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::instance::Completion;
+
+    /// A resolver that keeps names as they are.
+    fn parse(name: &str, _kind: ClassKind) -> CoreResult<ClassRef> {
+        ClassRef::parse(name)
+    }
     use crate::core::instance::FieldChanges;
 
     fn step(name: &str) -> ClassRef {
@@ -547,10 +608,12 @@ mod tests {
                 .complete_step(
                     &s,
                     &name.to_lowercase().into(),
-                    "done",
-                    Some(updates),
-                    None,
-                    1_700_000_000_000_000,
+                    Completion {
+                        event: "done".into(),
+                        context_updates: Some(updates),
+                        metadata_updates: None,
+                        timestamp: 1_700_000_000_000_000,
+                    },
                 )
                 .unwrap();
         }
@@ -569,21 +632,19 @@ mod tests {
         let inst = sample();
         let text = to_json(&inst).unwrap();
         assert!(text.starts_with(r#"{"format":"hephaestus.instance","format_version":1,"#));
-        assert_eq!(from_json(&text, ClassRef::parse).unwrap(), inst);
+        assert_eq!(from_json(&text, parse).unwrap(), inst);
         let bytes = to_bytes(&inst).unwrap();
         assert!(bytes.len() < text.len());
-        assert_eq!(from_bytes(&bytes, ClassRef::parse).unwrap(), inst);
-        assert_eq!(
-            to_json(&from_bytes(&bytes, ClassRef::parse).unwrap()).unwrap(),
-            text
-        );
+        assert_eq!(from_bytes(&bytes, parse).unwrap(), inst);
+        assert_eq!(to_json(&from_bytes(&bytes, parse).unwrap()).unwrap(), text);
     }
 
     #[test]
     fn class_names_go_through_the_resolver() {
         let text = to_json(&sample()).unwrap();
         let mut calls = Vec::new();
-        let renamed = from_json(&text, |name: &str| {
+        let renamed = from_json(&text, |name: &str, kind: ClassKind| {
+            assert_eq!(kind == ClassKind::Workflow, name.ends_with(":OrderFlow"));
             calls.push(name.to_string());
             ClassRef::parse(&name.replace("shop:", "store:"))
         })
@@ -594,7 +655,7 @@ mod tests {
             .all(|(s, _)| s.as_str().starts_with("store:")));
         let distinct: std::collections::HashSet<_> = calls.iter().collect();
         assert_eq!(distinct.len(), calls.len(), "each name is resolved once");
-        let err = from_json(&text, |name: &str| {
+        let err = from_json(&text, |name: &str, _: ClassKind| {
             Err(CoreError::serialization(format!(
                 "cannot resolve class {name:?}"
             )))
@@ -610,15 +671,13 @@ mod tests {
     fn wrong_versions_and_formats_are_named() {
         let text = to_json(&sample()).unwrap();
         let future = text.replace(r#""format_version":1"#, r#""format_version":2"#);
-        let err = from_json(&future, ClassRef::parse).unwrap_err().to_string();
+        let err = from_json(&future, parse).unwrap_err().to_string();
         assert!(err.contains("format version 2 is not supported"), "{err}");
         let future_shape = future.replace(r#""status""#, r#""phase""#);
-        let err = from_json(&future_shape, ClassRef::parse)
-            .unwrap_err()
-            .to_string();
+        let err = from_json(&future_shape, parse).unwrap_err().to_string();
         assert!(err.contains("format version 2 is not supported"), "{err}");
         let other = r#"{"format":"x","format_version":1}"#;
-        assert!(from_json(other, ClassRef::parse)
+        assert!(from_json(other, parse)
             .unwrap_err()
             .to_string()
             .contains("not a serialized instance"));
@@ -645,7 +704,7 @@ mod tests {
             let broken = text.replace(from, to);
             assert!(
                 matches!(
-                    from_json(&broken, ClassRef::parse),
+                    from_json(&broken, parse),
                     Err(CoreError::Serialization { .. })
                 ),
                 "{to}"
@@ -657,27 +716,27 @@ mod tests {
     fn truncated_and_garbage_input_is_an_error() {
         let bytes = to_bytes(&sample()).unwrap();
         for cut in 0..bytes.len() {
-            assert!(from_bytes(&bytes[..cut], ClassRef::parse).is_err());
+            assert!(from_bytes(&bytes[..cut], parse).is_err());
         }
         let text = to_json(&sample()).unwrap();
         for cut in (0..text.len()).filter(|c| text.is_char_boundary(*c)) {
-            assert!(from_json(&text[..cut], ClassRef::parse).is_err());
+            assert!(from_json(&text[..cut], parse).is_err());
         }
-        assert!(from_bytes(&[0xdc, 0xff, 0xff], ClassRef::parse).is_err());
+        assert!(from_bytes(&[0xdc, 0xff, 0xff], parse).is_err());
         let mut trailing = bytes.clone();
         trailing.push(0xc0);
-        assert!(from_bytes(&trailing, ClassRef::parse)
+        assert!(from_bytes(&trailing, parse)
             .unwrap_err()
             .to_string()
             .contains("trailing"));
-        assert!(from_json(&format!("{text} {{}}"), ClassRef::parse).is_err());
-        assert!(from_json(&format!("{text} \n"), ClassRef::parse).is_ok());
+        assert!(from_json(&format!("{text} {{}}"), parse).is_err());
+        assert!(from_json(&format!("{text} \n"), parse).is_ok());
         let without_error = text.replace(r#","error":null"#, "");
-        assert!(from_json(&without_error, ClassRef::parse)
+        assert!(from_json(&without_error, parse)
             .unwrap_err()
             .to_string()
             .contains("missing field"));
         let deep = "[".repeat(100_000);
-        assert!(from_json(&deep, ClassRef::parse).is_err());
+        assert!(from_json(&deep, parse).is_err());
     }
 }

@@ -15,6 +15,7 @@ use std::fmt::{self, Write as _};
 use std::sync::Arc;
 
 use crate::core::class_ref::ClassRef;
+use crate::core::error::{CoreError, CoreResult};
 use crate::core::value::Value;
 
 /// One step of a workflow, as the graph needs it.
@@ -129,15 +130,65 @@ pub enum GraphProblem {
     },
 }
 
-/// The qualified name part of a reference, for messages.
-fn short(step: &ClassRef) -> &str {
-    let name = step.as_str();
-    let name = name.split_once('#').map_or(name, |(base, _)| base);
-    name.rsplit_once(':').map_or(name, |(_, q)| q)
+impl GraphProblem {
+    /// The rule broken, as a short snake-case name (`"cycle"`,
+    /// `"unreachable"`, ...), for code that handles problems as data.
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self {
+            GraphProblem::Cycle(_) => "cycle",
+            GraphProblem::Unreachable(_) => "unreachable",
+            GraphProblem::LeafNotDone(_) => "leaf_not_done",
+            GraphProblem::DoneNotLeaf(_) => "done_not_leaf",
+            GraphProblem::FanOutDoesNotJoin { .. } => "fan_out_does_not_join",
+            GraphProblem::DuplicateKey { .. } => "duplicate_key",
+            GraphProblem::EventWithoutTransition { .. } => "event_without_transition",
+            GraphProblem::UndeclaredEvent { .. } => "undeclared_event",
+            GraphProblem::UnknownStep(_) => "unknown_step",
+            GraphProblem::DuplicateTransition { .. } => "duplicate_transition",
+        }
+    }
+
+    /// The steps involved, in the order the message names them (a cycle
+    /// ends where it started; a fan-out lists its source, then its
+    /// branches).
+    #[must_use]
+    pub fn steps(&self) -> Vec<ClassRef> {
+        match self {
+            GraphProblem::Cycle(path) => path.clone(),
+            GraphProblem::Unreachable(step)
+            | GraphProblem::LeafNotDone(step)
+            | GraphProblem::DoneNotLeaf(step)
+            | GraphProblem::UnknownStep(step)
+            | GraphProblem::EventWithoutTransition { step, .. }
+            | GraphProblem::UndeclaredEvent { step, .. }
+            | GraphProblem::DuplicateTransition { step, .. } => vec![*step],
+            GraphProblem::FanOutDoesNotJoin { from, branches, .. } => std::iter::once(*from)
+                .chain(branches.iter().copied())
+                .collect(),
+            GraphProblem::DuplicateKey { steps, .. } => steps.clone(),
+        }
+    }
+
+    /// The event involved, if the rule is about one.
+    #[must_use]
+    pub fn event(&self) -> Option<&str> {
+        match self {
+            GraphProblem::FanOutDoesNotJoin { event, .. }
+            | GraphProblem::EventWithoutTransition { event, .. }
+            | GraphProblem::UndeclaredEvent { event, .. }
+            | GraphProblem::DuplicateTransition { event, .. } => Some(event),
+            _ => None,
+        }
+    }
 }
 
 fn join_short(steps: &[ClassRef], sep: &str) -> String {
-    steps.iter().map(short).collect::<Vec<_>>().join(sep)
+    steps
+        .iter()
+        .map(ClassRef::short_name)
+        .collect::<Vec<_>>()
+        .join(sep)
 }
 
 impl fmt::Display for GraphProblem {
@@ -145,18 +196,22 @@ impl fmt::Display for GraphProblem {
         match self {
             GraphProblem::Cycle(path) => write!(f, "cycle: {}", join_short(path, " -> ")),
             GraphProblem::Unreachable(step) => {
-                write!(f, "{} is not reachable from the start step", short(step))
+                write!(
+                    f,
+                    "{} is not reachable from the start step",
+                    step.short_name()
+                )
             }
             GraphProblem::LeafNotDone(step) => write!(
                 f,
                 "{} has no transitions out, but only Done may end a workflow",
-                short(step)
+                step.short_name()
             ),
             GraphProblem::DoneNotLeaf(step) => {
                 write!(
                     f,
                     "{} ends the workflow and takes no transitions",
-                    short(step)
+                    step.short_name()
                 )
             }
             GraphProblem::FanOutDoesNotJoin {
@@ -166,7 +221,7 @@ impl fmt::Display for GraphProblem {
             } => write!(
                 f,
                 "the fan-out of {} on {event:?} to {} never joins before Done",
-                short(from),
+                from.short_name(),
                 join_short(branches, ", ")
             ),
             GraphProblem::DuplicateKey { key, steps } => write!(
@@ -177,7 +232,7 @@ impl fmt::Display for GraphProblem {
             GraphProblem::EventWithoutTransition { step, event } => write!(
                 f,
                 "{} declares the event {event:?} but no transition handles it",
-                short(step)
+                step.short_name()
             ),
             GraphProblem::UndeclaredEvent {
                 step,
@@ -188,7 +243,7 @@ impl fmt::Display for GraphProblem {
                 write!(
                     f,
                     "a transition from {} uses the event {event:?}, which it does not declare (it declares {})",
-                    short(step),
+                    step.short_name(),
                     if declared.is_empty() { "none".to_string() } else { declared.join(", ") }
                 )
             }
@@ -196,13 +251,13 @@ impl fmt::Display for GraphProblem {
                 write!(
                     f,
                     "{} is listed twice or missing from the steps",
-                    short(step)
+                    step.short_name()
                 )
             }
             GraphProblem::DuplicateTransition { step, event } => write!(
                 f,
                 "{} has more than one transition for {event:?}",
-                short(step)
+                step.short_name()
             ),
         }
     }
@@ -219,21 +274,30 @@ pub struct WorkflowGraph {
     index: HashMap<ClassRef, usize, foldhash::fast::RandomState>,
     /// By source step: `(event, transition)` in definition order.
     outgoing: Vec<Vec<(Arc<str>, Transition)>>,
-    successors: Vec<BTreeSet<usize>>,
-    predecessors: Vec<BTreeSet<usize>>,
+    /// By step: the steps a transition leads to, in definition order.
+    successors: Vec<Vec<usize>>,
+    /// By step: the steps with a transition into it, in definition order
+    /// (the engine's join cursor walks them in this order).
+    predecessors: Vec<Vec<usize>>,
 }
 
 impl WorkflowGraph {
-    /// Builds and validates a graph, returning every problem found.
-    pub fn build(spec: GraphSpec) -> Result<WorkflowGraph, Vec<GraphProblem>> {
+    /// Builds and validates a graph; fails with
+    /// [`CoreError::Definition`] listing every problem found.
+    pub fn build(spec: GraphSpec) -> CoreResult<WorkflowGraph> {
+        let workflow = spec.workflow.clone();
+        Self::check_spec(spec).map_err(|problems| CoreError::Definition { workflow, problems })
+    }
+
+    fn check_spec(spec: GraphSpec) -> Result<WorkflowGraph, Vec<GraphProblem>> {
         let mut problems = Vec::new();
         let mut index = HashMap::with_capacity_and_hasher(
             spec.steps.len(),
             foldhash::fast::RandomState::default(),
         );
         for (i, step) in spec.steps.iter().enumerate() {
-            if index.insert(step.name.clone(), i).is_some() {
-                problems.push(GraphProblem::UnknownStep(step.name.clone()));
+            if index.insert(step.name, i).is_some() {
+                problems.push(GraphProblem::UnknownStep(step.name));
             }
         }
         let n = spec.steps.len();
@@ -255,7 +319,7 @@ impl WorkflowGraph {
                         successors[f].insert(t);
                         predecessors[t].insert(f);
                     }
-                    None => problems.push(GraphProblem::UnknownStep(target.clone())),
+                    None => problems.push(GraphProblem::UnknownStep(*target)),
                 }
             }
             outgoing[f].push((event, transition));
@@ -264,6 +328,11 @@ impl WorkflowGraph {
             problems.push(GraphProblem::UnknownStep(spec.start));
             return Err(problems);
         };
+        let flatten = |sets: Vec<BTreeSet<usize>>| -> Vec<Vec<usize>> {
+            sets.into_iter()
+                .map(|set| set.into_iter().collect())
+                .collect()
+        };
         let graph = WorkflowGraph {
             workflow: spec.workflow,
             start,
@@ -271,8 +340,8 @@ impl WorkflowGraph {
             steps: spec.steps,
             index,
             outgoing,
-            successors,
-            predecessors,
+            successors: flatten(successors),
+            predecessors: flatten(predecessors),
         };
         graph.check(&mut problems);
         if problems.is_empty() {
@@ -287,21 +356,21 @@ impl WorkflowGraph {
         let reachable = self.reachable_from(self.start);
         for (i, step) in self.steps.iter().enumerate() {
             if !reachable.contains(&i) {
-                problems.push(GraphProblem::Unreachable(step.name.clone()));
+                problems.push(GraphProblem::Unreachable(step.name));
             }
             if step.is_done {
                 if !self.outgoing[i].is_empty() {
-                    problems.push(GraphProblem::DoneNotLeaf(step.name.clone()));
+                    problems.push(GraphProblem::DoneNotLeaf(step.name));
                 }
                 continue;
             }
             if self.outgoing[i].is_empty() {
-                problems.push(GraphProblem::LeafNotDone(step.name.clone()));
+                problems.push(GraphProblem::LeafNotDone(step.name));
             }
             for event in &step.events {
                 if !self.outgoing[i].iter().any(|(e, _)| e == event) {
                     problems.push(GraphProblem::EventWithoutTransition {
-                        step: step.name.clone(),
+                        step: step.name,
                         event: event.clone(),
                     });
                 }
@@ -309,7 +378,7 @@ impl WorkflowGraph {
             for (event, transition) in &self.outgoing[i] {
                 if !step.events.contains(event) {
                     problems.push(GraphProblem::UndeclaredEvent {
-                        step: step.name.clone(),
+                        step: step.name,
                         event: event.clone(),
                         declared: step.events.clone(),
                     });
@@ -321,7 +390,7 @@ impl WorkflowGraph {
         }
         let mut by_key: HashMap<&str, Vec<ClassRef>> = HashMap::new();
         for step in &self.steps {
-            by_key.entry(&step.key).or_default().push(step.name.clone());
+            by_key.entry(&step.key).or_default().push(step.name);
         }
         let mut shared: Vec<_> = by_key.into_iter().filter(|(_, s)| s.len() > 1).collect();
         shared.sort();
@@ -361,9 +430,9 @@ impl WorkflowGraph {
         }
         if common.is_some_and(|c| c.is_empty()) {
             problems.push(GraphProblem::FanOutDoesNotJoin {
-                from: from.clone(),
+                from: *from,
                 event: event.clone(),
-                branches: targets.iter().map(|t| t.step.clone()).collect(),
+                branches: targets.iter().map(|t| t.step).collect(),
             });
         }
     }
@@ -399,23 +468,22 @@ impl WorkflowGraph {
                 continue;
             }
             // (step, its successors still to visit)
-            let mut path: Vec<(usize, Vec<usize>)> =
-                vec![(root, self.successors[root].iter().copied().collect())];
+            let mut path: Vec<(usize, Vec<usize>)> = vec![(root, self.successors[root].clone())];
             mark[root] = Mark::OnPath;
             while let Some((step, pending)) = path.last_mut() {
                 let step = *step;
                 match pending.pop() {
                     Some(next) if mark[next] == Mark::New => {
                         mark[next] = Mark::OnPath;
-                        path.push((next, self.successors[next].iter().copied().collect()));
+                        path.push((next, self.successors[next].clone()));
                     }
                     Some(next) if mark[next] == Mark::OnPath => {
                         let from = path.iter().position(|(s, _)| *s == next).unwrap_or(0);
                         let mut cycle: Vec<ClassRef> = path[from..]
                             .iter()
-                            .map(|(s, _)| self.steps[*s].name.clone())
+                            .map(|(s, _)| self.steps[*s].name)
                             .collect();
-                        cycle.push(self.steps[next].name.clone());
+                        cycle.push(self.steps[next].name);
                         found.push(cycle);
                     }
                     Some(_) => {}
@@ -467,14 +535,43 @@ impl WorkflowGraph {
         self.index.get(step).map(|&i| &self.steps[i])
     }
 
+    /// The spec of the step at `position` (from [`WorkflowGraph::position`]).
+    ///
+    /// # Panics
+    /// When `position` is out of range; positions come from this graph.
+    #[must_use]
+    pub fn step_at(&self, position: usize) -> &StepSpec {
+        &self.steps[position]
+    }
+
     /// Where `event` from `step` leads, if anywhere.
     #[must_use]
     pub fn transition(&self, step: &ClassRef, event: &str) -> Option<&Transition> {
-        let &i = self.index.get(step)?;
-        self.outgoing[i]
+        self.transition_at(*self.index.get(step)?, event)
+    }
+
+    /// Where `event` from the step at `position` leads, if anywhere.
+    #[must_use]
+    pub fn transition_at(&self, position: usize, event: &str) -> Option<&Transition> {
+        self.outgoing
+            .get(position)?
             .iter()
             .find(|(e, _)| &**e == event)
             .map(|(_, t)| t)
+    }
+
+    /// The positions of the steps with a transition into the step at
+    /// `position`, in definition order.
+    #[must_use]
+    pub fn predecessors_at(&self, position: usize) -> &[usize] {
+        self.predecessors.get(position).map_or(&[], Vec::as_slice)
+    }
+
+    /// The positions of the steps a transition from the step at `position`
+    /// may lead to, in definition order.
+    #[must_use]
+    pub fn successors_at(&self, position: usize) -> &[usize] {
+        self.successors.get(position).map_or(&[], Vec::as_slice)
     }
 
     /// Every edge `(from, event, to, dynamic)`, in definition order.
@@ -501,7 +598,7 @@ impl WorkflowGraph {
 
     fn neighbours<'a>(
         &'a self,
-        table: &'a [BTreeSet<usize>],
+        table: &'a [Vec<usize>],
         step: &ClassRef,
     ) -> impl Iterator<Item = &'a ClassRef> {
         let set = self.index.get(step).map(|&i| &table[i]);
@@ -513,7 +610,7 @@ impl WorkflowGraph {
     pub fn to_mermaid(&self) -> String {
         let mut out = String::from("flowchart TD\n");
         for (i, step) in self.steps.iter().enumerate() {
-            let label = mermaid_label(short(&step.name));
+            let label = mermaid_label(step.name.short_name());
             let _ = if i == self.start {
                 writeln!(out, "    s{i}([\"{label}\"])")
             } else if step.is_done {
@@ -551,7 +648,7 @@ impl WorkflowGraph {
             let _ = writeln!(
                 out,
                 "    s{i} [label={}{shape}];",
-                dot_string(short(&step.name))
+                dot_string(step.name.short_name())
             );
         }
         for (from, event, to, dynamic) in self.edges() {
@@ -611,7 +708,7 @@ mod tests {
     fn spec(steps: Vec<StepSpec>, transitions: &[(&str, &str, Transition)]) -> GraphSpec {
         GraphSpec {
             workflow: "OrderFlow".into(),
-            start: steps[0].name.clone(),
+            start: steps[0].name,
             start_config: None,
             steps,
             transitions: transitions
@@ -622,11 +719,10 @@ mod tests {
     }
 
     fn problems(spec: GraphSpec) -> Vec<String> {
-        WorkflowGraph::build(spec)
-            .unwrap_err()
-            .iter()
-            .map(ToString::to_string)
-            .collect()
+        let Err(CoreError::Definition { problems, .. }) = WorkflowGraph::build(spec) else {
+            panic!("the spec should not build");
+        };
+        problems.iter().map(ToString::to_string).collect()
     }
 
     fn order_flow() -> GraphSpec {
@@ -656,9 +752,15 @@ mod tests {
     fn a_valid_graph_builds_with_its_structure() {
         let graph = WorkflowGraph::build(order_flow()).unwrap();
         assert_eq!(graph.start(), &r("Validate"));
-        let preds: Vec<_> = graph.predecessors(&r("Ship")).map(short).collect();
+        let preds: Vec<_> = graph
+            .predecessors(&r("Ship"))
+            .map(ClassRef::short_name)
+            .collect();
         assert_eq!(preds, ["Charge", "Reserve"]);
-        let succ: Vec<_> = graph.successors(&r("Validate")).map(short).collect();
+        let succ: Vec<_> = graph
+            .successors(&r("Validate"))
+            .map(ClassRef::short_name)
+            .collect();
         assert_eq!(succ, ["Pay", "Reject"]);
         assert_eq!(graph.edges().count(), 8);
         assert!(
@@ -813,7 +915,11 @@ mod tests {
             ],
         ))
         .unwrap();
-        let dynamic: Vec<_> = graph.edges().filter(|e| e.3).map(|e| short(e.2)).collect();
+        let dynamic: Vec<_> = graph
+            .edges()
+            .filter(|e| e.3)
+            .map(|e| e.2.short_name())
+            .collect();
         assert_eq!(dynamic, ["Fast", "Slow"]);
         assert!(graph.to_mermaid().contains("s0 -.->|\"routed\"| s1"));
         assert!(graph

@@ -95,13 +95,14 @@ impl ExactSizeIterator for NewestFirst<'_> {}
 impl Drop for History {
     fn drop(&mut self) {
         // Unlink nodes this history owns alone, one at a time; stop at the
-        // first node another history still shares.
+        // first node another history still shares. `Arc::into_inner` (not
+        // `try_unwrap`) so that when two histories sharing a node drop at
+        // once, exactly one of them gets the node and goes on unlinking,
+        // rather than both failing and the last `Arc` freeing the rest of
+        // the chain recursively.
         let mut next = self.newest.take();
         while let Some(node) = next {
-            next = match Arc::try_unwrap(node) {
-                Ok(mut node) => node.older.take(),
-                Err(_) => None,
-            };
+            next = Arc::into_inner(node).and_then(|mut node| node.older.take());
         }
     }
 }
@@ -143,6 +144,34 @@ mod tests {
         assert_eq!(b.oldest_first().len(), 2);
         assert_eq!(History::from_oldest_first(vec![entry(1), entry(2)]), b);
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn histories_sharing_a_long_tail_drop_concurrently_without_recursion() {
+        // Many threads drop clones of one long history at once: whichever
+        // drops the last reference must unlink iteratively, whatever the
+        // interleaving (with `try_unwrap` two racing drops could both fail
+        // and leave a recursive free to the last one).
+        for _ in 0..4 {
+            let mut history = History::default();
+            for i in 0..300_000 {
+                history.push(entry(i));
+            }
+            let threads: Vec<_> = (0..8)
+                .map(|_| {
+                    let mut mine = history.clone();
+                    mine.push(entry(-1));
+                    std::thread::Builder::new()
+                        .stack_size(256 * 1024)
+                        .spawn(move || drop(mine))
+                        .unwrap()
+                })
+                .collect();
+            drop(history);
+            for thread in threads {
+                thread.join().unwrap();
+            }
+        }
     }
 
     #[test]

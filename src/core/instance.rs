@@ -18,6 +18,7 @@
 
 use std::sync::Arc;
 
+use crate::core::class_map::ClassMap;
 use crate::core::class_ref::ClassRef;
 use crate::core::context::Context;
 use crate::core::error::{CoreError, CoreResult};
@@ -57,7 +58,7 @@ impl StepState {
 }
 
 /// A workflow instance.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Instance {
     id: Arc<str>,
     workflow: ClassRef,
@@ -65,18 +66,44 @@ pub struct Instance {
     current_step: Option<ClassRef>,
     status: Status,
     context: Context,
-    step_configs: SortedMap<ClassRef, Value>,
-    steps: SortedMap<ClassRef, StepState>,
+    step_configs: ClassMap<Value>,
+    steps: ClassMap<StepState>,
     /// Index of the active steps (value: waiting), kept in step with
-    /// `steps` by `with_step_state`, so finding what can run costs O(active)
+    /// `steps` by `set_state`, so finding what can run costs O(active)
     /// however many steps the instance has finished.
-    active: SortedMap<ClassRef, bool>,
+    active: ClassMap<bool>,
     waiting_count: usize,
+    reached_count: usize,
+    completed_count: usize,
+    /// A cache for the engine's join rule, not part of the value: for a
+    /// step with many predecessors, how many of them (in the graph's
+    /// order) are known to be completed or skipped. Resolution never goes
+    /// back, so the count only grows; raw field changes drop the cache.
+    join_cursors: ClassMap<u32>,
     runtime_metadata: SortedMap<Arc<str>, Value>,
     telemetry_metadata: Map,
     telemetry_start_time: Option<i64>,
     history: History,
     error: Option<Map>,
+}
+
+impl PartialEq for Instance {
+    /// Every field by value; the engine's cache is not a field.
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+            && self.workflow == other.workflow
+            && self.workflow_version == other.workflow_version
+            && self.current_step == other.current_step
+            && self.status == other.status
+            && self.steps == other.steps
+            && self.context == other.context
+            && self.step_configs == other.step_configs
+            && self.runtime_metadata == other.runtime_metadata
+            && self.telemetry_metadata == other.telemetry_metadata
+            && self.telemetry_start_time == other.telemetry_start_time
+            && self.error == other.error
+            && self.history == other.history
+    }
 }
 
 /// Every field of an instance in plain form, for building one from raw
@@ -134,6 +161,32 @@ pub struct StepSets {
     pub reached: Vec<ClassRef>,
 }
 
+/// A step's completion, as [`Instance::complete_step`] records it.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    /// The event the step emitted.
+    pub event: Arc<str>,
+    /// Stored under the step's key in the context (`{}` when `None`).
+    pub context_updates: Option<Map>,
+    /// Merged into the runtime metadata; later keys win.
+    pub metadata_updates: Option<Map>,
+    /// When the step completed, in UTC microseconds since the epoch.
+    pub timestamp: i64,
+}
+
+impl Completion {
+    /// A completion with `event` and no updates.
+    #[must_use]
+    pub fn event(event: impl Into<Arc<str>>, timestamp: i64) -> Completion {
+        Completion {
+            event: event.into(),
+            context_updates: None,
+            metadata_updates: None,
+            timestamp,
+        }
+    }
+}
+
 impl Instance {
     /// A new pending instance with `initial` as its context
     /// (Elixir: `Instance.new/4`).
@@ -150,10 +203,13 @@ impl Instance {
             current_step: None,
             status: Status::Pending,
             context: Context::new(initial),
-            step_configs: SortedMap::new(),
-            steps: SortedMap::new(),
-            active: SortedMap::new(),
+            step_configs: ClassMap::new(),
+            steps: ClassMap::new(),
+            active: ClassMap::new(),
             waiting_count: 0,
+            reached_count: 0,
+            completed_count: 0,
+            join_cursors: ClassMap::new(),
             runtime_metadata: SortedMap::new(),
             telemetry_metadata: Map::default(),
             telemetry_start_time: None,
@@ -166,32 +222,29 @@ impl Instance {
 
     /// Builds an instance from raw fields, checking every invariant.
     pub fn from_fields(fields: InstanceFields) -> CoreResult<Instance> {
-        let sets = StepSets {
+        let mut instance = Instance::new(
+            &fields.id,
+            fields.workflow,
+            fields.workflow_version,
+            Map::default(),
+        )?;
+        instance.set_step_sets(StepSets {
             active: fields.active_steps,
             completed: fields.completed_steps,
             waiting: fields.waiting_steps,
             skipped: fields.skipped_steps,
             reached: fields.reached_steps,
-        };
-        let (steps, active, waiting_count) = build_steps(sets)?;
-        let history = History::from_oldest_first(fields.execution_history);
-        let instance = Instance {
-            id: fields.id,
-            workflow: fields.workflow,
-            workflow_version: fields.workflow_version,
-            current_step: fields.current_step,
-            status: fields.status,
-            context: fields.context,
-            step_configs: fields.step_configs.into_iter().collect(),
-            steps,
-            active,
-            waiting_count,
-            runtime_metadata: fields.runtime_metadata.into_iter().collect(),
-            telemetry_metadata: fields.telemetry_metadata,
-            telemetry_start_time: fields.telemetry_start_time,
-            history,
-            error: fields.error,
-        };
+        })?;
+        instance.id = fields.id;
+        instance.current_step = fields.current_step;
+        instance.status = fields.status;
+        instance.context = fields.context;
+        instance.step_configs = fields.step_configs.into_iter().collect();
+        instance.runtime_metadata = fields.runtime_metadata.into_iter().collect();
+        instance.telemetry_metadata = fields.telemetry_metadata;
+        instance.telemetry_start_time = fields.telemetry_start_time;
+        instance.history = History::from_oldest_first(fields.execution_history);
+        instance.error = fields.error;
         instance.validate()?;
         Ok(instance)
     }
@@ -212,7 +265,7 @@ impl Instance {
                     format!("a {} instance has no active steps", self.status),
                 ));
             }
-            if self.steps.iter().any(|(_, s)| *s == StepState::Reached) {
+            if self.reached_count > 0 {
                 return Err(CoreError::invalid(
                     "reached_steps",
                     format!("a {} instance has no reached steps", self.status),
@@ -269,20 +322,33 @@ impl Instance {
         }
     }
 
-    /// Sets `step`'s state, keeping the counters and the status in step.
-    fn with_step_state(&self, step: &ClassRef, state: StepState) -> Instance {
-        let mut next = self.clone();
-        if let Some(StepState::Active { waiting }) = self.steps.get(step) {
-            next.active.remove_mut(step);
-            next.waiting_count -= usize::from(*waiting);
+    /// Sets `step`'s state from `old` (its current one) to `state`, keeping
+    /// the index, the counters and the status in step. In place: the maps
+    /// copy only what other instances share.
+    fn set_state(&mut self, step: &ClassRef, old: Option<StepState>, state: StepState) {
+        match old {
+            Some(StepState::Active { waiting }) => {
+                self.waiting_count -= usize::from(waiting);
+                self.active.remove_mut(step);
+            }
+            Some(StepState::Reached) => self.reached_count -= 1,
+            Some(StepState::Completed) => self.completed_count -= 1,
+            Some(StepState::Skipped) | None => {}
         }
-        if let StepState::Active { waiting } = state {
-            next.active.insert_mut(step.clone(), waiting);
-            next.waiting_count += usize::from(waiting);
+        match state {
+            StepState::Active { waiting } => {
+                self.active.insert_mut(*step, waiting);
+                self.waiting_count += usize::from(waiting);
+            }
+            StepState::Reached => self.reached_count += 1,
+            StepState::Completed => self.completed_count += 1,
+            StepState::Skipped => {}
         }
-        next.steps.insert_mut(step.clone(), state);
-        next.status = next.derived_status();
-        next
+        if state != StepState::Reached && !self.join_cursors.is_empty() {
+            self.join_cursors.remove_mut(step);
+        }
+        self.steps.insert_mut(*step, state);
+        self.status = self.derived_status();
     }
 
     /// Makes `step` active (idempotent) and stores `config` when given
@@ -291,13 +357,20 @@ impl Instance {
     /// Fails when the instance is terminal or the step is completed or
     /// skipped.
     pub fn activate_step(&self, step: &ClassRef, config: Option<Value>) -> CoreResult<Instance> {
+        let mut next = self.clone();
+        next.activate_step_mut(step, config)?;
+        Ok(next)
+    }
+
+    /// [`Instance::activate_step`] in place; on error nothing changes.
+    pub fn activate_step_mut(&mut self, step: &ClassRef, config: Option<Value>) -> CoreResult<()> {
         const OP: &str = "activate_step";
         self.check_not_terminal(OP)?;
         let current = self.steps.get(step).copied();
-        let mut next = match current {
-            Some(StepState::Active { .. }) => self.clone(),
+        match current {
+            Some(StepState::Active { .. }) => {}
             None | Some(StepState::Reached) => {
-                self.with_step_state(step, StepState::Active { waiting: false })
+                self.set_state(step, current, StepState::Active { waiting: false });
             }
             Some(_) => {
                 return Err(Self::step_error(
@@ -307,72 +380,106 @@ impl Instance {
                     "neither completed nor skipped",
                 ))
             }
-        };
-        if let Some(config) = config {
-            next.step_configs.insert_mut(step.clone(), config);
         }
-        Ok(next)
+        if let Some(config) = config {
+            self.step_configs.insert_mut(*step, config);
+        }
+        Ok(())
     }
 
-    /// Completes the active `step` with `event` (Elixir:
-    /// `Instance.complete_step/4`): moves it to the completed set, stores
-    /// `context_updates` (or `{}`) under `step_key`, merges
-    /// `metadata_updates` into the runtime metadata (later keys win), drops
-    /// the step's config, and appends an [`ExecutionEntry`] stamped
-    /// `timestamp` (UTC microseconds since the epoch).
+    /// Completes the active `step` (Elixir: `Instance.complete_step/4`):
+    /// moves it to the completed set, stores the completion's context
+    /// updates (or `{}`) under `step_key`, merges its metadata updates into
+    /// the runtime metadata (later keys win), drops the step's config, and
+    /// appends an [`ExecutionEntry`].
     pub fn complete_step(
         &self,
         step: &ClassRef,
         step_key: &Arc<str>,
-        event: &str,
-        context_updates: Option<Map>,
-        metadata_updates: Option<Map>,
-        timestamp: i64,
+        completion: Completion,
     ) -> CoreResult<Instance> {
+        let mut next = self.clone();
+        next.complete_step_mut(step, step_key, completion)?;
+        Ok(next)
+    }
+
+    /// [`Instance::complete_step`] in place; on error nothing changes.
+    pub fn complete_step_mut(
+        &mut self,
+        step: &ClassRef,
+        step_key: &Arc<str>,
+        completion: Completion,
+    ) -> CoreResult<()> {
         const OP: &str = "complete_step";
         self.check_not_terminal(OP)?;
         let current = self.steps.get(step).copied();
         if !matches!(current, Some(StepState::Active { .. })) {
             return Err(Self::step_error(OP, step, current, "active"));
         }
-        let entry = ExecutionEntry::new(step.clone(), event, timestamp, context_updates.clone())?;
-        let mut next = self.with_step_state(step, StepState::Completed);
-        let stored = context_updates.unwrap_or_default();
-        next.context = next.context.put_step_result(Arc::clone(step_key), stored);
+        let Completion {
+            event,
+            context_updates,
+            metadata_updates,
+            timestamp,
+        } = completion;
+        let stored = context_updates.clone().unwrap_or_default();
+        let entry = ExecutionEntry::new(*step, event, timestamp, context_updates)?;
+        self.set_state(step, current, StepState::Completed);
+        self.context
+            .put_step_result_mut(Arc::clone(step_key), stored);
         if let Some(metadata) = metadata_updates {
-            next.runtime_metadata
+            self.runtime_metadata
                 .insert_all(metadata.iter().map(|(k, v)| (Arc::from(k), v.clone())));
         }
-        next.step_configs.remove_mut(step);
-        next.history.push(entry);
-        Ok(next)
+        if !self.step_configs.is_empty() {
+            self.step_configs.remove_mut(step);
+        }
+        self.history.push(entry);
+        Ok(())
     }
 
     /// Marks the active `step` as waiting for an event or a timer and makes
     /// it the current step (idempotent).
     pub fn wait_step(&self, step: &ClassRef) -> CoreResult<Instance> {
+        let mut next = self.clone();
+        next.wait_step_mut(step)?;
+        Ok(next)
+    }
+
+    /// [`Instance::wait_step`] in place; on error nothing changes.
+    pub fn wait_step_mut(&mut self, step: &ClassRef) -> CoreResult<()> {
         const OP: &str = "wait_step";
         self.check_not_terminal(OP)?;
         let current = self.steps.get(step).copied();
-        let mut next = match current {
-            Some(StepState::Active { waiting: true }) => self.clone(),
+        match current {
+            Some(StepState::Active { waiting: true }) => {}
             Some(StepState::Active { waiting: false }) => {
-                self.with_step_state(step, StepState::Active { waiting: true })
+                self.set_state(step, current, StepState::Active { waiting: true });
             }
             _ => return Err(Self::step_error(OP, step, current, "active")),
-        };
-        next.current_step = Some(step.clone());
-        Ok(next)
+        }
+        self.current_step = Some(*step);
+        Ok(())
     }
 
     /// Records that `step` can no longer run (idempotent). Fails when the
     /// instance is terminal or the step is active or completed.
     pub fn skip_step(&self, step: &ClassRef) -> CoreResult<Instance> {
+        let mut next = self.clone();
+        next.skip_step_mut(step)?;
+        Ok(next)
+    }
+
+    /// [`Instance::skip_step`] in place; on error nothing changes.
+    pub fn skip_step_mut(&mut self, step: &ClassRef) -> CoreResult<()> {
         const OP: &str = "skip_step";
         self.check_not_terminal(OP)?;
         match self.steps.get(step).copied() {
-            None => Ok(self.with_step_state(step, StepState::Skipped)),
-            Some(StepState::Skipped) => Ok(self.clone()),
+            None => {
+                self.set_state(step, None, StepState::Skipped);
+                Ok(())
+            }
+            Some(StepState::Skipped) => Ok(()),
             current => Err(Self::step_error(
                 OP,
                 step,
@@ -386,68 +493,89 @@ impl Instance {
     /// for its other predecessors, storing `config` when given
     /// (idempotent). Fails when the instance is terminal or the step is
     /// active, completed or skipped.
-    pub fn reach_step(&self, step: &ClassRef, config: Option<Value>) -> CoreResult<Instance> {
+    pub fn reach_step_mut(&mut self, step: &ClassRef, config: Option<Value>) -> CoreResult<()> {
         const OP: &str = "reach_step";
         self.check_not_terminal(OP)?;
         let current = self.steps.get(step).copied();
-        let mut next = match current {
-            None => self.with_step_state(step, StepState::Reached),
-            Some(StepState::Reached) => self.clone(),
+        match current {
+            None => self.set_state(step, None, StepState::Reached),
+            Some(StepState::Reached) => {}
             Some(_) => return Err(Self::step_error(OP, step, current, "not yet reached")),
-        };
-        if let Some(config) = config {
-            next.step_configs.insert_mut(step.clone(), config);
         }
-        Ok(next)
+        if let Some(config) = config {
+            self.step_configs.insert_mut(*step, config);
+        }
+        Ok(())
     }
 
-    /// The same instance with `status` and `current_step` set; for the
-    /// engine, which moves the status where bookkeeping alone does not
-    /// (starting, completing, failing). Checks every invariant.
-    pub fn with_status(
-        &self,
+    /// Moves the status where bookkeeping alone does not (starting,
+    /// completing, resuming) and sets the current step when `current_step`
+    /// is `Some`; for the engine. Checks every invariant; on error nothing
+    /// changes.
+    pub fn set_status_mut(
+        &mut self,
         status: Status,
         current_step: Option<Option<ClassRef>>,
-    ) -> CoreResult<Instance> {
-        let mut next = self.clone();
-        next.status = status;
+    ) -> CoreResult<()> {
+        let (old_status, old_current) = (self.status, self.current_step);
+        self.status = status;
         if let Some(current_step) = current_step {
-            next.current_step = current_step;
+            self.current_step = current_step;
         }
-        next.status = next.derived_status();
-        next.validate()?;
-        Ok(next)
+        self.status = self.derived_status();
+        if let Err(err) = self.validate() {
+            (self.status, self.current_step) = (old_status, old_current);
+            return Err(err);
+        }
+        Ok(())
     }
 
     /// Fails the instance with `error`: status `Failed`, every active and
     /// reached step dropped (they will never run), their configs too.
-    #[must_use]
-    pub fn failed(&self, error: Map) -> Instance {
-        let mut next = self.clone();
+    /// Fails when the instance is already completed or failed.
+    pub fn fail_mut(&mut self, error: Map) -> CoreResult<()> {
+        self.check_not_terminal("fail")?;
         let dropped: Vec<ClassRef> = self
             .steps
             .iter()
             .filter(|(_, s)| matches!(s, StepState::Active { .. } | StepState::Reached))
-            .map(|(k, _)| k.clone())
+            .map(|(k, _)| *k)
             .collect();
         for step in &dropped {
-            next.steps.remove_mut(step);
-            next.step_configs.remove_mut(step);
+            self.steps.remove_mut(step);
+            self.step_configs.remove_mut(step);
         }
-        next.active = SortedMap::new();
-        next.waiting_count = 0;
-        next.status = Status::Failed;
-        next.error = Some(error);
-        next
+        self.active = ClassMap::new();
+        self.join_cursors = ClassMap::new();
+        self.waiting_count = 0;
+        self.reached_count = 0;
+        self.status = Status::Failed;
+        self.error = Some(error);
+        Ok(())
     }
 
     /// How many joins wait for their other predecessors.
     #[must_use]
     pub fn reached_count(&self) -> usize {
-        self.steps
-            .iter()
-            .filter(|(_, s)| **s == StepState::Reached)
-            .count()
+        self.reached_count
+    }
+
+    /// How many steps completed.
+    #[must_use]
+    pub fn completed_count(&self) -> usize {
+        self.completed_count
+    }
+
+    /// The engine's join cursor for `step` (see the field's docs).
+    #[must_use]
+    pub fn join_cursor(&self, step: &ClassRef) -> u32 {
+        self.join_cursors.get(step).copied().unwrap_or(0)
+    }
+
+    /// Records the engine's join cursor for a step that is not active,
+    /// completed or skipped.
+    pub fn set_join_cursor(&mut self, step: &ClassRef, cursor: u32) {
+        self.join_cursors.insert_mut(*step, cursor);
     }
 
     // -- raw updates ------------------------------------------------------
@@ -456,11 +584,14 @@ impl Instance {
     #[must_use]
     pub fn step_sets(&self) -> StepSets {
         let pick = |want: fn(StepState) -> bool| -> Vec<ClassRef> {
-            self.steps
+            let mut steps: Vec<ClassRef> = self
+                .steps
                 .iter()
                 .filter(|(_, s)| want(**s))
-                .map(|(k, _)| k.clone())
-                .collect()
+                .map(|(k, _)| *k)
+                .collect();
+            steps.sort_by(ClassRef::cmp_names);
+            steps
         };
         StepSets {
             active: pick(|s| matches!(s, StepState::Active { .. })),
@@ -469,6 +600,26 @@ impl Instance {
             skipped: pick(|s| s == StepState::Skipped),
             reached: pick(|s| s == StepState::Reached),
         }
+    }
+
+    /// Replaces the step sets (checked), resetting the counters and the
+    /// engine's cache.
+    fn set_step_sets(&mut self, sets: StepSets) -> CoreResult<()> {
+        let steps = build_steps(sets)?;
+        self.steps = steps.iter().copied().collect();
+        self.active = steps
+            .iter()
+            .filter_map(|(step, state)| match state {
+                StepState::Active { waiting } => Some((*step, *waiting)),
+                _ => None,
+            })
+            .collect();
+        let count = |want: StepState| steps.iter().filter(|(_, s)| *s == want).count();
+        self.waiting_count = count(StepState::Active { waiting: true });
+        self.reached_count = count(StepState::Reached);
+        self.completed_count = count(StepState::Completed);
+        self.join_cursors = ClassMap::new();
+        Ok(())
     }
 
     /// The same instance with the fields in `changes` replaced (`None`
@@ -482,14 +633,13 @@ impl Instance {
             || changes.reached_steps.is_some()
         {
             let current = self.step_sets();
-            let sets = StepSets {
+            next.set_step_sets(StepSets {
                 active: changes.active_steps.unwrap_or(current.active),
                 completed: changes.completed_steps.unwrap_or(current.completed),
                 waiting: changes.waiting_steps.unwrap_or(current.waiting),
                 skipped: changes.skipped_steps.unwrap_or(current.skipped),
                 reached: changes.reached_steps.unwrap_or(current.reached),
-            };
-            (next.steps, next.active, next.waiting_count) = build_steps(sets)?;
+            })?;
         }
         if let Some(id) = changes.id {
             next.id = id;
@@ -569,7 +719,7 @@ impl Instance {
         &self.context
     }
 
-    /// Step configs in step-name order.
+    /// Step configs, by step (in intern order, see [`ClassRef`]).
     pub fn step_configs(&self) -> impl Iterator<Item = (&ClassRef, &Value)> {
         self.step_configs.iter()
     }
@@ -580,7 +730,8 @@ impl Instance {
         self.step_configs.get(step)
     }
 
-    /// Every step the instance knows of with its state, in name order.
+    /// Every step the instance knows of with its state (in intern order,
+    /// see [`ClassRef`]).
     pub fn steps(&self) -> impl Iterator<Item = (&ClassRef, StepState)> {
         self.steps.iter().map(|(k, s)| (k, *s))
     }
@@ -597,7 +748,8 @@ impl Instance {
         self.active.len()
     }
 
-    /// The active steps with whether each waits, in name order; O(active).
+    /// The active steps with whether each waits (in intern order);
+    /// O(active).
     pub fn active_steps(&self) -> impl Iterator<Item = (&ClassRef, bool)> {
         self.active.iter().map(|(step, waiting)| (step, *waiting))
     }
@@ -686,15 +838,9 @@ pub struct FieldChanges {
     pub error: Option<Option<Map>>,
 }
 
-type BuiltSteps = (
-    SortedMap<ClassRef, StepState>,
-    SortedMap<ClassRef, bool>,
-    usize,
-);
-
-/// Builds the step-state map from four plain sets, rejecting overlaps and
-/// waiting steps that are not active.
-fn build_steps(sets: StepSets) -> CoreResult<BuiltSteps> {
+/// The step states of four plain sets, sorted by step, rejecting overlaps
+/// and waiting steps that are not active.
+fn build_steps(sets: StepSets) -> CoreResult<Vec<(ClassRef, StepState)>> {
     let waiting: Vec<ClassRef> = sets.waiting;
     let mut pairs: Vec<(ClassRef, StepState, &'static str)> = Vec::new();
     for (field, members, state) in [
@@ -709,7 +855,7 @@ fn build_steps(sets: StepSets) -> CoreResult<BuiltSteps> {
     ] {
         pairs.extend(members.into_iter().map(|step| (step, state, field)));
     }
-    pairs.sort_by(|a, b| a.0.cmp(&b.0));
+    pairs.sort_by_key(|a| a.0);
     pairs.dedup_by(|later, earlier| later.0 == earlier.0 && later.1 == earlier.1);
     if let Some([first, second]) = pairs.windows(2).find(|w| w[0].0 == w[1].0) {
         let (field, other) = if first.2 > second.2 {
@@ -728,14 +874,11 @@ fn build_steps(sets: StepSets) -> CoreResult<BuiltSteps> {
     }
     let mut steps: Vec<(ClassRef, StepState)> =
         pairs.into_iter().map(|(s, st, _)| (s, st)).collect();
-    let mut waiting_count = 0;
     for step in waiting {
         match steps.binary_search_by(|(s, _)| s.cmp(&step)) {
-            Ok(i) if steps[i].1 == (StepState::Active { waiting: false }) => {
+            Ok(i) if matches!(steps[i].1, StepState::Active { .. }) => {
                 steps[i].1 = StepState::Active { waiting: true };
-                waiting_count += 1;
             }
-            Ok(i) if steps[i].1 == (StepState::Active { waiting: true }) => {}
             _ => {
                 return Err(CoreError::invalid(
                     "waiting_steps",
@@ -744,14 +887,7 @@ fn build_steps(sets: StepSets) -> CoreResult<BuiltSteps> {
             }
         }
     }
-    let active = steps
-        .iter()
-        .filter_map(|(step, state)| match state {
-            StepState::Active { waiting } => Some((step.clone(), *waiting)),
-            _ => None,
-        })
-        .collect();
-    Ok((SortedMap::from_pairs(steps), active, waiting_count))
+    Ok(steps)
 }
 
 #[cfg(test)]
@@ -830,10 +966,12 @@ mod tests {
             .complete_step(
                 &pay,
                 &key("pay"),
-                "paid",
-                Some(map(&[("amount", 3)])),
-                Some(map(&[("m", 1)])),
-                42,
+                Completion {
+                    event: "paid".into(),
+                    context_updates: Some(map(&[("amount", 3)])),
+                    metadata_updates: Some(map(&[("m", 1)])),
+                    timestamp: 42,
+                },
             )
             .unwrap();
         assert_eq!(done.step_state(&pay), Some(StepState::Completed));
@@ -861,7 +999,16 @@ mod tests {
         let done = running()
             .activate_step(&pay, None)
             .unwrap()
-            .complete_step(&pay, &key("pay"), "paid", None, None, 0)
+            .complete_step(
+                &pay,
+                &key("pay"),
+                Completion {
+                    event: "paid".into(),
+                    context_updates: None,
+                    metadata_updates: None,
+                    timestamp: 0,
+                },
+            )
             .unwrap();
         assert_eq!(done.context().step_result("pay"), Some(&Map::default()));
         assert!(done
@@ -884,14 +1031,25 @@ mod tests {
             .complete_step(
                 &a,
                 &key("a"),
-                "ok",
-                None,
-                Some(map(&[("k", 1), ("x", 0)])),
-                0,
+                Completion {
+                    event: "ok".into(),
+                    context_updates: None,
+                    metadata_updates: Some(map(&[("k", 1), ("x", 0)])),
+                    timestamp: 0,
+                },
             )
             .unwrap();
         let inst = inst
-            .complete_step(&b, &key("b"), "ok", None, Some(map(&[("k", 2)])), 0)
+            .complete_step(
+                &b,
+                &key("b"),
+                Completion {
+                    event: "ok".into(),
+                    context_updates: None,
+                    metadata_updates: Some(map(&[("k", 2)])),
+                    timestamp: 0,
+                },
+            )
             .unwrap();
         let meta: Vec<_> = inst
             .runtime_metadata()
@@ -911,19 +1069,46 @@ mod tests {
         let pay = step("Pay");
         let inst = running();
         assert!(matches!(
-            inst.complete_step(&pay, &key("pay"), "paid", None, None, 0),
+            inst.complete_step(
+                &pay,
+                &key("pay"),
+                Completion {
+                    event: "paid".into(),
+                    context_updates: None,
+                    metadata_updates: None,
+                    timestamp: 0
+                }
+            ),
             Err(CoreError::StepState { .. })
         ));
         assert!(inst.wait_step(&pay).is_err());
         let done = inst
             .activate_step(&pay, None)
             .unwrap()
-            .complete_step(&pay, &key("pay"), "paid", None, None, 0)
+            .complete_step(
+                &pay,
+                &key("pay"),
+                Completion {
+                    event: "paid".into(),
+                    context_updates: None,
+                    metadata_updates: None,
+                    timestamp: 0,
+                },
+            )
             .unwrap();
         assert!(done.activate_step(&pay, None).is_err());
         assert!(done.skip_step(&pay).is_err());
         assert!(done
-            .complete_step(&pay, &key("pay"), "paid", None, None, 0)
+            .complete_step(
+                &pay,
+                &key("pay"),
+                Completion {
+                    event: "paid".into(),
+                    context_updates: None,
+                    metadata_updates: None,
+                    timestamp: 0
+                }
+            )
             .is_err());
         let skipped = inst.skip_step(&step("Other")).unwrap();
         assert!(skipped.activate_step(&step("Other"), None).is_err());
@@ -935,10 +1120,12 @@ mod tests {
         let err = inst.activate_step(&pay, None).unwrap().complete_step(
             &pay,
             &key("pay"),
-            "",
-            None,
-            None,
-            0,
+            Completion {
+                event: "".into(),
+                context_updates: None,
+                metadata_updates: None,
+                timestamp: 0,
+            },
         );
         assert!(matches!(
             err,
@@ -982,12 +1169,30 @@ mod tests {
         assert_eq!(both.status(), Status::Waiting);
         assert_eq!(both.waiting_count(), 2);
         let resumed = both
-            .complete_step(&a, &key("a"), "received", None, None, 0)
+            .complete_step(
+                &a,
+                &key("a"),
+                Completion {
+                    event: "received".into(),
+                    context_updates: None,
+                    metadata_updates: None,
+                    timestamp: 0,
+                },
+            )
             .unwrap();
         assert_eq!(resumed.status(), Status::Waiting, "B still waits");
         assert_eq!(resumed.waiting_count(), 1);
         let last = resumed
-            .complete_step(&b, &key("b"), "received", None, None, 0)
+            .complete_step(
+                &b,
+                &key("b"),
+                Completion {
+                    event: "received".into(),
+                    context_updates: None,
+                    metadata_updates: None,
+                    timestamp: 0,
+                },
+            )
             .unwrap();
         assert_eq!(last.status(), Status::Running);
         assert_eq!(last.active_count(), 0);
@@ -1009,9 +1214,9 @@ mod tests {
         let (a, b) = (step("A"), step("B"));
         let sets =
             |active: &[&ClassRef], completed: &[&ClassRef], waiting: &[&ClassRef]| FieldChanges {
-                active_steps: Some(active.iter().map(|s| (*s).clone()).collect()),
-                completed_steps: Some(completed.iter().map(|s| (*s).clone()).collect()),
-                waiting_steps: Some(waiting.iter().map(|s| (*s).clone()).collect()),
+                active_steps: Some(active.iter().map(|s| *(*s)).collect()),
+                completed_steps: Some(completed.iter().map(|s| *(*s)).collect()),
+                waiting_steps: Some(waiting.iter().map(|s| *(*s)).collect()),
                 ..FieldChanges::default()
             };
         let inst = running();
@@ -1063,7 +1268,16 @@ mod tests {
             let s = step(&format!("S{i}"));
             inst = inst.activate_step(&s, None).unwrap();
             inst = inst
-                .complete_step(&s, &key(&format!("s{i}")), "done", None, None, i)
+                .complete_step(
+                    &s,
+                    &key(&format!("s{i}")),
+                    Completion {
+                        event: "done".into(),
+                        context_updates: None,
+                        metadata_updates: None,
+                        timestamp: i,
+                    },
+                )
                 .unwrap();
         }
         let stamps: Vec<i64> = inst

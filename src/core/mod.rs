@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod class_map;
 pub mod class_ref;
 pub mod context;
 pub mod datetime;

@@ -1,77 +1,181 @@
-//! A persistent sorted map tuned for the sizes workflow instances have.
+//! A persistent sorted map: a B+ tree whose nodes are shared between
+//! versions and copied on write.
 //!
-//! Instances hold a handful to a few hundred steps, configs and results,
-//! and there may be many thousands of instances alive at once. A tree node
-//! per entry (two allocations and ~100 bytes each in a red-black tree)
-//! dominated both the memory and the time of building an instance, and its
-//! path copies made updates slower as maps grew. So a map is one shared,
-//! sorted array of at most [`CHUNK`] entries while small, and beyond that a
-//! shared root array of such chunks. An update copies one chunk and the
-//! root: cheap-to-clone entries (reference counts), cost nearly flat up to a
-//! few thousand entries (the root holds one pointer per [`CHUNK`] entries),
-//! a lookup is two binary searches, and bulk building is a sort.
+//! An instance update must cost the same however many steps the instance
+//! has finished, and old versions must stay valid, since every change
+//! returns a new instance. So a map is a tree of small sorted arrays: an
+//! update copies the nodes on one root-to-leaf path (at most [`FANOUT`]
+//! entries each, `O(log n)` in all) and shares the rest. A node that only
+//! this map holds is changed in place instead of copied (`Arc::make_mut`),
+//! so a driver that owns its instance (the run loop) pays no copying at
+//! all. Lookups are a binary search per level; bulk building is a sort.
+//!
+//! Removal does not rebalance: an emptied node is dropped and a root with
+//! one child is replaced by that child, but half-empty nodes stay. The
+//! depth never exceeds that of the largest size the map has had, which is
+//! all the cost bound needs.
 
 use std::borrow::Borrow;
 use std::fmt;
 use std::sync::Arc;
 
-/// The most entries one array holds; a small map is one such array.
-pub const CHUNK: usize = 32;
-/// Bulk-built chunks are filled to this much, leaving room for inserts.
-const FILL: usize = CHUNK * 3 / 4;
+/// The most entries a leaf, or children a branch, holds.
+pub const FANOUT: usize = 32;
+/// Bulk-built nodes are filled to this much, leaving room for inserts.
+const FILL: usize = FANOUT * 3 / 4;
 
-type Run<K, V> = Arc<[(K, V)]>;
-
-/// A persistent map ordered by key. Cloning is O(1); every update returns a
-/// new map sharing what it can with the old one. `K` and `V` should be cheap
-/// to clone (`Arc`s, small `Copy` values).
-pub enum SortedMap<K, V> {
-    /// Up to [`CHUNK`] entries, sorted by key, shared.
-    Small(Run<K, V>),
-    /// Non-empty sorted chunks of at most [`CHUNK`] entries, in key order.
-    Large {
-        /// The chunks.
-        chunks: Arc<[Run<K, V>]>,
-        /// The number of entries.
-        len: usize,
+enum Node<K, V> {
+    /// Sorted, unique entries.
+    Leaf(Vec<(K, V)>),
+    /// `keys[i]` separates `children[i]` (keys below it) from
+    /// `children[i + 1]` (keys at or above it); one key fewer than children.
+    Branch {
+        keys: Vec<K>,
+        children: Vec<Arc<Node<K, V>>>,
     },
 }
 
-impl<K, V> Clone for SortedMap<K, V> {
+impl<K: Clone, V: Clone> Clone for Node<K, V> {
     fn clone(&self) -> Self {
         match self {
-            SortedMap::Small(entries) => SortedMap::Small(Arc::clone(entries)),
-            SortedMap::Large { chunks, len } => SortedMap::Large {
-                chunks: Arc::clone(chunks),
-                len: *len,
+            Node::Leaf(entries) => Node::Leaf(entries.clone()),
+            Node::Branch { keys, children } => Node::Branch {
+                keys: keys.clone(),
+                children: children.clone(),
             },
         }
     }
 }
 
-/// `entries` with `key` set to `value` (inserted in order, or replaced).
-fn with_entry<K: Ord + Clone, V: Clone>(entries: &[(K, V)], key: K, value: V) -> Vec<(K, V)> {
-    let mut next = Vec::with_capacity(entries.len() + 1);
-    match entries.binary_search_by(|(k, _)| k.cmp(&key)) {
-        Ok(i) => {
-            next.extend_from_slice(&entries[..i]);
-            next.push((key, value));
-            next.extend_from_slice(&entries[i + 1..]);
-        }
-        Err(i) => {
-            next.extend_from_slice(&entries[..i]);
-            next.push((key, value));
-            next.extend_from_slice(&entries[i..]);
+/// The child of a branch that holds, or would hold, `key`.
+fn child_for<K: Borrow<Q>, Q: Ord + ?Sized>(keys: &[K], key: &Q) -> usize {
+    keys.partition_point(|k| k.borrow() <= key)
+}
+
+/// What an insert into a node did.
+enum Grown<K, V> {
+    /// The key replaced an existing entry.
+    Replaced,
+    /// The key was added and the node still fits.
+    Added,
+    /// The key was added and the node split: the new right sibling and the
+    /// smallest key under it.
+    Split(K, Arc<Node<K, V>>),
+}
+
+impl<K: Ord + Clone, V: Clone> Node<K, V> {
+    fn insert(&mut self, key: K, value: V) -> Grown<K, V> {
+        match self {
+            Node::Leaf(entries) => {
+                match entries.binary_search_by(|(k, _)| k.cmp(&key)) {
+                    Ok(i) => {
+                        entries[i].1 = value;
+                        return Grown::Replaced;
+                    }
+                    Err(i) => entries.insert(i, (key, value)),
+                }
+                if entries.len() <= FANOUT {
+                    return Grown::Added;
+                }
+                let right = entries.split_off(entries.len() / 2);
+                let low = right[0].0.clone();
+                Grown::Split(low, Arc::new(Node::Leaf(right)))
+            }
+            Node::Branch { keys, children } => {
+                let i = child_for(keys, &key);
+                let grown = Arc::make_mut(&mut children[i]).insert(key, value);
+                let Grown::Split(low, node) = grown else {
+                    return grown;
+                };
+                keys.insert(i, low);
+                children.insert(i + 1, node);
+                if children.len() <= FANOUT {
+                    return Grown::Added;
+                }
+                let half = children.len() / 2;
+                let right_children = children.split_off(half);
+                let mut right_keys = keys.split_off(half - 1);
+                let low = right_keys.remove(0);
+                Grown::Split(
+                    low,
+                    Arc::new(Node::Branch {
+                        keys: right_keys,
+                        children: right_children,
+                    }),
+                )
+            }
         }
     }
-    next
+
+    /// Removes `key`, which must be present; returns whether the node is
+    /// now empty.
+    fn remove<Q>(&mut self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Ord + ?Sized,
+    {
+        match self {
+            Node::Leaf(entries) => {
+                if let Ok(i) = entries.binary_search_by(|(k, _)| k.borrow().cmp(key)) {
+                    entries.remove(i);
+                }
+                entries.is_empty()
+            }
+            Node::Branch { keys, children } => {
+                let i = child_for(keys, key);
+                if Arc::make_mut(&mut children[i]).remove(key) {
+                    children.remove(i);
+                    if !keys.is_empty() {
+                        keys.remove(i.saturating_sub(1));
+                    }
+                }
+                children.is_empty()
+            }
+        }
+    }
+
+    fn get<Q>(&self, key: &Q) -> Option<&V>
+    where
+        K: Borrow<Q>,
+        Q: Ord + ?Sized,
+    {
+        let mut node = self;
+        loop {
+            match node {
+                Node::Leaf(entries) => {
+                    return entries
+                        .binary_search_by(|(k, _)| k.borrow().cmp(key))
+                        .ok()
+                        .map(|i| &entries[i].1);
+                }
+                Node::Branch { keys, children } => node = &children[child_for(keys, key)],
+            }
+        }
+    }
+}
+
+/// A persistent map ordered by key. Cloning is O(1); every update changes
+/// only this map, sharing what it can with its clones. `K` and `V` should
+/// be cheap to clone (`Copy` values, `Arc`s).
+pub struct SortedMap<K, V> {
+    root: Option<Arc<Node<K, V>>>,
+    len: usize,
+}
+
+impl<K, V> Clone for SortedMap<K, V> {
+    fn clone(&self) -> Self {
+        SortedMap {
+            root: self.root.clone(),
+            len: self.len,
+        }
+    }
 }
 
 impl<K: Ord + Clone, V: Clone> SortedMap<K, V> {
-    /// An empty map.
+    /// An empty map (no allocation).
     #[must_use]
     pub fn new() -> Self {
-        SortedMap::Small(Arc::from(Vec::new()))
+        SortedMap { root: None, len: 0 }
     }
 
     /// Builds a map from pairs in any order; for a repeated key the last
@@ -87,18 +191,40 @@ impl<K: Ord + Clone, V: Clone> SortedMap<K, V> {
                 _ => unique.push(pair),
             }
         }
-        Self::from_sorted(unique)
+        Self::from_sorted(&unique)
     }
 
-    /// A map of sorted, unique entries.
-    fn from_sorted(entries: Vec<(K, V)>) -> Self {
-        if entries.len() <= CHUNK {
-            return SortedMap::Small(Arc::from(entries));
-        }
+    /// A map of sorted, unique entries, built bottom-up.
+    fn from_sorted(entries: &[(K, V)]) -> Self {
         let len = entries.len();
-        let chunks: Vec<Run<K, V>> = entries.chunks(FILL).map(Arc::from).collect();
-        SortedMap::Large {
-            chunks: Arc::from(chunks),
+        if len == 0 {
+            return Self::new();
+        }
+        // (smallest key, node) for each node of the level being built.
+        let mut level: Vec<(K, Arc<Node<K, V>>)> = entries
+            .chunks(FILL)
+            .map(|chunk| (chunk[0].0.clone(), Arc::new(Node::Leaf(chunk.to_vec()))))
+            .collect();
+        while level.len() > 1 {
+            let mut parents = Vec::with_capacity(level.len() / FILL + 1);
+            let mut rest = level.into_iter().peekable();
+            while rest.peek().is_some() {
+                let group: Vec<_> = rest.by_ref().take(FILL).collect();
+                let low = group[0].0.clone();
+                let mut keys = Vec::with_capacity(group.len() - 1);
+                let mut children = Vec::with_capacity(group.len());
+                for (i, (key, child)) in group.into_iter().enumerate() {
+                    if i > 0 {
+                        keys.push(key);
+                    }
+                    children.push(child);
+                }
+                parents.push((low, Arc::new(Node::Branch { keys, children })));
+            }
+            level = parents;
+        }
+        SortedMap {
+            root: level.pop().map(|(_, node)| node),
             len,
         }
     }
@@ -106,26 +232,13 @@ impl<K: Ord + Clone, V: Clone> SortedMap<K, V> {
     /// The number of entries.
     #[must_use]
     pub fn len(&self) -> usize {
-        match self {
-            SortedMap::Small(entries) => entries.len(),
-            SortedMap::Large { len, .. } => *len,
-        }
+        self.len
     }
 
     /// Whether the map is empty.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The chunk that holds, or would hold, `key`.
-    fn chunk_for<Q>(chunks: &[Run<K, V>], key: &Q) -> usize
-    where
-        K: Borrow<Q>,
-        Q: Ord + ?Sized,
-    {
-        let i = chunks.partition_point(|c| c.last().is_some_and(|(k, _)| k.borrow() < key));
-        i.min(chunks.len().saturating_sub(1))
+        self.len == 0
     }
 
     /// The value under `key`.
@@ -134,73 +247,36 @@ impl<K: Ord + Clone, V: Clone> SortedMap<K, V> {
         K: Borrow<Q>,
         Q: Ord + ?Sized,
     {
-        let entries: &[(K, V)] = match self {
-            SortedMap::Small(entries) => entries,
-            SortedMap::Large { chunks, .. } => chunks.get(Self::chunk_for(chunks, key))?,
-        };
-        entries
-            .binary_search_by(|(k, _)| k.borrow().cmp(key))
-            .ok()
-            .map(|i| &entries[i].1)
+        self.root.as_deref()?.get(key)
     }
 
     /// Sets `key` to `value`.
     pub fn insert_mut(&mut self, key: K, value: V) {
-        match self {
-            SortedMap::Small(entries) => {
-                let next = with_entry(entries, key, value);
-                *self = Self::from_sorted(next);
-            }
-            SortedMap::Large { chunks, len } => {
-                let i = Self::chunk_for(chunks, &key);
-                let grew = chunks[i].binary_search_by(|(k, _)| k.cmp(&key)).is_err();
-                let chunk = with_entry(&chunks[i], key, value);
-                let mut root: Vec<Run<K, V>> = Vec::with_capacity(chunks.len() + 1);
-                root.extend_from_slice(&chunks[..i]);
-                if chunk.len() > CHUNK {
-                    let (low, high) = chunk.split_at(chunk.len() / 2);
-                    root.push(Arc::from(low));
-                    root.push(Arc::from(high));
-                } else {
-                    root.push(Arc::from(chunk));
+        let Some(root) = self.root.as_mut() else {
+            self.root = Some(Arc::new(Node::Leaf(vec![(key, value)])));
+            self.len = 1;
+            return;
+        };
+        match Arc::make_mut(root).insert(key, value) {
+            Grown::Replaced => {}
+            Grown::Added => self.len += 1,
+            Grown::Split(low, right) => {
+                self.len += 1;
+                if let Some(left) = self.root.take() {
+                    self.root = Some(Arc::new(Node::Branch {
+                        keys: vec![low],
+                        children: vec![left, right],
+                    }));
                 }
-                root.extend_from_slice(&chunks[i + 1..]);
-                *chunks = Arc::from(root);
-                *len += usize::from(grew);
             }
         }
     }
 
     /// Sets every `(key, value)` of `pairs` (later pairs win).
     pub fn insert_all(&mut self, pairs: impl IntoIterator<Item = (K, V)>) {
-        let mut updates: Vec<(K, V)> = pairs.into_iter().collect();
-        if updates.len() <= 1 {
-            if let Some((key, value)) = updates.pop() {
-                self.insert_mut(key, value);
-            }
-            return;
+        for (key, value) in pairs {
+            self.insert_mut(key, value);
         }
-        // A stable sort keeps repeated keys in input order; the last wins.
-        updates.sort_by(|a, b| a.0.cmp(&b.0));
-        updates.dedup_by(|later, earlier| {
-            let same = later.0 == earlier.0;
-            if same {
-                std::mem::swap(later, earlier);
-            }
-            same
-        });
-        // One merge of two sorted runs into a fresh map.
-        let mut merged = Vec::with_capacity(self.len() + updates.len());
-        let mut old = self.iter().peekable();
-        for update in updates {
-            while let Some((k, v)) = old.next_if(|(k, _)| **k < update.0) {
-                merged.push((k.clone(), v.clone()));
-            }
-            old.next_if(|(k, _)| **k == update.0);
-            merged.push(update);
-        }
-        merged.extend(old.map(|(k, v)| (k.clone(), v.clone())));
-        *self = Self::from_sorted(merged);
     }
 
     /// Removes `key` if present.
@@ -209,55 +285,40 @@ impl<K: Ord + Clone, V: Clone> SortedMap<K, V> {
         K: Borrow<Q>,
         Q: Ord + ?Sized,
     {
-        let without = |entries: &[(K, V)], i: usize| -> Vec<(K, V)> {
-            let mut next = Vec::with_capacity(entries.len() - 1);
-            next.extend_from_slice(&entries[..i]);
-            next.extend_from_slice(&entries[i + 1..]);
-            next
+        // Look first, so that removing an absent key copies nothing.
+        if self.get(key).is_none() {
+            return;
+        }
+        let Some(root) = self.root.as_mut() else {
+            return;
         };
-        match self {
-            SortedMap::Small(entries) => {
-                if let Ok(i) = entries.binary_search_by(|(k, _)| k.borrow().cmp(key)) {
-                    *entries = Arc::from(without(entries, i));
-                }
+        self.len -= 1;
+        if Arc::make_mut(root).remove(key) {
+            self.root = None;
+            return;
+        }
+        // A root branch with a single child gives way to that child.
+        while let Some(Node::Branch { children, .. }) = self.root.as_deref() {
+            if children.len() != 1 {
+                break;
             }
-            SortedMap::Large { chunks, len } => {
-                let c = Self::chunk_for(chunks, key);
-                let Ok(i) = chunks[c].binary_search_by(|(k, _)| k.borrow().cmp(key)) else {
-                    return;
-                };
-                let chunk = without(&chunks[c], i);
-                let mut root: Vec<Run<K, V>> = Vec::with_capacity(chunks.len());
-                root.extend_from_slice(&chunks[..c]);
-                if !chunk.is_empty() {
-                    root.push(Arc::from(chunk));
-                }
-                root.extend_from_slice(&chunks[c + 1..]);
-                *len -= 1;
-                if *len <= CHUNK / 2 {
-                    let entries: Vec<(K, V)> =
-                        root.iter().flat_map(|c| c.iter().cloned()).collect();
-                    *self = SortedMap::Small(Arc::from(entries));
-                } else {
-                    *chunks = Arc::from(root);
-                }
-            }
+            let only = Arc::clone(&children[0]);
+            self.root = Some(only);
         }
     }
 
     /// The entries in key order.
     #[must_use]
     pub fn iter(&self) -> Iter<'_, K, V> {
-        match self {
-            SortedMap::Small(entries) => Iter {
-                current: entries.iter(),
-                rest: [].iter(),
-            },
-            SortedMap::Large { chunks, .. } => Iter {
-                current: [].iter(),
-                rest: chunks.iter(),
-            },
+        let mut iter = Iter {
+            leaf: [].iter(),
+            path: Vec::new(),
+            left: self.len,
+        };
+        if let Some(root) = self.root.as_deref() {
+            iter.descend(root);
         }
+        iter
     }
 }
 
@@ -269,8 +330,32 @@ impl<K: Ord + Clone, V: Clone> Default for SortedMap<K, V> {
 
 /// Iterator over a [`SortedMap`] in key order.
 pub struct Iter<'a, K, V> {
-    current: std::slice::Iter<'a, (K, V)>,
-    rest: std::slice::Iter<'a, Run<K, V>>,
+    leaf: std::slice::Iter<'a, (K, V)>,
+    /// The children still to visit at each branch level above the leaf.
+    path: Vec<std::slice::Iter<'a, Arc<Node<K, V>>>>,
+    left: usize,
+}
+
+impl<'a, K, V> Iter<'a, K, V> {
+    /// Goes down to the leftmost leaf under `node`.
+    fn descend(&mut self, mut node: &'a Node<K, V>) {
+        loop {
+            match node {
+                Node::Leaf(entries) => {
+                    self.leaf = entries.iter();
+                    return;
+                }
+                Node::Branch { children, .. } => {
+                    let mut rest = children.iter();
+                    let Some(first) = rest.next() else {
+                        return;
+                    };
+                    self.path.push(rest);
+                    node = first;
+                }
+            }
+        }
+    }
 }
 
 impl<'a, K, V> Iterator for Iter<'a, K, V> {
@@ -278,13 +363,29 @@ impl<'a, K, V> Iterator for Iter<'a, K, V> {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            if let Some((k, v)) = self.current.next() {
+            if let Some((k, v)) = self.leaf.next() {
+                self.left -= 1;
                 return Some((k, v));
             }
-            self.current = self.rest.next()?.iter();
+            let next = loop {
+                let rest = self.path.last_mut()?;
+                match rest.next() {
+                    Some(child) => break child,
+                    None => {
+                        self.path.pop();
+                    }
+                }
+            };
+            self.descend(next);
         }
     }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
 }
+
+impl<K, V> ExactSizeIterator for Iter<'_, K, V> {}
 
 impl<'a, K: Ord + Clone, V: Clone> IntoIterator for &'a SortedMap<K, V> {
     type Item = (&'a K, &'a V);
@@ -297,7 +398,12 @@ impl<'a, K: Ord + Clone, V: Clone> IntoIterator for &'a SortedMap<K, V> {
 
 impl<K: Ord + Clone, V: Clone + PartialEq> PartialEq for SortedMap<K, V> {
     fn eq(&self, other: &Self) -> bool {
-        self.len() == other.len() && self.iter().eq(other.iter())
+        let shared = match (&self.root, &other.root) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        shared || (self.len == other.len && self.iter().eq(other.iter()))
     }
 }
 
@@ -319,69 +425,94 @@ mod tests {
 
     use super::*;
 
-    /// Applies the same random-ish operations to a `SortedMap` and a
-    /// `BTreeMap`, across the small/large boundary, checking they agree and
+    fn depth<K, V>(map: &SortedMap<K, V>) -> usize {
+        let mut depth = 0;
+        let mut node = map.root.as_deref();
+        while let Some(n) = node {
+            depth += 1;
+            node = match n {
+                Node::Leaf(_) => None,
+                Node::Branch { children, .. } => children.first().map(|c| &**c),
+            };
+        }
+        depth
+    }
+
+    /// Applies the same pseudo-random operations to a `SortedMap` and a
+    /// `BTreeMap` across several tree heights, checking that they agree and
     /// that earlier versions never change.
     #[test]
-    fn agrees_with_btreemap_across_the_size_limit() {
-        let mut map: SortedMap<u32, u32> = SortedMap::new();
-        let mut model = BTreeMap::new();
-        let mut versions = Vec::new();
-        let mut seed: u32 = 7;
-        for step in 0..5_000 {
-            seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-            let key = (seed >> 16) % 300;
-            if seed % 5 == 0 {
-                map.remove_mut(&key);
-                model.remove(&key);
-            } else {
-                map.insert_mut(key, step);
-                model.insert(key, step);
+    fn agrees_with_btreemap_and_keeps_old_versions() {
+        for range in [40_u32, 300, 5_000] {
+            let mut map: SortedMap<u32, u32> = SortedMap::new();
+            let mut model = BTreeMap::new();
+            let mut versions = Vec::new();
+            let mut seed: u32 = 7;
+            for step in 0..20_000 {
+                seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                let key = (seed >> 8) % range;
+                if seed % 5 == 0 {
+                    map.remove_mut(&key);
+                    model.remove(&key);
+                } else {
+                    map.insert_mut(key, step);
+                    model.insert(key, step);
+                }
+                assert_eq!(map.len(), model.len());
+                assert_eq!(map.get(&key), model.get(&key));
+                if step % 997 == 0 {
+                    assert!(map
+                        .iter()
+                        .map(|(k, v)| (*k, *v))
+                        .eq(model.iter().map(|(k, v)| (*k, *v))));
+                    versions.push((map.clone(), model.clone()));
+                }
             }
-            assert_eq!(map.len(), model.len());
-            assert!(map
-                .iter()
-                .map(|(k, v)| (*k, *v))
-                .eq(model.iter().map(|(k, v)| (*k, *v))));
-            assert_eq!(map.get(&key), model.get(&key));
-            if step % 97 == 0 {
-                versions.push((map.clone(), model.clone()));
+            for (map, model) in versions {
+                assert_eq!(map.iter().len(), model.len());
+                assert!(map.iter().map(|(k, v)| (*k, *v)).eq(model.into_iter()));
             }
-        }
-        for (map, model) in versions {
-            assert!(map.iter().map(|(k, v)| (*k, *v)).eq(model.into_iter()));
         }
     }
 
     #[test]
-    fn small_maps_stay_arrays_and_large_ones_become_trees() {
-        let small: SortedMap<u32, ()> = (0..32).map(|i| (i, ())).collect();
-        assert!(matches!(small, SortedMap::Small(_)));
-        let mut grown = small.clone();
-        grown.insert_mut(999, ());
-        assert!(matches!(grown, SortedMap::Large { .. }));
-        assert_eq!(small.len(), 32, "the original is untouched");
-        let built: SortedMap<u32, ()> = (0..300).rev().map(|i| (i, ())).collect();
-        assert!(matches!(built, SortedMap::Large { .. }));
-        assert_eq!(
-            built.iter().map(|(k, ())| *k).collect::<Vec<_>>(),
-            (0..300).collect::<Vec<_>>()
-        );
+    fn depth_grows_logarithmically_and_shrinks_when_emptied() {
+        let mut map: SortedMap<u32, ()> = SortedMap::new();
+        for i in 0..100_000 {
+            map.insert_mut(i, ());
+        }
+        assert!(depth(&map) <= 4, "depth {}", depth(&map));
+        let built: SortedMap<u32, ()> = (0..100_000).rev().map(|i| (i, ())).collect();
+        assert!(depth(&built) <= 4);
+        assert_eq!(built, map);
+        for i in 0..100_000 {
+            map.remove_mut(&i);
+        }
+        assert!(map.is_empty());
+        assert_eq!(depth(&map), 0);
+        map.insert_mut(1, ());
+        assert_eq!(map.iter().count(), 1);
     }
 
     #[test]
-    fn insert_all_merges_with_later_pairs_winning() {
+    fn a_shared_map_is_copied_and_a_lone_one_changed_in_place() {
+        let mut map: SortedMap<u32, u32> = (0..1_000).map(|i| (i, i)).collect();
+        let before = map.clone();
+        map.insert_mut(5, 0);
+        assert_eq!(before.get(&5), Some(&5), "the clone is untouched");
+        let root = map.root.as_ref().map(Arc::as_ptr);
+        drop(before);
+        map.insert_mut(6, 0);
+        assert_eq!(map.root.as_ref().map(Arc::as_ptr), root, "changed in place");
+    }
+
+    #[test]
+    fn insert_all_has_later_pairs_win() {
         let mut map: SortedMap<u32, &str> = SortedMap::from_pairs(vec![(1, "a"), (3, "c")]);
         map.insert_all([(2, "b"), (3, "x"), (2, "y")]);
         assert_eq!(
             map.iter().collect::<Vec<_>>(),
             [(&1, &"a"), (&2, &"y"), (&3, &"x")]
-        );
-        let mut large: SortedMap<u32, u32> = (0..200).map(|i| (i, i)).collect();
-        large.insert_all([(5, 0), (500, 1)]);
-        assert_eq!(
-            (large.get(&5), large.get(&500), large.len()),
-            (Some(&0), Some(&1), 201)
         );
     }
 
@@ -392,13 +523,13 @@ mod tests {
     }
 
     #[test]
-    fn equality_ignores_representation() {
+    fn equality_ignores_shape() {
         let small: SortedMap<u32, u32> = (0..10).map(|i| (i, i)).collect();
-        let mut large: SortedMap<u32, u32> = (0..200).map(|i| (i, i)).collect();
-        assert!(matches!(large, SortedMap::Large { .. }));
-        for i in 10..200 {
+        let mut large: SortedMap<u32, u32> = (0..2_000).map(|i| (i, i)).collect();
+        for i in 10..2_000 {
             large.remove_mut(&i);
         }
         assert_eq!(small, large);
+        assert_ne!(small, SortedMap::new());
     }
 }

@@ -3,6 +3,7 @@ identity"), and `hephaestus.step_key`."""
 
 import gc
 import json
+import weakref
 
 import hephaestus
 import pytest
@@ -54,11 +55,21 @@ def test_every_field_gives_back_the_very_classes_passed_in():
         assert loaded.execution_history[0].step_ref is ValidateOrder
 
 
-def test_nested_and_builtin_classes_keep_their_identity():
-    inst = running().activate_step(Outer.Inner).activate_step(dict).skip_step(json.JSONDecoder)
+def test_nested_classes_keep_their_identity():
+    inst = running().activate_step(Outer.Inner).skip_step(Ship)
     for loaded in round_trips(inst):
-        assert loaded.active_steps == {Outer.Inner, dict}
-        assert loaded.skipped_steps == {json.JSONDecoder}
+        assert loaded.active_steps == {Outer.Inner}
+        assert loaded.skipped_steps == {Ship}
+
+
+def test_any_class_works_in_memory_but_only_steps_load_where_a_step_belongs():
+    inst = running().activate_step(dict).skip_step(json.JSONDecoder)
+    assert inst.active_steps == {dict}
+    assert inst.skipped_steps == {json.JSONDecoder}
+    documents = ((Instance.from_json, inst.to_json()), (Instance.from_bytes, inst.to_bytes()))
+    for load, data in documents:
+        with pytest.raises(hephaestus.SerializationError, match=r"builtins:dict.*not a Step"):
+            load(data)
 
 
 def test_local_classes_keep_their_identity_while_alive():
@@ -133,7 +144,7 @@ def test_a_new_class_reusing_a_dead_classes_name_and_address_is_seen_afresh():
     # The registry caches per class; a later class (possibly at the same
     # address) must get its own step key and resolve to itself.
     for i in range(30):
-        cls = type("Reused", (), {"__module__": "samples", "step_key": f"key{i}"})
+        cls = type("Reused", (hephaestus.Step,), {"__module__": "samples", "step_key": f"key{i}"})
         assert step_key(cls) == f"key{i}"
         inst = running().activate_step(cls).complete_step(cls, "done", {"i": i})
         assert inst.context.steps == {f"key{i}": {"i": i}}
@@ -210,3 +221,55 @@ def test_step_key_requires_a_class(value):
 def test_results_are_stored_under_the_step_key():
     inst = running().activate_step(Keyed).complete_step(Keyed, "ok", {"v": 1})
     assert inst.context.steps == {"validate": {"v": 1}}
+
+
+# -- a value keeps its own classes alive -----------------------------------------------
+
+
+def make_flow(tag: str = "w") -> type:
+    """A workflow made in a function: nothing but its values refers to it."""
+
+    class First(hephaestus.Step):
+        events = ("next",)
+
+        def execute(self, instance, config, context):
+            return "next"
+
+    class Flow(hephaestus.Workflow, unique=hephaestus.Unique(tag)):
+        start = First
+        transitions = {First: {"next": hephaestus.Done}}
+
+    return Flow
+
+
+def test_an_instance_keeps_its_workflow_and_steps_alive():
+    inst = hephaestus.engine.run(Instance.new(make_flow(), 1, {}, "w::1"))
+    gc.collect()
+    assert inst.workflow.__qualname__ == "make_flow.<locals>.Flow"
+    assert [e.step_ref.__name__ for e in inst.execution_history] == ["First", "Done"]
+    assert {s.__name__ for s in inst.completed_steps} == {"First", "Done"}
+    entries = inst.execution_history
+    del inst
+    gc.collect()
+    assert entries[0].step_ref.__name__ == "First", "an entry keeps its step"
+
+
+def test_factory_made_workflows_are_freed_with_their_instances():
+    refs = []
+    for i in range(200):
+        flow = make_flow()
+        inst = hephaestus.engine.run(Instance.new(flow, 1, {"i": i}, f"w::{i}"))
+        refs.append(weakref.ref(flow))
+        assert inst.status == "completed"
+        del flow, inst
+    gc.collect()
+    assert sum(ref() is not None for ref in refs) == 0, "no class outlives its values"
+
+
+def test_an_instance_and_its_workflow_in_a_cycle_are_collected():
+    flow = make_flow()
+    flow.example = Instance.new(flow, 1, {}, "w::cycle")  # class -> instance -> class
+    ref = weakref.ref(flow)
+    del flow
+    gc.collect()
+    assert ref() is None

@@ -6,7 +6,8 @@ import types
 from unittest import mock
 
 import pytest
-from hephaestus import Context
+from hephaestus import Context, Instance
+from samples import Pay, running
 
 
 def test_new_creates_a_context_with_initial_data():
@@ -227,3 +228,61 @@ def test_copy_and_deepcopy():
     ctx = Context({"a": [1]}, steps={"s": {"r": 1}})
     assert copy.copy(ctx) == ctx
     assert copy.deepcopy(ctx) == ctx
+
+
+# -- nesting is counted from each value, wherever it sits -------------------------------
+
+
+def nest(depth: int) -> object:
+    value: object = 0
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def deepest(accepts) -> int:
+    """The deepest list nesting ``accepts`` takes without raising ``ValueError``."""
+    depth = 0
+    while True:
+        try:
+            accepts(nest(depth + 1))
+        except ValueError:
+            return depth
+        depth += 1
+
+
+def test_step_results_nest_as_deep_as_initial_data():
+    assert deepest(lambda v: Context({"v": v})) == deepest(
+        lambda v: Context({}, steps={"k": {"v": v}})
+    )
+    assert deepest(lambda v: Context({"v": v})) == deepest(
+        lambda v: Context.new({}).put_step_result("k", {"v": v})
+    )
+
+
+def test_step_configs_nest_as_deep_as_an_activated_config():
+    limit = deepest(lambda v: running().activate_step(Pay, v))
+    assert deepest(lambda v: running().replace(step_configs={Pay: v})) == limit
+
+
+def test_a_loaded_instance_goes_back_through_context_and_replace():
+    config_limit = deepest(lambda v: running().activate_step(Pay, v))
+    result_limit = deepest(lambda v: Context({}, steps={"k": {"v": v}}))
+    inst = running(context={}).activate_step(Pay, nest(config_limit))
+    inst = inst.replace(context=Context({}, steps={"k": {"v": nest(result_limit)}}))
+    loaded = Instance.from_json(inst.to_json())
+    assert loaded == inst
+    assert loaded.replace(step_configs=loaded.step_configs) == loaded
+    rebuilt = Context(loaded.context.initial, steps=loaded.context.steps)
+    assert rebuilt == loaded.context
+
+
+def test_steps_and_step_configs_accept_any_mapping():
+    steps = types.MappingProxyType({"pay": {"ok": True}})
+    assert Context({}, steps=steps).steps == {"pay": {"ok": True}}
+    configs = types.MappingProxyType({Pay: {"limit": 3}})
+    assert running().replace(step_configs=configs).step_configs == {Pay: {"limit": 3}}
+    with pytest.raises(TypeError, match="steps"):
+        Context({}, steps=[("pay", {})])
+    with pytest.raises(TypeError, match="step_configs"):
+        running().replace(step_configs=[(Pay, 1)])

@@ -2,12 +2,14 @@
 JSON, the binary form, pickle, the format version, class resolution on
 load, and refusal of malformed input."""
 
+import builtins
 import copy
 import datetime as dt
 import gc
 import json
 import math
 import pickle
+import sys
 
 import pytest
 from hephaestus import FORMAT_VERSION, Instance, SerializationError, Status
@@ -17,6 +19,7 @@ from samples import (
     OrderFlow,
     Outer,
     Pay,
+    RefundFlow,
     ReserveStock,
     Ship,
     ValidateOrder,
@@ -571,10 +574,145 @@ def test_local_class_round_trips_while_alive_and_fails_clearly_once_gone():
     assert "function" in str(excinfo.value) or "<locals>" in str(excinfo.value)
 
 
-def test_classes_are_resolved_by_import_to_the_same_objects():
+def test_classes_resolve_among_imported_modules_to_the_same_objects():
     doc = doc_of(new_instance())
-    doc["workflow"] = "samples:Outer.Inner"
-    doc["skipped_steps"] = ["json:JSONDecoder", "collections:OrderedDict"]
+    doc["workflow"] = "samples:RefundFlow"
+    doc["skipped_steps"] = ["samples:Outer.Inner", "samples:Pay"]
     loaded = from_doc(doc)
-    assert loaded.workflow is Outer.Inner
-    assert loaded.skipped_steps == {json.JSONDecoder, __import__("collections").OrderedDict}
+    assert loaded.workflow is RefundFlow
+    assert loaded.skipped_steps == {Outer.Inner, Pay}
+
+
+# -- reading data never imports a module unless asked ---------------------------------
+
+PROBE_MODULE = """
+import pathlib
+pathlib.Path(__file__).with_suffix(".imported").write_text("yes")
+from hephaestus import Done, Step, Unique, Workflow
+
+class Go(Step):
+    events = ("go",)
+
+class Flow(Workflow, unique=Unique("probe")):
+    start = Go
+    transitions = {Go: {"go": Done}}
+"""
+
+
+@pytest.fixture
+def probe_module(tmp_path, monkeypatch):
+    """A module that records being imported, on ``sys.path`` but not imported."""
+    name = f"heph_probe_{abs(hash(str(tmp_path))) % 10**8}"
+    (tmp_path / f"{name}.py").write_text(PROBE_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield name, tmp_path / f"{name}.imported"
+    sys.modules.pop(name, None)
+
+
+def doc_naming(module: str) -> dict:
+    doc = doc_of(new_instance())
+    doc["workflow"] = f"{module}:Flow"
+    doc["active_steps"] = [f"{module}:Go"]
+    return doc
+
+
+def test_loading_does_not_import_the_modules_a_document_names(probe_module):
+    name, marker = probe_module
+    data = new_instance().to_bytes()
+    data = data.replace(msgpack_str("samples:OrderFlow"), msgpack_str(f"{name}:Flow"))
+    for load in (lambda: from_doc(doc_naming(name)), lambda: Instance.from_bytes(data)):
+        with pytest.raises(SerializationError, match=r"not imported.*allow_import=True") as excinfo:
+            load()
+        assert f"{name}:Flow" in str(excinfo.value)
+    assert name not in sys.modules
+    assert not marker.exists(), "the module's code never ran"
+
+
+def test_a_module_named_by_a_hostile_document_is_not_imported():
+    doc = doc_of(new_instance())
+    doc["workflow"] = "antigravity:X"
+    had = "antigravity" in sys.modules
+    with pytest.raises(SerializationError, match="antigravity"):
+        from_doc(doc)
+    assert ("antigravity" in sys.modules) == had
+
+
+def test_allow_import_imports_the_modules_a_document_names(probe_module):
+    name, marker = probe_module
+    text = json.dumps(doc_naming(name))
+    loaded = Instance.from_json(text, allow_import=True)
+    assert marker.exists()
+    module = sys.modules[name]
+    assert loaded.workflow is module.Flow
+    assert loaded.active_steps == {module.Go}
+    again = Instance.from_bytes(loaded.to_bytes())  # now imported: no opt-in needed
+    assert again == loaded
+
+
+def test_pickle_imports_like_unpickling_any_class(probe_module):
+    name, _ = probe_module
+    loaded = Instance.from_json(json.dumps(doc_naming(name)), allow_import=True)
+    data = pickle.dumps(loaded)
+    del sys.modules[name]
+    assert pickle.loads(data).workflow.__module__ == name
+
+
+@pytest.mark.parametrize(
+    ("location", "name", "expected"),
+    [
+        ("workflow", "samples:Ship", "not a Workflow subclass"),
+        ("workflow", "json:JSONDecoder", "not a Workflow subclass"),
+        ("step", "samples:OrderFlow", "not a Step subclass"),
+        ("step", "collections:OrderedDict", "not a Step subclass"),
+    ],
+)
+def test_only_workflows_load_as_workflows_and_steps_as_steps(location, name, expected):
+    doc = doc_of(new_instance())
+    if location == "workflow":
+        doc["workflow"] = name
+    else:
+        doc["active_steps"] = [name]
+    with pytest.raises(SerializationError, match=expected):
+        from_doc(doc)
+
+
+RAISING_MODULE = """
+raise {error}("while importing")
+"""
+
+
+@pytest.mark.parametrize("error", ["KeyboardInterrupt", "SystemExit", "MemoryError"])
+def test_a_base_exception_while_importing_is_not_turned_into_a_serialization_error(
+    error, tmp_path, monkeypatch
+):
+    name = f"heph_raising_{error.lower()}"
+    (tmp_path / f"{name}.py").write_text(RAISING_MODULE.format(error=error))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    doc = doc_of(new_instance())
+    doc["workflow"] = f"{name}:Flow"
+    with pytest.raises(getattr(builtins, error)):
+        Instance.from_json(json.dumps(doc), allow_import=True)
+    sys.modules.pop(name, None)
+
+
+def test_an_exception_while_importing_is_a_serialization_error(tmp_path, monkeypatch):
+    name = "heph_raising_valueerror"
+    (tmp_path / f"{name}.py").write_text(RAISING_MODULE.format(error="ValueError"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    doc = doc_of(new_instance())
+    doc["workflow"] = f"{name}:Flow"
+    with pytest.raises(SerializationError, match="importing its module failed"):
+        Instance.from_json(json.dumps(doc), allow_import=True)
+
+
+def test_text_that_is_not_json_says_so():
+    with pytest.raises(SerializationError, match="the text is not JSON"):
+        Instance.from_json("hello")
+    with pytest.raises(SerializationError, match="not a serialized instance"):
+        Instance.from_json("[1, 2]")
+
+
+def test_bytes_that_are_not_an_instance_say_so():
+    for data in (b"\x01", b"garbage", b"\x92\x01\x02"):
+        with pytest.raises(SerializationError, match="not a hephaestus binary instance"):
+            Instance.from_bytes(data)

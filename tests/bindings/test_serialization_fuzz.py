@@ -15,23 +15,24 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from hephaestus import Instance, SerializationError
+from hephaestus import Done, Instance, SerializationError, Step, Unique, Workflow
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 FUZZ = settings(max_examples=400, deadline=None)
 
 
-class FuzzFlow:
+class FuzzStep(Step):
+    events = ("done",)
+
+
+class OtherStep(Step):
     pass
 
 
-class FuzzStep:
-    pass
-
-
-class OtherStep:
-    pass
+class FuzzFlow(Workflow, unique=Unique("fuzz")):
+    start = FuzzStep
+    transitions = {FuzzStep: {"done": Done}}
 
 
 def sample() -> Instance:

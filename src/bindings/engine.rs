@@ -1,0 +1,652 @@
+//! The engine's bindings, mirroring `core::engine`: the pure functions of
+//! `hephaestus.engine`, and the driver that runs an instance's steps.
+//!
+//! Every decision (what runs, what an outcome does, joins, failures) is
+//! the core's. This module only calls Python: step classes' `execute`
+//! methods and dynamic routes, turning what they return (or raise) into a
+//! core [`Outcome`] or route choice.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use pyo3::exceptions::{PyBaseException, PyException};
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyList, PyString, PyTuple, PyType};
+use pyo3::{PyTraverseError, PyVisit};
+
+use crate::bindings::context::PyContext;
+use crate::bindings::convert::{timestamp_from_py, to_map, to_optional_map, to_value, Path};
+use crate::bindings::errors::{to_py_err, IntoPyResult};
+use crate::bindings::graph::{config, PyWorkflowGraph};
+use crate::bindings::instance::{now_micros, PyInstance};
+use crate::bindings::registry::info;
+use crate::core::engine::{self, Applied, Effects, Outcome, Resumed};
+use crate::core::error::CoreError;
+use crate::core::graph::Target;
+use crate::core::instance::{Completion, Instance, StepState};
+use crate::core::value::Value;
+
+// -- the pure functions ------------------------------------------------------------
+
+/// Starts a pending instance (see `hephaestus.engine.advance`).
+#[pyfunction]
+pub fn advance(
+    graph: &Bound<'_, PyWorkflowGraph>,
+    instance: &Bound<'_, PyInstance>,
+) -> PyResult<PyInstance> {
+    let this = instance.get();
+    let next = engine::advance(&this.inner, &graph.get().inner).py()?;
+    Ok(this.derive(instance.py(), next))
+}
+
+/// Completes an instance with nothing left to run.
+#[pyfunction]
+pub fn check_completion(instance: &Bound<'_, PyInstance>) -> PyResult<PyInstance> {
+    let this = instance.get();
+    let next = engine::check_completion(&this.inner).py()?;
+    Ok(this.derive(instance.py(), next))
+}
+
+/// Fails an instance with `error` (a dict); a finished instance refuses.
+#[pyfunction]
+pub fn fail(instance: &Bound<'_, PyInstance>, error: &Bound<'_, PyAny>) -> PyResult<PyInstance> {
+    let this = instance.get();
+    let error = to_map(error, Path::Root("error"))?;
+    let next = engine::fail(&this.inner, error).py()?;
+    Ok(this.derive(instance.py(), next))
+}
+
+/// The runnable steps (active, not waiting) in graph order; refuses an
+/// instance with an active or reached step outside the workflow.
+#[pyfunction]
+pub fn runnable<'py>(
+    graph: &Bound<'py, PyWorkflowGraph>,
+    instance: &Bound<'py, PyInstance>,
+) -> PyResult<Bound<'py, PyList>> {
+    let py = graph.py();
+    let graph = graph.get();
+    let steps = engine::runnable(&instance.get().inner, &graph.inner).py()?;
+    PyList::new(
+        py,
+        steps
+            .iter()
+            .filter_map(|s| graph.inner.position(s))
+            .map(|p| graph.class_at(py, p)),
+    )
+}
+
+/// Fails unless `step` is a step of the graph (before running its code).
+#[pyfunction]
+pub fn check_step(graph: &Bound<'_, PyWorkflowGraph>, step: &Bound<'_, PyAny>) -> PyResult<()> {
+    let step = info(step, "step")?.name;
+    engine::position(&graph.get().inner, &step, "execute_step").py()?;
+    Ok(())
+}
+
+/// Activates what `event` from `from_step` leads to. A dynamic route is
+/// called with the instance's context; its own exceptions propagate, and a
+/// target it does not declare raises `InvalidTransitionError`.
+#[pyfunction]
+pub fn activate_transitions(
+    graph: &Bound<'_, PyWorkflowGraph>,
+    instance: &Bound<'_, PyInstance>,
+    from_step: &Bound<'_, PyAny>,
+    event: &str,
+) -> PyResult<PyInstance> {
+    let py = graph.py();
+    let (g, this) = (graph.get(), instance.get());
+    let from = info(from_step, "from_step")?.name;
+    let position = engine::position(&g.inner, &from, "activate_transitions").py()?;
+    let chosen = match g.route(position, event) {
+        Some(route) => Some(choose(py, route.bind(py), &this.inner, g, position, event)?),
+        None => None,
+    };
+    let next = engine::activate_transitions(&this.inner, &g.inner, &from, event, chosen).py()?;
+    Ok(this.derive(py, next))
+}
+
+/// Resumes the waiting `step` with `event`; a dynamic route is called as
+/// by [`activate_transitions`].
+#[pyfunction]
+#[pyo3(signature = (graph, instance, step, event, *, timestamp=None))]
+pub fn resume_step(
+    graph: &Bound<'_, PyWorkflowGraph>,
+    instance: &Bound<'_, PyInstance>,
+    step: &Bound<'_, PyAny>,
+    event: &str,
+    timestamp: Option<&Bound<'_, PyAny>>,
+) -> PyResult<PyInstance> {
+    let py = graph.py();
+    let (g, this) = (graph.get(), instance.get());
+    let step = info(step, "step")?.name;
+    let timestamp = match timestamp {
+        Some(t) if !t.is_none() => timestamp_from_py(t, "timestamp")?,
+        _ => now_micros()?,
+    };
+    let mut next = this.inner.clone();
+    let resumed = engine::resume_mut(
+        &mut next,
+        &g.inner,
+        &step,
+        event,
+        timestamp,
+        &mut Effects::default(),
+    )
+    .py()?;
+    if let Resumed::Applied(Applied::Route { event }) = resumed {
+        let position = engine::position(&g.inner, &step, "resume_step").py()?;
+        let route = g
+            .route(position, &event)
+            .ok_or_else(|| missing_route(&step.to_string(), &event))?;
+        let chosen = choose(py, route.bind(py), &next, g, position, &event)?;
+        engine::activate_transitions_mut(
+            &mut next,
+            &g.inner,
+            position,
+            &event,
+            Some(chosen),
+            &mut Effects::default(),
+        )
+        .py()?;
+    }
+    Ok(this.derive(py, next))
+}
+
+fn missing_route(step: &str, event: &str) -> PyErr {
+    to_py_err(&CoreError::NoTarget {
+        from: step.to_string(),
+        event: event.to_string(),
+    })
+}
+
+/// Calls a dynamic route with the instance's context and reads its answer:
+/// a step class or a `(step_class, config)` pair. Exceptions the route
+/// raises propagate; an answer that is not a class raises
+/// `InvalidTransitionError`, like a class the route does not declare.
+fn choose(
+    py: Python<'_>,
+    route: &Bound<'_, PyAny>,
+    instance: &Instance,
+    graph: &PyWorkflowGraph,
+    from: usize,
+    event: &str,
+) -> PyResult<Vec<Target>> {
+    let context = Bound::new(py, PyContext::from(instance.context().clone()))?;
+    let answer = route.call1((context,))?;
+    let (class, config_value) = match answer.cast::<PyTuple>() {
+        Ok(pair) if pair.len() == 2 => (pair.get_item(0)?, Some(pair.get_item(1)?)),
+        _ => (answer.clone(), None),
+    };
+    if class.cast::<PyType>().is_err() {
+        let from = graph.inner.step_at(from);
+        return Err(to_py_err(&CoreError::UndeclaredTarget {
+            from: from.name.to_string(),
+            event: event.to_string(),
+            target: answer.repr()?.to_string(),
+            declared: declared_targets(graph, from.name, event),
+        }));
+    }
+    let step = info(&class, "route target")?.name;
+    let config = config(config_value.as_ref(), &step)?;
+    Ok(vec![Target { step, config }])
+}
+
+fn declared_targets(
+    graph: &PyWorkflowGraph,
+    from: crate::core::class_ref::ClassRef,
+    event: &str,
+) -> String {
+    graph
+        .inner
+        .transition(&from, event)
+        .map(|t| {
+            t.steps()
+                .map(crate::core::class_ref::ClassRef::short_name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default()
+}
+
+// -- the driver ------------------------------------------------------------------------
+
+/// The Python result classes, looked up once.
+struct ResultClasses {
+    ok: Py<PyType>,
+    asynchronous: Py<PyType>,
+    error: Py<PyType>,
+}
+
+fn result_classes(py: Python<'_>) -> PyResult<&ResultClasses> {
+    static CLASSES: PyOnceLock<ResultClasses> = PyOnceLock::new();
+    CLASSES.get_or_try_init(py, || {
+        let steps = py.import("hephaestus.steps")?;
+        let class = |name: &str| -> PyResult<Py<PyType>> {
+            Ok(steps.getattr(name)?.cast_into::<PyType>()?.unbind())
+        };
+        Ok(ResultClasses {
+            ok: class("Ok")?,
+            asynchronous: class("Async")?,
+            error: class("Error")?,
+        })
+    })
+}
+
+/// An instance being driven: the instance itself, owned (so the core
+/// updates it in place), and the runnable steps by graph position, lowest
+/// first.
+struct Driver {
+    graph: Py<PyWorkflowGraph>,
+    workflow: Py<PyType>,
+    instance: Instance,
+    queue: BinaryHeap<Reverse<usize>>,
+    effects: Effects,
+}
+
+impl Driver {
+    /// Takes over `instance`: refuses one with a step outside the workflow,
+    /// starts it if it is pending, and queues its runnable steps.
+    fn new(graph: &Bound<'_, PyWorkflowGraph>, instance: &Bound<'_, PyInstance>) -> PyResult<Self> {
+        let this = instance.get();
+        let g = &graph.get().inner;
+        let mut inner = this.inner.clone();
+        engine::check_members(&inner, g, "run").py()?;
+        let mut effects = Effects::default();
+        engine::advance_mut(&mut inner, g, &mut effects).py()?;
+        effects.activated.clear();
+        let queue = inner
+            .active_steps()
+            .filter(|(_, waiting)| !waiting)
+            .filter_map(|(step, _)| g.position(step))
+            .map(Reverse)
+            .collect();
+        Ok(Driver {
+            graph: graph.clone().unbind(),
+            workflow: this.workflow_class(graph.py()).clone().unbind(),
+            instance: inner,
+            queue,
+            effects,
+        })
+    }
+
+    /// The next step to run, lowest graph position first.
+    fn pop(&mut self) -> Option<usize> {
+        if self.instance.status().is_terminal() {
+            return None;
+        }
+        let graph = self.graph.get();
+        while let Some(Reverse(position)) = self.queue.pop() {
+            let step = graph.inner.step_at(position).name;
+            if self.instance.step_state(&step) == Some(StepState::Active { waiting: false }) {
+                return Some(position);
+            }
+        }
+        None
+    }
+
+    /// Every runnable step, in graph order, taken off the queue.
+    fn take_all(&mut self) -> Vec<usize> {
+        let mut batch = Vec::new();
+        while let Some(position) = self.pop() {
+            batch.push(position);
+        }
+        batch.dedup();
+        batch
+    }
+
+    /// The instance as a new Python object, for a step to look at.
+    fn snapshot<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyInstance>> {
+        Bound::new(
+            py,
+            PyInstance::wrap(self.instance.clone(), self.workflow.clone_ref(py)),
+        )
+    }
+
+    /// Runs the step at `position`: `step().execute(instance, config,
+    /// context)`. An `Exception` becomes the outcome; other
+    /// `BaseException`s propagate.
+    fn execute<'py>(
+        &self,
+        py: Python<'py>,
+        position: usize,
+    ) -> PyResult<Result<Bound<'py, PyAny>, PyErr>> {
+        let class = self.graph.get().class_at(py, position).clone();
+        let step = self.graph.get().inner.step_at(position).name;
+        let config = match self.instance.step_config(&step) {
+            Some(value) => crate::bindings::convert::to_py(py, value)?,
+            None => py.None().into_bound(py),
+        };
+        let snapshot = self.snapshot(py)?;
+        let context = Bound::new(py, PyContext::from(self.instance.context().clone()))?;
+        let outcome = class.call0().and_then(|obj| {
+            obj.call_method1(pyo3::intern!(py, "execute"), (snapshot, config, context))
+        });
+        match outcome {
+            Ok(result) => Ok(Ok(result)),
+            Err(err) if err.is_instance_of::<PyException>(py) => Ok(Err(err)),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Applies what the step at `position` produced. Nothing happens when
+    /// another branch already failed the instance.
+    fn apply_outcome(&mut self, py: Python<'_>, position: usize, outcome: Outcome) -> PyResult<()> {
+        if self.instance.status().is_terminal() {
+            return Ok(());
+        }
+        let graph = self.graph.get();
+        let step = graph.inner.step_at(position).name;
+        let applied = engine::apply_mut(
+            &mut self.instance,
+            &graph.inner,
+            &step,
+            outcome,
+            &mut self.effects,
+        )
+        .py()?;
+        if let Applied::Route { event } = applied {
+            let choice = match graph.route(position, &event) {
+                Some(route) => {
+                    match choose(py, route.bind(py), &self.instance, graph, position, &event) {
+                        Ok(chosen) => Ok(chosen),
+                        Err(err) if err.is_instance_of::<PyException>(py) => {
+                            Err(route_problem(py, &err))
+                        }
+                        Err(err) => return Err(err),
+                    }
+                }
+                None => Ok(Vec::new()),
+            };
+            engine::route_mut(
+                &mut self.instance,
+                &graph.inner,
+                &step,
+                &event,
+                choice,
+                &mut self.effects,
+            )
+            .py()?;
+        }
+        self.queue
+            .extend(self.effects.activated.drain(..).map(Reverse));
+        Ok(())
+    }
+
+    /// What a step's return value means. A plain `str` is the hot path: it
+    /// is matched against the step's declared events without a copy.
+    fn outcome(
+        &self,
+        py: Python<'_>,
+        position: usize,
+        value: &Bound<'_, PyAny>,
+    ) -> PyResult<Outcome> {
+        match self.classify(py, position, value)? {
+            Classified::Outcome(outcome) => Ok(outcome),
+            Classified::Awaitable => Ok(Outcome::InvalidResult(format!(
+                "{}.execute returned {}; expected Ok, Async, Error or an event str \
+                 (an async def execute must be awaited)",
+                self.graph.get().class_at(py, position).qualname()?,
+                value.get_type().name()?
+            ))),
+        }
+    }
+
+    fn classify(
+        &self,
+        py: Python<'_>,
+        position: usize,
+        value: &Bound<'_, PyAny>,
+    ) -> PyResult<Classified> {
+        let graph = self.graph.get();
+        let spec = graph.inner.step_at(position);
+        let name = || {
+            graph
+                .class_at(py, position)
+                .qualname()
+                .map(|q| q.to_string())
+                .unwrap_or_default()
+        };
+        if let Ok(text) = value.cast::<PyString>() {
+            let event = if value.is_exact_instance_of::<PyString>() {
+                text.to_str()?.to_owned()
+            } else {
+                // A `str` subclass (an enum member) gives its plain value.
+                py.get_type::<PyString>()
+                    .call_method1("__str__", (value,))?
+                    .extract::<String>()?
+            };
+            if event.is_empty() {
+                return Ok(Classified::Outcome(Outcome::InvalidResult(format!(
+                    "{}.execute returned an empty event str",
+                    name()
+                ))));
+            }
+            let event = spec
+                .events
+                .iter()
+                .find(|e| ***e == *event)
+                .cloned()
+                .unwrap_or_else(|| event.into());
+            return Ok(Classified::Outcome(Outcome::Completed(Completion::event(
+                event,
+                now_micros()?,
+            ))));
+        }
+        let classes = result_classes(py)?;
+        if value.is_instance(classes.ok.bind(py))? {
+            let event: String = value.getattr(pyo3::intern!(py, "event"))?.extract()?;
+            let updates = value.getattr(pyo3::intern!(py, "context_updates"))?;
+            let metadata = value.getattr(pyo3::intern!(py, "metadata"))?;
+            let stored = to_optional_map(Some(&updates), Path::Root("context_updates"))
+                .and_then(|u| Ok((u, to_optional_map(Some(&metadata), Path::Root("metadata"))?)));
+            return Ok(Classified::Outcome(match stored {
+                Ok((context_updates, metadata_updates)) => Outcome::Completed(Completion {
+                    event: event.into(),
+                    context_updates,
+                    metadata_updates,
+                    timestamp: now_micros()?,
+                }),
+                Err(err) if err.is_instance_of::<PyException>(py) => {
+                    Outcome::InvalidResult(format!(
+                        "{}.execute returned a result that cannot be stored: {}",
+                        name(),
+                        err.value(py)
+                    ))
+                }
+                Err(err) => return Err(err),
+            }));
+        }
+        if value.is_instance(classes.asynchronous.bind(py))? {
+            return Ok(Classified::Outcome(Outcome::Waiting));
+        }
+        if value.is_instance(classes.error.bind(py))? {
+            let reason = value.getattr(pyo3::intern!(py, "reason"))?;
+            // A reason that cannot be stored (an exception object, say) is
+            // kept as its repr rather than lost.
+            let reason = match to_value(&reason, Path::Root("reason")) {
+                Ok(v) => v,
+                Err(err) if err.is_instance_of::<PyException>(py) => {
+                    Value::Str(reason.repr()?.to_string().into())
+                }
+                Err(err) => return Err(err),
+            };
+            return Ok(Classified::Outcome(Outcome::Error(reason)));
+        }
+        if value.hasattr(pyo3::intern!(py, "__await__"))? {
+            return Ok(Classified::Awaitable);
+        }
+        Ok(Classified::Outcome(Outcome::InvalidResult(format!(
+            "{}.execute returned {}; expected Ok, Async, Error or an event str",
+            name(),
+            value.get_type().name()?
+        ))))
+    }
+
+    fn finish(&mut self, py: Python<'_>) -> PyResult<PyInstance> {
+        engine::check_completion_mut(&mut self.instance).py()?;
+        Ok(PyInstance::wrap(
+            self.instance.clone(),
+            self.workflow.clone_ref(py),
+        ))
+    }
+}
+
+/// A step's return value, read.
+enum Classified {
+    /// What it means.
+    Outcome(Outcome),
+    /// An awaitable (what an `async def execute` returns), to settle first.
+    Awaitable,
+}
+
+/// An exception a step raised, as an outcome.
+fn exception_outcome(exc: &Bound<'_, PyBaseException>) -> Outcome {
+    let class = exc.get_type();
+    let module = class.module().map(|m| m.to_string()).unwrap_or_default();
+    let qualname = class.qualname().map(|q| q.to_string()).unwrap_or_default();
+    let message = exc
+        .str()
+        .map_or_else(|_| "<unprintable exception>".to_string(), |s| s.to_string());
+    Outcome::Exception {
+        type_name: format!("{module}.{qualname}"),
+        message,
+    }
+}
+
+/// Why a route failed, for the instance's `error`.
+fn route_problem(py: Python<'_>, err: &PyErr) -> String {
+    let value = err.value(py);
+    let is_ours = value
+        .get_type()
+        .module()
+        .is_ok_and(|m| m.to_str().is_ok_and(|m| m == "hephaestus.errors"));
+    if is_ours {
+        value.to_string()
+    } else {
+        match exception_outcome(value) {
+            Outcome::Exception { type_name, message } => {
+                format!("the route raised {type_name}: {message}")
+            }
+            _ => value.to_string(),
+        }
+    }
+}
+
+/// `hephaestus.engine.run`'s loop: runs the runnable steps of `instance`
+/// one at a time in graph order until it is completed, failed, or every
+/// active step waits. `settle(result, step)` turns what an `async def`
+/// step returned into its result (or raises).
+#[pyfunction]
+pub fn run(
+    graph: &Bound<'_, PyWorkflowGraph>,
+    instance: &Bound<'_, PyInstance>,
+    settle: &Bound<'_, PyAny>,
+) -> PyResult<PyInstance> {
+    let py = graph.py();
+    let mut driver = Driver::new(graph, instance)?;
+    while let Some(position) = driver.pop() {
+        let outcome = match driver.execute(py, position)? {
+            Ok(value) => match driver.classify(py, position, &value)? {
+                Classified::Outcome(outcome) => outcome,
+                Classified::Awaitable => {
+                    let class = graph.get().class_at(py, position).clone();
+                    match settle.call1((value, class)) {
+                        Ok(settled) => driver.outcome(py, position, &settled)?,
+                        Err(err) if err.is_instance_of::<PyException>(py) => {
+                            exception_outcome(err.value(py))
+                        }
+                        Err(err) => return Err(err),
+                    }
+                }
+            },
+            Err(err) => exception_outcome(err.value(py)),
+        };
+        driver.apply_outcome(py, position, outcome)?;
+    }
+    driver.finish(py)
+}
+
+/// A driver for code that runs steps itself (`hephaestus.engine.arun`, the
+/// runtime): it hands out the runnable steps and takes their results. Not
+/// frozen: it owns its instance and changes it in place, and `PyO3`'s
+/// borrow check refuses concurrent use instead of racing.
+#[pyclass(name = "Run", module = "hephaestus._core")]
+pub struct PyRun {
+    driver: Driver,
+}
+
+#[pymethods]
+impl PyRun {
+    /// Takes over `instance` (starting it if it is pending).
+    #[new]
+    fn py_new(
+        graph: &Bound<'_, PyWorkflowGraph>,
+        instance: &Bound<'_, PyInstance>,
+    ) -> PyResult<Self> {
+        Ok(Self {
+            driver: Driver::new(graph, instance)?,
+        })
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.driver.graph)?;
+        visit.call(&self.driver.workflow)
+    }
+
+    /// The instance as it stands.
+    #[getter]
+    fn instance<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyInstance>> {
+        self.driver.snapshot(py)
+    }
+
+    /// Every runnable step, in graph order; each is handed out once.
+    fn take_runnable<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let positions = self.driver.take_all();
+        let graph = self.driver.graph.get();
+        PyList::new(py, positions.into_iter().map(|p| graph.class_at(py, p)))
+    }
+
+    /// Applies what `step`'s `execute` returned (already awaited).
+    fn complete(&mut self, step: &Bound<'_, PyAny>, result: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = step.py();
+        let position = self.position(step)?;
+        if self.driver.instance.status().is_terminal() {
+            return Ok(());
+        }
+        let outcome = self.driver.outcome(py, position, result)?;
+        self.driver.apply_outcome(py, position, outcome)
+    }
+
+    /// Applies the exception `step`'s `execute` raised.
+    fn fail(
+        &mut self,
+        step: &Bound<'_, PyAny>,
+        error: &Bound<'_, PyBaseException>,
+    ) -> PyResult<()> {
+        let position = self.position(step)?;
+        self.driver
+            .apply_outcome(step.py(), position, exception_outcome(error))
+    }
+
+    /// The instance once nothing more can run: completed when nothing is
+    /// left.
+    fn finish(&mut self, py: Python<'_>) -> PyResult<PyInstance> {
+        self.driver.finish(py)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "<Run {} {}>",
+            self.driver.instance.id(),
+            self.driver.instance.status()
+        )
+    }
+}
+
+impl PyRun {
+    fn position(&self, step: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let step = info(step, "step")?.name;
+        engine::position(&self.driver.graph.get().inner, &step, "apply").py()
+    }
+}
