@@ -513,6 +513,7 @@ class Settings:
     linear_sizes: tuple[int, ...]  # the first, middle and last are the targets' N
     fanout_width: int
     define_size: int
+    scale_sizes: tuple[int, ...]  # N for the scale table; the first is the reference
     budget_ns: int  # timed nanoseconds per measurement
     batch_ns: int  # target length of one timed batch
     min_rounds: int
@@ -523,6 +524,7 @@ FULL = Settings(
     linear_sizes=(10, 100, 1_000),
     fanout_width=10,
     define_size=1_000,
+    scale_sizes=(100, 1_000, 10_000, 100_000),
     budget_ns=1_000_000_000,
     batch_ns=20_000_000,
     min_rounds=5,
@@ -532,6 +534,7 @@ QUICK = Settings(
     linear_sizes=(5, 10, 20),
     fanout_width=10,
     define_size=20,
+    scale_sizes=(5, 10, 20, 40),
     budget_ns=1_000_000,
     batch_ns=200_000,
     min_rounds=1,
@@ -645,6 +648,15 @@ class Results:
     workloads: list[Workload]
     run_ns: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
     define: list[tuple[DefineCase, float]] = dataclasses.field(default_factory=list)
+    # (shape, N) -> {"hephaestus": ns per step, "floor": ns per step}
+    scale: dict[tuple[str, int], dict[str, float]] = dataclasses.field(default_factory=dict)
+
+    def scale_growth(self, shape: str, size: int) -> float | None:
+        """hephaestus' time per step at ``size`` over that at the smallest scale N."""
+        first = self.settings.scale_sizes[0]
+        at = self.scale.get((shape, size), {}).get("hephaestus")
+        base = self.scale.get((shape, first), {}).get("hephaestus")
+        return factor(at, base)
 
     def has(self, name: str) -> bool:
         """Whether implementation ``name`` took part."""
@@ -697,7 +709,34 @@ def run_benchmarks(impls: list[Impl], settings: Settings) -> Results:
         ns = measure(case.function, settings)
         results.define.append((case, ns))
         progress(f"  {case.label:<64} {ns / 1e6:>10,.2f} ms")
+    if "hephaestus" in engines:
+        measure_scale(results)
     return results
+
+
+SCALE_SHAPES = (("linear", "chain, per step"), ("fanout", "fan-out joined, per branch"))
+
+
+def measure_scale(results: Results) -> None:
+    """Time hephaestus and the floor on chains and joined fan-outs of growing N.
+
+    One workload is alive at a time (a 100,000-step workflow is 100,000 classes).
+    """
+    progress("timing the scale table")
+    for shape, label in SCALE_SHAPES:
+        for size in results.settings.scale_sizes:
+            workload = linear_workload(size) if shape == "linear" else fanout_workload(size)
+            runs = {"hephaestus": hephaestus_runner(workload), "floor": floor_runner(workload)}
+            hephaestus_check(workload, runs["hephaestus"]())
+            cell = results.scale.setdefault((shape, size), {})
+            for name, run in runs.items():
+                cell[name] = measure(run, results.settings) / workload.size
+            progress(
+                f"  {label:<28} N = {size:>7,}: hephaestus {cell['hephaestus']:>8,.0f} ns, "
+                f"floor {cell['floor']:>6,.0f} ns"
+            )
+            del workload, runs
+            gc.collect()
 
 
 @dataclass(frozen=True)
@@ -730,6 +769,7 @@ def evaluate_targets(results: Results) -> list[Target]:
     vs_core = factor(ours, results.steps_per_second("spiff-core", mid))
     vs_bpmn = factor(ours, results.steps_per_second("spiff-bpmn", mid))
     return [
+        *scale_targets(results),
         judge(
             f"hephaestus per-step overhead over the floor, worst of N = {first:,}..{last:,}",
             "< 2 µs",
@@ -766,6 +806,40 @@ def evaluate_targets(results: Results) -> list[Target]:
             vs_bpmn is not None and vs_bpmn >= 30 and (vs_core is None or vs_bpmn > vs_core),
         ),
     ]
+
+
+def scale_targets(results: Results) -> list[Target]:
+    """The scale table's targets: growth with N, and the overhead at the smallest N."""
+    if not results.scale:
+        return []
+    sizes = results.settings.scale_sizes
+    first = sizes[0]
+    limits = {sizes[-2]: 1.5, sizes[-1]: 2.0}
+    targets = []
+    for shape, label in SCALE_SHAPES:
+        for size, limit in limits.items():
+            growth = results.scale_growth(shape, size)
+            targets.append(
+                judge(
+                    f"{label}, N = {size:,} / N = {first:,}",
+                    f"<= {limit}x",
+                    growth,
+                    f"{growth or 0:.2f}x",
+                    growth is not None and growth <= limit,
+                )
+            )
+    cell = results.scale.get(("linear", first), {})
+    overhead = None if len(cell) < 2 else cell["hephaestus"] - cell["floor"]
+    targets.append(
+        judge(
+            f"chain overhead over the floor, per step, N = {first:,}",
+            "< 2 µs",
+            overhead,
+            f"{(overhead or 0) / 1e3:.2f} µs",
+            overhead is not None and overhead < 2_000,
+        )
+    )
+    return targets
 
 
 def micros(ns: float) -> str:
@@ -880,6 +954,33 @@ def render_define(results: Results) -> list[str]:
     ]
 
 
+def render_scale(results: Results) -> list[str]:
+    """Return the table of the time per step as the workflow grows."""
+    if not results.scale:
+        return []
+    sizes = results.settings.scale_sizes
+    rows = []
+    for shape, label in SCALE_SHAPES:
+        cells = [results.scale.get((shape, n), {}) for n in sizes]
+        rows.append(
+            [f"hephaestus, {label}", *(micros(c["hephaestus"]) if c else "n/a" for c in cells)]
+        )
+        rows.append([f"floor, {label}", *(micros(c["floor"]) if c else "n/a" for c in cells)])
+        growth = [results.scale_growth(shape, n) for n in sizes]
+        rows.append(
+            [f"hephaestus growth, {label}", *("n/a" if g is None else f"{g:.2f}x" for g in growth)]
+        )
+    return [
+        "### Cost as the workflow grows",
+        "",
+        "`engine.run` of a chain of N no-op steps and of a fan-out of N branches joined at "
+        "one step; time per step (per branch), best of repeated runs, with the floor (a plain "
+        f"loop calling the same `execute` methods) beside it. Growth is against N = {sizes[0]:,}.",
+        "",
+        table(["", *(f"N = {n:,}" for n in sizes)], rows),
+    ]
+
+
 def render_targets(results: Results) -> list[str]:
     """Return the table of the issue's targets with PASS or MISS."""
     rows = [[t.name, t.requirement, t.measured, t.status] for t in evaluate_targets(results)]
@@ -893,6 +994,7 @@ def render(results: Results) -> str:
         render_runs(results),
         render_overhead(results),
         render_define(results),
+        render_scale(results),
         render_targets(results),
     ]
     return "\n\n".join("\n".join(lines) for lines in sections if lines) + "\n"

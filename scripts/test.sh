@@ -10,6 +10,16 @@ venv=${TEST_VENV:-$root/.venv-test}
 
 step() { printf '\n== %s\n' "$*"; }
 
+step "Tools: rustfmt and clippy; Graphviz for the DOT check"
+rustup component add clippy rustfmt >/dev/null 2>&1 || true
+if ! command -v dot >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz >/dev/null
+    else
+        echo "Graphviz's dot is missing (apt-get install graphviz): the DOT check will be skipped"
+    fi
+fi
+
 step "Rust: format, clippy (with and without the python feature), core unit tests"
 cargo fmt --all --check
 cargo clippy --all-targets -- -D warnings

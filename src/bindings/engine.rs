@@ -336,11 +336,10 @@ impl Driver {
             return Ok(());
         }
         let graph = self.graph.get();
-        let step = graph.inner.step_at(position).name;
-        let applied = engine::apply_mut(
+        let applied = engine::apply_at(
             &mut self.instance,
             &graph.inner,
-            &step,
+            position,
             outcome,
             &mut self.effects,
         )
@@ -358,10 +357,10 @@ impl Driver {
                 }
                 None => Ok(Vec::new()),
             };
-            engine::route_mut(
+            engine::route_at(
                 &mut self.instance,
                 &graph.inner,
-                &step,
+                position,
                 &event,
                 choice,
                 &mut self.effects,

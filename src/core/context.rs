@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use crate::core::name::Name;
 use crate::core::sorted_map::SortedMap;
 use crate::core::value::Map;
 
@@ -13,7 +14,7 @@ use crate::core::value::Map;
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Context {
     initial: Map,
-    steps: SortedMap<Arc<str>, Map>,
+    steps: SortedMap<Name, Map>,
 }
 
 impl Context {
@@ -32,7 +33,12 @@ impl Context {
     pub fn with_results(initial: Map, results: Vec<(Arc<str>, Map)>) -> Context {
         Context {
             initial,
-            steps: SortedMap::from_pairs(results),
+            steps: SortedMap::from_pairs(
+                results
+                    .into_iter()
+                    .map(|(k, v)| (Name::new(k), v))
+                    .collect(),
+            ),
         }
     }
 
@@ -44,7 +50,7 @@ impl Context {
 
     /// Step results by step key, in key order.
     pub fn steps(&self) -> impl Iterator<Item = (&str, &Map)> {
-        self.steps.iter().map(|(k, v)| (&**k, v))
+        self.steps.iter().map(|(k, v)| (k.as_str(), v))
     }
 
     /// The number of stored step results.
@@ -70,7 +76,7 @@ impl Context {
 
     /// [`Context::put_step_result`] in place.
     pub fn put_step_result_mut(&mut self, step_key: Arc<str>, result: Map) {
-        self.steps.insert_mut(step_key, result);
+        self.steps.insert_mut(Name::new(step_key), result);
     }
 }
 

@@ -291,39 +291,35 @@ pub fn activate_transitions_mut(
             status: instance.status(),
         });
     }
-    let routed;
-    let taken: &[Target] = match graph.transition_at(from, event) {
-        None => &[],
-        Some(Transition::Static(targets)) => targets,
-        Some(Transition::Dynamic(declared)) => {
+    match graph.targets_at(from, event) {
+        None => follow(instance, graph, from, &[], &[], effects),
+        Some((Transition::Static(targets), positions)) => {
+            follow(instance, graph, from, targets, positions, effects)
+        }
+        Some((Transition::Dynamic(declared), _)) => {
             let chosen = chosen.unwrap_or_default();
             check_chosen(graph, from, event, declared, &chosen)?;
-            routed = chosen;
-            &routed
+            let positions: Vec<usize> = chosen
+                .iter()
+                .filter_map(|t| graph.position(&t.step))
+                .collect();
+            follow(instance, graph, from, &chosen, &positions, effects)
         }
-    };
-    follow(instance, graph, from, taken, effects)
+    }
 }
 
 /// Activates the `taken` targets of a completion of the step at `from`
-/// (checked against the graph), applying the join rule, and skips what the
-/// completion can no longer reach.
+/// (at `positions` in the graph), applying the join rule, and skips what
+/// the completion can no longer reach.
 fn follow(
     instance: &mut Instance,
     graph: &WorkflowGraph,
     from: usize,
     taken: &[Target],
+    positions: &[usize],
     effects: &mut Effects,
 ) -> CoreResult<()> {
-    // Positions of the taken targets, sorted, to tell the lost successors.
-    let mut taken_positions: Vec<usize> = Vec::with_capacity(taken.len());
-    for target in taken {
-        // Every target is a step of the graph (checked when it was built,
-        // and by `check_chosen` for a route).
-        let Some(p) = graph.position(&target.step) else {
-            continue;
-        };
-        taken_positions.push(p);
+    for (target, &p) in taken.iter().zip(positions) {
         match instance.step_state(&target.step) {
             None | Some(StepState::Reached) => {
                 if predecessors_resolved(instance, graph, p) {
@@ -337,6 +333,7 @@ fn follow(
             Some(_) => {}
         }
     }
+    let mut taken_positions = positions.to_vec();
     taken_positions.sort_unstable();
     taken_positions.dedup();
     let successors = graph.successors_at(from);
@@ -420,8 +417,20 @@ pub fn apply_mut(
     outcome: Outcome,
     effects: &mut Effects,
 ) -> CoreResult<Applied> {
+    let p = position(graph, step, "apply")?;
+    apply_at(instance, graph, p, outcome, effects)
+}
+
+/// [`apply_mut`] for the step at graph position `p`.
+pub fn apply_at(
+    instance: &mut Instance,
+    graph: &WorkflowGraph,
+    p: usize,
+    outcome: Outcome,
+    effects: &mut Effects,
+) -> CoreResult<Applied> {
     const OP: &str = "apply";
-    let p = position(graph, step, OP)?;
+    let step = &graph.step_at(p).name;
     if instance.status().is_terminal() {
         return Err(CoreError::Terminal {
             operation: OP,
@@ -453,10 +462,12 @@ pub fn apply_mut(
             completion.event = Arc::clone(declared);
             let event = Arc::clone(&completion.event);
             instance.complete_step_mut(step, key, completion)?;
-            match graph.transition_at(p, &event) {
+            match graph.targets_at(p, &event) {
                 None => {}
-                Some(Transition::Static(targets)) => follow(instance, graph, p, targets, effects)?,
-                Some(Transition::Dynamic(_)) => return Ok(Applied::Route { event }),
+                Some((Transition::Static(targets), positions)) => {
+                    follow(instance, graph, p, targets, positions, effects)?;
+                }
+                Some((Transition::Dynamic(_), _)) => return Ok(Applied::Route { event }),
             }
         }
         Outcome::Waiting => instance.wait_step_mut(step)?,
@@ -493,6 +504,18 @@ pub fn route_mut(
     effects: &mut Effects,
 ) -> CoreResult<()> {
     let p = position(graph, step, "route")?;
+    route_at(instance, graph, p, event, choice, effects)
+}
+
+/// [`route_mut`] for the step at graph position `p`.
+pub fn route_at(
+    instance: &mut Instance,
+    graph: &WorkflowGraph,
+    p: usize,
+    event: &str,
+    choice: Result<Vec<Target>, String>,
+    effects: &mut Effects,
+) -> CoreResult<()> {
     let problem = match choice {
         Ok(chosen) => {
             match activate_transitions_mut(instance, graph, p, event, Some(chosen), effects) {

@@ -263,6 +263,15 @@ impl fmt::Display for GraphProblem {
     }
 }
 
+/// Where one event of a step leads.
+#[derive(Debug, Clone)]
+struct Edge {
+    event: Arc<str>,
+    transition: Transition,
+    /// The positions of `transition.steps()`, in order.
+    positions: Vec<usize>,
+}
+
 /// A validated workflow graph.
 #[derive(Debug, Clone)]
 pub struct WorkflowGraph {
@@ -273,7 +282,7 @@ pub struct WorkflowGraph {
     /// By step; foldhash because every engine step looks steps up here.
     index: HashMap<ClassRef, usize, foldhash::fast::RandomState>,
     /// By source step: `(event, transition)` in definition order.
-    outgoing: Vec<Vec<(Arc<str>, Transition)>>,
+    outgoing: Vec<Vec<Edge>>,
     /// By step: the steps a transition leads to, in definition order.
     successors: Vec<Vec<usize>>,
     /// By step: the steps with a transition into it, in definition order
@@ -301,7 +310,7 @@ impl WorkflowGraph {
             }
         }
         let n = spec.steps.len();
-        let mut outgoing: Vec<Vec<(Arc<str>, Transition)>> = vec![Vec::new(); n];
+        let mut outgoing: Vec<Vec<Edge>> = vec![Vec::new(); n];
         let mut successors = vec![BTreeSet::new(); n];
         let mut predecessors = vec![BTreeSet::new(); n];
         for (from, event, transition) in spec.transitions {
@@ -309,20 +318,26 @@ impl WorkflowGraph {
                 problems.push(GraphProblem::UnknownStep(from));
                 continue;
             };
-            if outgoing[f].iter().any(|(e, _)| *e == event) {
+            if outgoing[f].iter().any(|edge| edge.event == event) {
                 problems.push(GraphProblem::DuplicateTransition { step: from, event });
                 continue;
             }
+            let mut positions = Vec::new();
             for target in transition.steps() {
                 match index.get(target) {
                     Some(&t) => {
                         successors[f].insert(t);
                         predecessors[t].insert(f);
+                        positions.push(t);
                     }
                     None => problems.push(GraphProblem::UnknownStep(*target)),
                 }
             }
-            outgoing[f].push((event, transition));
+            outgoing[f].push(Edge {
+                event,
+                transition,
+                positions,
+            });
         }
         let Some(&start) = index.get(&spec.start) else {
             problems.push(GraphProblem::UnknownStep(spec.start));
@@ -368,14 +383,17 @@ impl WorkflowGraph {
                 problems.push(GraphProblem::LeafNotDone(step.name));
             }
             for event in &step.events {
-                if !self.outgoing[i].iter().any(|(e, _)| e == event) {
+                if !self.outgoing[i].iter().any(|edge| edge.event == *event) {
                     problems.push(GraphProblem::EventWithoutTransition {
                         step: step.name,
                         event: event.clone(),
                     });
                 }
             }
-            for (event, transition) in &self.outgoing[i] {
+            for Edge {
+                event, transition, ..
+            } in &self.outgoing[i]
+            {
                 if !step.events.contains(event) {
                     problems.push(GraphProblem::UndeclaredEvent {
                         step: step.name,
@@ -553,11 +571,25 @@ impl WorkflowGraph {
     /// Where `event` from the step at `position` leads, if anywhere.
     #[must_use]
     pub fn transition_at(&self, position: usize, event: &str) -> Option<&Transition> {
-        self.outgoing
-            .get(position)?
+        self.edge(position, event).map(|edge| &edge.transition)
+    }
+
+    /// Where `event` from the step at `position` leads, with the positions
+    /// of the steps it may lead to (in the order of `Transition::steps`).
+    #[must_use]
+    pub fn targets_at(&self, position: usize, event: &str) -> Option<(&Transition, &[usize])> {
+        self.edge(position, event)
+            .map(|edge| (&edge.transition, edge.positions.as_slice()))
+    }
+
+    fn edge(&self, position: usize, event: &str) -> Option<&Edge> {
+        let edges = self.outgoing.get(position)?;
+        // The engine passes the graph's own copy of an event: try identity
+        // before comparing text.
+        edges
             .iter()
-            .find(|(e, _)| &**e == event)
-            .map(|(_, t)| t)
+            .find(|edge| std::ptr::eq(edge.event.as_ref(), event))
+            .or_else(|| edges.iter().find(|edge| &*edge.event == event))
     }
 
     /// The positions of the steps with a transition into the step at
@@ -577,12 +609,16 @@ impl WorkflowGraph {
     /// Every edge `(from, event, to, dynamic)`, in definition order.
     pub fn edges(&self) -> impl Iterator<Item = (&ClassRef, &str, &ClassRef, bool)> {
         self.outgoing.iter().enumerate().flat_map(move |(i, out)| {
-            out.iter().flat_map(move |(event, transition)| {
-                let dynamic = matches!(transition, Transition::Dynamic(_));
-                transition
-                    .steps()
-                    .map(move |to| (&self.steps[i].name, &**event, to, dynamic))
-            })
+            out.iter().flat_map(
+                move |Edge {
+                          event, transition, ..
+                      }| {
+                    let dynamic = matches!(transition, Transition::Dynamic(_));
+                    transition
+                        .steps()
+                        .map(move |to| (&self.steps[i].name, &**event, to, dynamic))
+                },
+            )
         })
     }
 

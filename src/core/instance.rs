@@ -24,6 +24,7 @@ use crate::core::context::Context;
 use crate::core::error::{CoreError, CoreResult};
 use crate::core::execution_entry::ExecutionEntry;
 use crate::core::history::History;
+use crate::core::name::Name;
 use crate::core::sorted_map::SortedMap;
 use crate::core::status::Status;
 use crate::core::value::{Map, Value};
@@ -80,7 +81,7 @@ pub struct Instance {
     /// order) are known to be completed or skipped. Resolution never goes
     /// back, so the count only grows; raw field changes drop the cache.
     join_cursors: ClassMap<u32>,
-    runtime_metadata: SortedMap<Arc<str>, Value>,
+    runtime_metadata: SortedMap<Name, Value>,
     telemetry_metadata: Map,
     telemetry_start_time: Option<i64>,
     history: History,
@@ -240,7 +241,11 @@ impl Instance {
         instance.status = fields.status;
         instance.context = fields.context;
         instance.step_configs = fields.step_configs.into_iter().collect();
-        instance.runtime_metadata = fields.runtime_metadata.into_iter().collect();
+        instance.runtime_metadata = fields
+            .runtime_metadata
+            .into_iter()
+            .map(|(k, v)| (Name::new(k), v))
+            .collect();
         instance.telemetry_metadata = fields.telemetry_metadata;
         instance.telemetry_start_time = fields.telemetry_start_time;
         instance.history = History::from_oldest_first(fields.execution_history);
@@ -429,7 +434,7 @@ impl Instance {
             .put_step_result_mut(Arc::clone(step_key), stored);
         if let Some(metadata) = metadata_updates {
             self.runtime_metadata
-                .insert_all(metadata.iter().map(|(k, v)| (Arc::from(k), v.clone())));
+                .insert_all(metadata.iter().map(|(k, v)| (Name::from(k), v.clone())));
         }
         if !self.step_configs.is_empty() {
             self.step_configs.remove_mut(step);
@@ -663,7 +668,10 @@ impl Instance {
             next.step_configs = configs.into_iter().collect();
         }
         if let Some(metadata) = changes.runtime_metadata {
-            next.runtime_metadata = metadata.into_iter().collect();
+            next.runtime_metadata = metadata
+                .into_iter()
+                .map(|(k, v)| (Name::new(k), v))
+                .collect();
         }
         if let Some(metadata) = changes.telemetry_metadata {
             next.telemetry_metadata = metadata;
@@ -762,7 +770,7 @@ impl Instance {
 
     /// Runtime metadata in key order.
     pub fn runtime_metadata(&self) -> impl Iterator<Item = (&str, &Value)> {
-        self.runtime_metadata.iter().map(|(k, v)| (&**k, v))
+        self.runtime_metadata.iter().map(|(k, v)| (k.as_str(), v))
     }
 
     /// Metadata for telemetry handlers.
