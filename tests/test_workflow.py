@@ -115,7 +115,8 @@ def test_mermaid_follows_the_flowchart_grammar(workflow: type[Workflow]) -> None
 
 
 @pytest.mark.skipif(
-    shutil.which("dot") is None, reason="Graphviz is not installed (make test installs it when it can)"
+    shutil.which("dot") is None,
+    reason="Graphviz is not installed (make test installs it when it can)",
 )
 @pytest.mark.parametrize("workflow", [OrderFlow, TriageFlow, TriageV1])
 def test_graphviz_accepts_the_dot_output(workflow: type[Workflow]) -> None:

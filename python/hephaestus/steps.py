@@ -369,6 +369,10 @@ class Step:
             (``ValidateOrder`` -> ``validate_order``, see
             :func:`hephaestus.step_key`).
         retry: A :class:`Retry` policy, or ``None`` for no retries.
+        timeout: Seconds one attempt may take under the runtime, or ``None``
+            (the default) for no limit. An attempt that runs longer fails
+            (an ``async`` step is cancelled; a ``def`` step's late result is
+            discarded) and the retry policy applies.
 
     The attributes and the signature of ``execute`` are checked when a
     subclass is created; a violation raises ``TypeError`` (wrong type or
@@ -378,6 +382,7 @@ class Step:
     events: ClassVar[tuple[str, ...]] = ()
     step_key: ClassVar[str | None] = None
     retry: ClassVar[Retry | None] = None
+    timeout: ClassVar[float | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -392,6 +397,18 @@ class Step:
         retry: object = cls.retry
         if retry is not None and not isinstance(retry, Retry):
             raise TypeError(f"{name}.retry must be a Retry or None, got {type(retry).__name__}")
+        timeout: object = cls.timeout
+        if timeout is not None:
+            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+                raise TypeError(
+                    f"{name}.timeout must be a number of seconds or None, "
+                    f"got {type(timeout).__name__}"
+                )
+            if not math.isfinite(timeout) or timeout <= 0:
+                raise ValueError(
+                    f"{name}.timeout must be a positive number of seconds, got {timeout!r}"
+                )
+            cls.timeout = float(timeout)
         if "execute" in cls.__dict__:
             _check_execute(cls)
 

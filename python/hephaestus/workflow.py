@@ -21,12 +21,14 @@ problem is reported in one :class:`~hephaestus.errors.WorkflowDefinitionError`.
 
 from __future__ import annotations
 
+import builtins
 import math
+import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from hephaestus._core import Context, WorkflowGraph
+from hephaestus._core import Context, Instance, WorkflowGraph
 from hephaestus.errors import DefinitionProblem, WorkflowDefinitionError
 from hephaestus.steps import Done, is_step_class
 from hephaestus.unique import Unique
@@ -236,9 +238,18 @@ class Workflow:
     @classmethod
     def _build_graph(cls) -> WorkflowGraph:
         name = cls.__qualname__
-        if not hasattr(cls, "start"):
-            raise _option(name, "a workflow needs a start step")
-        start_pairs = _targets(getattr(cls, "start"), "start", name)  # noqa: B009
+        # The body's `start` moves into `graph.start`, so that `cls.start`
+        # is the runtime facade; a subclass without one keeps its base's.
+        if "start" in cls.__dict__:
+            start_pairs = _targets(cls.__dict__["start"], "start", name)
+            delattr(cls, "start")
+        else:
+            inherited = next(
+                (b.__dict__["graph"] for b in cls.__mro__[1:] if "graph" in b.__dict__), None
+            )
+            if inherited is None:
+                raise _option(name, "a workflow needs a start step")
+            start_pairs = [(inherited.start, inherited.start_config)]
         if len(start_pairs) != 1:
             raise _option(name, "start: one start step, not a list")
         start, start_config = start_pairs[0]
@@ -322,3 +333,63 @@ class Workflow:
         version (as in the original).
         """
         return cls.current if cls.current is not None else cls.version
+
+    # -- the runtime facade (CONTRACT §10): on the current app ------------------------
+
+    @classmethod
+    def start(cls, value: str, context: Mapping[str, Any] | None = None) -> str:
+        """Starts an instance for the business value ``value`` on the current
+        app (the innermost ``with Hephaestus(...)`` block, else a default app)
+        and returns its id, ``unique.build_id(value)``. With scope ``"none"``
+        the id carries a random suffix (``key::value::1a2b3c4d``).
+
+        Raises:
+            AlreadyRunningError: An unfinished instance holds the id.
+        """
+        from hephaestus.runtime.app import current_app
+
+        iid = cls.unique.build_id(value)
+        if cls.unique.scope == "none":
+            iid = f"{iid}::{secrets.token_hex(4)}"
+        return current_app().start_instance(cls, context, id=iid)
+
+    @classmethod
+    def _facade_id(cls, value: str, operation: str) -> str:
+        if cls.unique.scope == "none":
+            raise TypeError(
+                f"{cls.__qualname__}.{operation}: with scope 'none' an id is not a business "
+                "key; use the app's operations with the id start() returned"
+            )
+        return cls.unique.build_id(value)
+
+    @classmethod
+    def resume(cls, value: str, event: str, step: type | None = None) -> None:
+        """Delivers ``event`` to the waiting step of this workflow's instance
+        for ``value`` (see ``Hephaestus.resume``)."""
+        from hephaestus.runtime.app import current_app
+
+        current_app()._resume(cls._facade_id(value, "resume"), event, step, cls)
+
+    @classmethod
+    def get(cls, value: str) -> Instance:
+        """This workflow's newest instance for ``value``."""
+        from hephaestus.runtime.app import current_app
+
+        return current_app()._get(cls._facade_id(value, "get"), cls)
+
+    @classmethod
+    def cancel(cls, value: str, reason: Any = None) -> Instance:
+        """Cancels this workflow's newest instance for ``value``."""
+        from hephaestus.runtime.app import current_app
+
+        return current_app()._cancel(cls._facade_id(value, "cancel"), reason, cls)
+
+    @classmethod
+    def list(cls, **filters: Any) -> builtins.list[Instance]:
+        """This workflow's instances, newest first (filters as
+        ``Hephaestus.list``: ``status``, ``version``, ``id``, ``limit``)."""
+        from hephaestus.runtime.app import current_app
+
+        if "workflow" in filters:
+            raise TypeError(f"{cls.__qualname__}.list() lists its own instances; no workflow=")
+        return current_app().list(workflow=cls, **filters)

@@ -12,7 +12,7 @@ use std::collections::BinaryHeap;
 use pyo3::exceptions::{PyBaseException, PyException};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyList, PyString, PyTuple, PyType};
+use pyo3::types::{PyBytes, PyList, PyString, PyTuple, PyType};
 use pyo3::{PyTraverseError, PyVisit};
 
 use crate::bindings::context::PyContext;
@@ -21,10 +21,14 @@ use crate::bindings::errors::{to_py_err, IntoPyResult};
 use crate::bindings::graph::{config, PyWorkflowGraph};
 use crate::bindings::instance::{now_micros, PyInstance};
 use crate::bindings::registry::info;
+use std::sync::Arc;
+
 use crate::core::engine::{self, Applied, Effects, Outcome, Resumed};
 use crate::core::error::CoreError;
 use crate::core::graph::Target;
 use crate::core::instance::{Completion, Instance, StepState};
+use crate::core::journal::{self, Record};
+use crate::core::value::Map;
 use crate::core::value::Value;
 
 // -- the pure functions ------------------------------------------------------------
@@ -234,40 +238,77 @@ fn result_classes(py: Python<'_>) -> PyResult<&ResultClasses> {
 }
 
 /// An instance being driven: the instance itself, owned (so the core
-/// updates it in place), and the runnable steps by graph position, lowest
-/// first.
+/// updates it in place), the runnable steps by graph position, lowest
+/// first, and, when recording, the journal records of what was applied.
 struct Driver {
     graph: Py<PyWorkflowGraph>,
     workflow: Py<PyType>,
     instance: Instance,
     queue: BinaryHeap<Reverse<usize>>,
     effects: Effects,
+    records: Option<Vec<Vec<u8>>>,
 }
 
 impl Driver {
-    /// Takes over `instance`: refuses one with a step outside the workflow,
-    /// starts it if it is pending, and queues its runnable steps.
-    fn new(graph: &Bound<'_, PyWorkflowGraph>, instance: &Bound<'_, PyInstance>) -> PyResult<Self> {
+    /// Takes over `instance`, refusing one with a step outside the
+    /// workflow; `start` starts it (see [`Driver::start`]).
+    fn new(
+        graph: &Bound<'_, PyWorkflowGraph>,
+        instance: &Bound<'_, PyInstance>,
+        record: bool,
+        start: bool,
+    ) -> PyResult<Self> {
         let this = instance.get();
-        let g = &graph.get().inner;
-        let mut inner = this.inner.clone();
-        engine::check_members(&inner, g, "run").py()?;
-        let mut effects = Effects::default();
-        engine::advance_mut(&mut inner, g, &mut effects).py()?;
-        effects.activated.clear();
-        let queue = inner
-            .active_steps()
-            .filter(|(_, waiting)| !waiting)
-            .filter_map(|(step, _)| g.position(step))
-            .map(Reverse)
-            .collect();
-        Ok(Driver {
+        let inner = this.inner.clone();
+        engine::check_members(&inner, &graph.get().inner, "run").py()?;
+        let mut driver = Driver {
             graph: graph.clone().unbind(),
             workflow: this.workflow_class(graph.py()).clone().unbind(),
             instance: inner,
-            queue,
-            effects,
-        })
+            queue: BinaryHeap::new(),
+            effects: Effects::default(),
+            records: record.then(Vec::new),
+        };
+        if start {
+            driver.start()?;
+        }
+        driver.requeue();
+        Ok(driver)
+    }
+
+    /// Starts a pending instance (and completes one with nothing left to
+    /// do), recording it when that changed anything.
+    fn start(&mut self) -> PyResult<()> {
+        let before = self.instance.status();
+        let graph = self.graph.get();
+        engine::advance_mut(&mut self.instance, &graph.inner, &mut self.effects).py()?;
+        if self.instance.status() != before {
+            self.record(&Record::Advance)?;
+        }
+        self.queue
+            .extend(self.effects.activated.drain(..).map(Reverse));
+        Ok(())
+    }
+
+    /// Queues every runnable step afresh (after records were replayed).
+    fn requeue(&mut self) {
+        let graph = &self.graph.get().inner;
+        self.effects.activated.clear();
+        self.queue = self
+            .instance
+            .active_steps()
+            .filter(|(_, waiting)| !waiting)
+            .filter_map(|(step, _)| graph.position(step))
+            .map(Reverse)
+            .collect();
+    }
+
+    fn record(&mut self, record: &Record) -> PyResult<()> {
+        push_record(&mut self.records, record)
+    }
+
+    fn key(&self, position: usize) -> Arc<str> {
+        Arc::clone(&self.graph.get().inner.step_at(position).key)
     }
 
     /// The next step to run, lowest graph position first.
@@ -336,6 +377,13 @@ impl Driver {
             return Ok(());
         }
         let graph = self.graph.get();
+        if self.records.is_some() {
+            let record = Record::Outcome {
+                step: Arc::clone(&graph.inner.step_at(position).key),
+                outcome: outcome.clone(),
+            };
+            push_record(&mut self.records, &record)?;
+        }
         let applied = engine::apply_at(
             &mut self.instance,
             &graph.inner,
@@ -345,42 +393,119 @@ impl Driver {
         )
         .py()?;
         if let Applied::Route { event } = applied {
-            let choice = match graph.route(position, &event) {
-                Some(route) => {
-                    match choose(py, route.bind(py), &self.instance, graph, position, &event) {
-                        Ok(chosen) => Ok(chosen),
-                        Err(err) if err.is_instance_of::<PyException>(py) => {
-                            Err(route_problem(py, &err))
-                        }
-                        Err(err) => return Err(err),
-                    }
-                }
-                None => Ok(Vec::new()),
-            };
-            engine::route_at(
-                &mut self.instance,
-                &graph.inner,
-                position,
-                &event,
-                choice,
-                &mut self.effects,
-            )
-            .py()?;
+            self.route(py, position, &event)?;
         }
         self.queue
             .extend(self.effects.activated.drain(..).map(Reverse));
         Ok(())
     }
 
-    /// What a step's return value means. A plain `str` is the hot path: it
-    /// is matched against the step's declared events without a copy.
+    /// Calls the dynamic route for `event` from the step at `position` and
+    /// applies (and records) its choice; a route that fails fails the
+    /// instance.
+    fn route(&mut self, py: Python<'_>, position: usize, event: &Arc<str>) -> PyResult<()> {
+        let graph = self.graph.get();
+        let choice = match graph.route(position, event) {
+            Some(route) => {
+                match choose(py, route.bind(py), &self.instance, graph, position, event) {
+                    Ok(chosen) => Ok(chosen),
+                    Err(err) if err.is_instance_of::<PyException>(py) => {
+                        Err(route_problem(py, &err))
+                    }
+                    Err(err) => return Err(err),
+                }
+            }
+            None => Ok(Vec::new()),
+        };
+        if self.records.is_some() {
+            let record = Record::Route {
+                step: Arc::clone(&graph.inner.step_at(position).key),
+                event: Arc::clone(event),
+                choice: choice.clone(),
+            };
+            push_record(&mut self.records, &record)?;
+        }
+        engine::route_at(
+            &mut self.instance,
+            &graph.inner,
+            position,
+            event,
+            choice,
+            &mut self.effects,
+        )
+        .py()
+    }
+
+    /// Resumes the waiting step at `position` with `event`; `false` when it
+    /// was not waiting (nothing changes then).
+    fn resume(
+        &mut self,
+        py: Python<'_>,
+        position: usize,
+        event: &str,
+        timestamp: i64,
+    ) -> PyResult<bool> {
+        let graph = self.graph.get();
+        let mut next = self.instance.clone();
+        let resumed = engine::resume_at(
+            &mut next,
+            &graph.inner,
+            position,
+            event,
+            timestamp,
+            &mut self.effects,
+        )
+        .py()?;
+        let applied = match resumed {
+            Resumed::NotWaiting => {
+                self.effects.activated.clear();
+                return Ok(false);
+            }
+            Resumed::Applied(applied) => applied,
+        };
+        self.instance = next;
+        let record = Record::Resume {
+            step: self.key(position),
+            event: event.into(),
+            timestamp,
+        };
+        self.record(&record)?;
+        if let Applied::Route { event } = applied {
+            self.route(py, position, &event)?;
+        }
+        self.queue
+            .extend(self.effects.activated.drain(..).map(Reverse));
+        Ok(true)
+    }
+
+    /// Fails the instance with `error` (a finished one is left alone).
+    fn fail_with(&mut self, error: Map) -> PyResult<bool> {
+        if self.instance.status().is_terminal() {
+            return Ok(false);
+        }
+        self.instance.fail_mut(error.clone()).py()?;
+        self.record(&Record::Fail { error })?;
+        self.queue.clear();
+        Ok(true)
+    }
+
+    /// Applies a journal record (written by a recording driver), without
+    /// recording it again; [`Driver::requeue`] afterwards.
+    fn replay(&mut self, bytes: &[u8]) -> PyResult<()> {
+        let graph = &self.graph.get().inner;
+        let record = journal::decode(bytes, graph).py()?;
+        journal::replay_mut(&mut self.instance, graph, record, &mut self.effects).py()
+    }
+
+    /// What a step's return value means, completed at `timestamp`.
     fn outcome(
         &self,
         py: Python<'_>,
         position: usize,
         value: &Bound<'_, PyAny>,
+        timestamp: i64,
     ) -> PyResult<Outcome> {
-        match self.classify(py, position, value)? {
+        match self.classify(py, position, value, timestamp)? {
             Classified::Outcome(outcome) => Ok(outcome),
             Classified::Awaitable => Ok(Outcome::InvalidResult(format!(
                 "{}.execute returned {}; expected Ok, Async, Error or an event str \
@@ -391,11 +516,14 @@ impl Driver {
         }
     }
 
+    /// Reads a step's return value. A plain `str` is the hot path: it is
+    /// matched against the step's declared events without a copy.
     fn classify(
         &self,
         py: Python<'_>,
         position: usize,
         value: &Bound<'_, PyAny>,
+        timestamp: i64,
     ) -> PyResult<Classified> {
         let graph = self.graph.get();
         let spec = graph.inner.step_at(position);
@@ -428,8 +556,7 @@ impl Driver {
                 .cloned()
                 .unwrap_or_else(|| event.into());
             return Ok(Classified::Outcome(Outcome::Completed(Completion::event(
-                event,
-                now_micros()?,
+                event, timestamp,
             ))));
         }
         let classes = result_classes(py)?;
@@ -444,7 +571,7 @@ impl Driver {
                     event: event.into(),
                     context_updates,
                     metadata_updates,
-                    timestamp: now_micros()?,
+                    timestamp,
                 }),
                 Err(err) if err.is_instance_of::<PyException>(py) => {
                     Outcome::InvalidResult(format!(
@@ -483,12 +610,26 @@ impl Driver {
     }
 
     fn finish(&mut self, py: Python<'_>) -> PyResult<PyInstance> {
+        let before = self.instance.status();
         engine::check_completion_mut(&mut self.instance).py()?;
+        if self.instance.status() != before {
+            // Replaying `Advance` completes an instance with nothing left,
+            // as `check_completion` does.
+            self.record(&Record::Advance)?;
+        }
         Ok(PyInstance::wrap(
             self.instance.clone(),
             self.workflow.clone_ref(py),
         ))
     }
+}
+
+/// Appends `record` to `records` when recording.
+fn push_record(records: &mut Option<Vec<Vec<u8>>>, record: &Record) -> PyResult<()> {
+    if let Some(records) = records.as_mut() {
+        records.push(journal::encode(record).py()?);
+    }
+    Ok(())
 }
 
 /// A step's return value, read.
@@ -543,15 +684,15 @@ pub fn run(
     settle: &Bound<'_, PyAny>,
 ) -> PyResult<PyInstance> {
     let py = graph.py();
-    let mut driver = Driver::new(graph, instance)?;
+    let mut driver = Driver::new(graph, instance, false, true)?;
     while let Some(position) = driver.pop() {
         let outcome = match driver.execute(py, position)? {
-            Ok(value) => match driver.classify(py, position, &value)? {
+            Ok(value) => match driver.classify(py, position, &value, now_micros()?)? {
                 Classified::Outcome(outcome) => outcome,
                 Classified::Awaitable => {
                     let class = graph.get().class_at(py, position).clone();
                     match settle.call1((value, class)) {
-                        Ok(settled) => driver.outcome(py, position, &settled)?,
+                        Ok(settled) => driver.outcome(py, position, &settled, now_micros()?)?,
                         Err(err) if err.is_instance_of::<PyException>(py) => {
                             exception_outcome(err.value(py))
                         }
@@ -570,6 +711,9 @@ pub fn run(
 /// runtime): it hands out the runnable steps and takes their results. Not
 /// frozen: it owns its instance and changes it in place, and `PyO3`'s
 /// borrow check refuses concurrent use instead of racing.
+///
+/// With `record=True` it keeps a journal record of every change it makes
+/// (`take_records`); `replay` applies such records to another driver.
 #[pyclass(name = "Run", module = "hephaestus._core")]
 pub struct PyRun {
     driver: Driver,
@@ -577,14 +721,18 @@ pub struct PyRun {
 
 #[pymethods]
 impl PyRun {
-    /// Takes over `instance` (starting it if it is pending).
+    /// Takes over `instance`; with `start` (the default) starts it if it is
+    /// pending.
     #[new]
+    #[pyo3(signature = (graph, instance, *, record=false, start=true))]
     fn py_new(
         graph: &Bound<'_, PyWorkflowGraph>,
         instance: &Bound<'_, PyInstance>,
+        record: bool,
+        start: bool,
     ) -> PyResult<Self> {
         Ok(Self {
-            driver: Driver::new(graph, instance)?,
+            driver: Driver::new(graph, instance, record, start)?,
         })
     }
 
@@ -599,6 +747,17 @@ impl PyRun {
         self.driver.snapshot(py)
     }
 
+    /// The instance's status.
+    #[getter]
+    fn status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        crate::bindings::status::to_py(py, self.driver.instance.status())
+    }
+
+    /// Starts a pending instance (see `hephaestus.engine.advance`).
+    fn start(&mut self) -> PyResult<()> {
+        self.driver.start()
+    }
+
     /// Every runnable step, in graph order; each is handed out once.
     fn take_runnable<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let positions = self.driver.take_all();
@@ -606,18 +765,27 @@ impl PyRun {
         PyList::new(py, positions.into_iter().map(|p| graph.class_at(py, p)))
     }
 
-    /// Applies what `step`'s `execute` returned (already awaited).
-    fn complete(&mut self, step: &Bound<'_, PyAny>, result: &Bound<'_, PyAny>) -> PyResult<()> {
+    /// Applies what `step`'s `execute` returned (already awaited), as of
+    /// `timestamp` (default: now).
+    #[pyo3(signature = (step, result, *, timestamp=None))]
+    fn complete(
+        &mut self,
+        step: &Bound<'_, PyAny>,
+        result: &Bound<'_, PyAny>,
+        timestamp: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
         let py = step.py();
         let position = self.position(step)?;
         if self.driver.instance.status().is_terminal() {
             return Ok(());
         }
-        let outcome = self.driver.outcome(py, position, result)?;
+        let outcome = self
+            .driver
+            .outcome(py, position, result, timestamp_or_now(timestamp)?)?;
         self.driver.apply_outcome(py, position, outcome)
     }
 
-    /// Applies the exception `step`'s `execute` raised.
+    /// Applies the exception `step`'s `execute` raised: the instance fails.
     fn fail(
         &mut self,
         step: &Bound<'_, PyAny>,
@@ -626,6 +794,53 @@ impl PyRun {
         let position = self.position(step)?;
         self.driver
             .apply_outcome(step.py(), position, exception_outcome(error))
+    }
+
+    /// Fails the instance with `error` (a dict); `False` when it had
+    /// already finished.
+    fn fail_with(&mut self, error: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let error = to_map(error, Path::Root("error"))?;
+        self.driver.fail_with(error)
+    }
+
+    /// Resumes the waiting `step` with `event` as of `timestamp` (default:
+    /// now); `False` when `step` does not wait. An event `step` does not
+    /// declare raises `InvalidTransitionError`.
+    #[pyo3(signature = (step, event, *, timestamp=None))]
+    fn resume(
+        &mut self,
+        step: &Bound<'_, PyAny>,
+        event: &str,
+        timestamp: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        let position = self.position(step)?;
+        self.driver
+            .resume(step.py(), position, event, timestamp_or_now(timestamp)?)
+    }
+
+    /// The journal records made since the last call (with `record=True`).
+    fn take_records<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let records = self
+            .driver
+            .records
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default();
+        PyList::new(py, records.iter().map(|r| PyBytes::new(py, r)))
+    }
+
+    /// Applies journal `records` (an iterable of `bytes`, not recorded
+    /// again) and queues the runnable steps afresh.
+    fn replay(&mut self, records: &Bound<'_, PyAny>) -> PyResult<()> {
+        for record in records.try_iter()? {
+            let record = record?;
+            let bytes = record
+                .cast::<PyBytes>()
+                .map_err(|_| pyo3::exceptions::PyTypeError::new_err("journal records are bytes"))?;
+            self.driver.replay(bytes.as_bytes())?;
+        }
+        self.driver.requeue();
+        Ok(())
     }
 
     /// The instance once nothing more can run: completed when nothing is
@@ -648,4 +863,29 @@ impl PyRun {
         let step = info(step, "step")?.name;
         engine::position(&self.driver.graph.get().inner, &step, "apply").py()
     }
+}
+
+/// A `datetime` as UTC microseconds, or now.
+fn timestamp_or_now(timestamp: Option<&Bound<'_, PyAny>>) -> PyResult<i64> {
+    match timestamp {
+        Some(t) if !t.is_none() => timestamp_from_py(t, "timestamp"),
+        _ => now_micros(),
+    }
+}
+
+/// The journal record of resuming the step with key `step` with `event` at
+/// `timestamp`, for a timer that fires without loading its instance.
+#[pyfunction]
+pub fn resume_record<'py>(
+    py: Python<'py>,
+    step: &str,
+    event: &str,
+    timestamp: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let record = Record::Resume {
+        step: step.into(),
+        event: event.into(),
+        timestamp: timestamp_from_py(timestamp, "timestamp")?,
+    };
+    Ok(PyBytes::new(py, &journal::encode(&record).py()?))
 }

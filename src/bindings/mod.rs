@@ -29,8 +29,8 @@ mod _core {
     use super::context::PyContext;
     #[pymodule_export]
     use super::engine::{
-        activate_transitions, advance, check_completion, check_step, fail, resume_step, run,
-        runnable, PyRun,
+        activate_transitions, advance, check_completion, check_step, fail, resume_record,
+        resume_step, run, runnable, PyRun,
     };
     #[pymodule_export]
     use super::errors::{_core_error_variants, _raise_core_error};

@@ -561,13 +561,26 @@ pub fn resume_mut(
     timestamp: i64,
     effects: &mut Effects,
 ) -> CoreResult<Resumed> {
+    let p = position(graph, step, "resume_step")?;
+    resume_at(instance, graph, p, event, timestamp, effects)
+}
+
+/// [`resume_mut`] for the step at graph position `p`.
+pub fn resume_at(
+    instance: &mut Instance,
+    graph: &WorkflowGraph,
+    p: usize,
+    event: &str,
+    timestamp: i64,
+    effects: &mut Effects,
+) -> CoreResult<Resumed> {
     const OP: &str = "resume_step";
-    let p = position(graph, step, OP)?;
     check_declared(graph, p, event, OP)?;
+    let spec = graph.step_at(p);
+    let step = &spec.name;
     if instance.step_state(step) != Some(StepState::Active { waiting: true }) {
         return Ok(Resumed::NotWaiting);
     }
-    let spec = graph.step_at(p);
     let event = spec
         .events
         .iter()

@@ -298,7 +298,13 @@ impl Serialize for ContextOut<'_> {
 // Reading
 
 /// A value read with the depth guard.
-struct AnyValue(Value);
+pub(crate) struct AnyValue(pub(crate) Value);
+
+impl Serialize for AnyValue {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
 
 impl<'de> Deserialize<'de> for AnyValue {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -307,7 +313,13 @@ impl<'de> Deserialize<'de> for AnyValue {
 }
 
 /// A dict read with the depth guard.
-struct AnyMap(Map);
+pub(crate) struct AnyMap(pub(crate) Map);
+
+impl Serialize for AnyMap {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
 
 impl<'de> Deserialize<'de> for AnyMap {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {

@@ -281,6 +281,8 @@ pub struct WorkflowGraph {
     steps: Vec<StepSpec>,
     /// By step; foldhash because every engine step looks steps up here.
     index: HashMap<ClassRef, usize, foldhash::fast::RandomState>,
+    /// By step key (unique in a valid graph), for journal records.
+    keys: HashMap<Arc<str>, usize, foldhash::fast::RandomState>,
     /// By source step: `(event, transition)` in definition order.
     outgoing: Vec<Vec<Edge>>,
     /// By step: the steps a transition leads to, in definition order.
@@ -348,8 +350,15 @@ impl WorkflowGraph {
                 .map(|set| set.into_iter().collect())
                 .collect()
         };
+        let keys = spec
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, step)| (Arc::clone(&step.key), i))
+            .collect();
         let graph = WorkflowGraph {
             workflow: spec.workflow,
+            keys,
             start,
             start_config: spec.start_config,
             steps: spec.steps,
@@ -551,6 +560,12 @@ impl WorkflowGraph {
     #[must_use]
     pub fn step(&self, step: &ClassRef) -> Option<&StepSpec> {
         self.index.get(step).map(|&i| &self.steps[i])
+    }
+
+    /// The position of the step whose key is `key`.
+    #[must_use]
+    pub fn position_of_key(&self, key: &str) -> Option<usize> {
+        self.keys.get(key).copied()
     }
 
     /// The spec of the step at `position` (from [`WorkflowGraph::position`]).

@@ -15,6 +15,7 @@ pub mod format;
 pub mod graph;
 pub mod history;
 pub mod instance;
+pub mod journal;
 pub mod name;
 pub mod sorted_map;
 pub mod status;

@@ -1,0 +1,700 @@
+"""The app's scheduler: its event loop, in a thread of its own, and
+everything that runs there (see docs/runtime.md).
+
+It claims runnable runs (a lease per run), runs their steps through the
+executor, applies each outcome through the engine, commits (changes made in
+the same turn of the loop commit together: group commit), and only then
+starts what the outcome made runnable. It sleeps until the next timer or
+lease, or until something wakes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime as dt
+import logging
+import math
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from hephaestus import _core
+from hephaestus._core import Instance, WorkflowGraph, step_key
+from hephaestus.engine import graph_of
+from hephaestus.errors import SerializationError
+from hephaestus.runtime.clock import as_datetime
+from hephaestus.runtime.execution import Execution
+from hephaestus.runtime.executor import Attempted, Executor, LocalExecutor, StepCall
+from hephaestus.runtime.storage.base import (
+    Append,
+    Attempt,
+    ConflictError,
+    Firing,
+    RunRow,
+    StorageError,
+    Stored,
+    Timer,
+)
+from hephaestus.steps import Wait, wait_duration
+
+if TYPE_CHECKING:
+    from hephaestus.runtime.app import Hephaestus
+
+log = logging.getLogger("hephaestus.runtime")
+
+T = TypeVar("T")
+
+_FINISHED = ("completed", "failed")
+#: Snapshots are rewritten once the journal since the last one is this big
+#: (and as big as the snapshot), so loading replays a bounded tail while
+#: writing stays proportional to what changed.
+_SNAPSHOT_MIN_BYTES = 16 * 1024
+
+
+# -- the owner of leases ---------------------------------------------------------------
+
+
+def _process_start(pid: int) -> str:
+    """The start time of process ``pid`` (Linux), to tell a reused pid."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return "?"
+
+
+def _owner() -> str:
+    pid = os.getpid()
+    return f"{socket.gethostname()}:{pid}:{_process_start(pid)}:{secrets.token_hex(4)}"
+
+
+def _orphaned(owner: str) -> bool:
+    """Whether ``owner`` was a process on this host that no longer runs."""
+    try:
+        host, pid_text, started, _ = owner.rsplit(":", 3)
+        pid = int(pid_text)
+    except ValueError:
+        return False
+    if host != socket.gethostname() or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return started != "?" and _process_start(pid) != started
+
+
+# -- one run this app drives -------------------------------------------------------------
+
+
+@dataclasses.dataclass(eq=False)
+class _Live:
+    """A run this app holds the lease of, with its driver in memory."""
+
+    row: RunRow
+    workflow: type
+    graph: WorkflowGraph
+    driver: _core.Run
+    #: The journal records committed so far.
+    seq: int
+    snapshot_bytes: int
+    journal_bytes: int = 0
+    #: Failed attempts so far, by step key.
+    attempts: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: Steps waiting for a retry's backoff, by step key: when it is due.
+    backoff: dict[str, float] = dataclasses.field(default_factory=dict)
+    #: Steps running now.
+    running: dict[type, asyncio.Task[None]] = dataclasses.field(default_factory=dict)
+    #: Outcomes waiting to be applied and committed, in order.
+    pending: list[tuple[type, Attempted]] = dataclasses.field(default_factory=list)
+    committing: bool = False
+    #: Set while no commit is in progress.
+    idle: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.idle.set()
+
+    @property
+    def run_id(self) -> int:
+        return self.row.run_id
+
+
+# -- the scheduler -----------------------------------------------------------------------------
+
+
+class _Scheduler:
+    """The app's event loop and everything that runs on it."""
+
+    def __init__(self, app: Hephaestus) -> None:
+        self.app = app
+        self.storage = app._storage
+        self.clock = app._clock
+        self.owner = app._owner
+        self.lease = app._lease
+        self.executor: Executor = LocalExecutor(app._concurrency)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(
+            target=self._thread_main, name="hephaestus-scheduler", daemon=True
+        )
+        self.live: dict[int, _Live] = {}
+        #: Changes waiting for the next group commit, with their waiters.
+        self.batch: list[tuple[Append, asyncio.Future[ConflictError | None]]] = []
+        self.slots = app._concurrency
+        self.ready: list[tuple[int, type]] = []
+        self.running = 0
+        self.stopping = False
+        self.skip: set[str] = set()
+        self.skip_logged: set[str] = set()
+        self._wake_event: asyncio.Event | None = None
+        self._main: asyncio.Task[None] | None = None
+        self._started = threading.Event()
+        self._renewed_at = -math.inf
+        self._discovered_at = -math.inf
+
+    # -- the thread ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.clock.subscribe(self.wake)
+        self.thread.start()
+        self._started.wait()
+
+    def _thread_main(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self._wake_event = asyncio.Event()
+        self.executor.start(self.loop)
+        self._main = self.loop.create_task(self._run())
+        self._started.set()
+        try:
+            self.loop.run_until_complete(self._main)
+        except asyncio.CancelledError:
+            pass  # stop() cancels the main task once it has shut down
+        finally:
+            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+            self.loop.close()
+
+    def wake(self) -> None:
+        """Wakes the scheduler from any thread."""
+        event = self._wake_event
+        if event is None or self.loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            self.loop.call_soon_threadsafe(event.set)
+
+    def changed(self, run_id: int) -> None:
+        """Tells the scheduler another writer changed ``run_id`` (from any
+        thread): a run it drives is reloaded, one it does not is claimed."""
+        if self.loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            self.loop.call_soon_threadsafe(self._changed, run_id)
+
+    def _changed(self, run_id: int) -> None:
+        if run_id in self.live:
+            self.loop.create_task(self.refresh(run_id))
+        if self._wake_event is not None:
+            self._wake_event.set()
+
+    def stop(self, grace: float) -> None:
+        if not self.thread.is_alive():
+            return
+        future = asyncio.run_coroutine_threadsafe(self._shutdown(grace), self.loop)
+        try:
+            future.result(timeout=grace + 30)
+        except Exception:
+            log.exception("closing the app's workers failed")
+        self.thread.join(timeout=grace + 30)
+        self.clock.unsubscribe(self.wake)
+        self.executor.close(0)
+
+    async def _io_call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Runs a storage call. Local storages answer in well under a
+        millisecond, so the loop calls them directly: a hop to another
+        thread would cost more than the call."""
+        return fn(*args)
+
+    async def _commit(self, change: Append) -> ConflictError | None:
+        """Commits ``change`` together with every other change made in the
+        same turn of the loop: group commit, one disk sync for all of them."""
+        future: asyncio.Future[ConflictError | None] = self.loop.create_future()
+        self.batch.append((change, future))
+        if len(self.batch) == 1:
+            self.loop.call_soon(self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        batch, self.batch = self.batch, []
+        if not batch:
+            return
+        try:
+            results = self.storage.commit([change for change, _ in batch])
+        except Exception as error:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+            return
+        for (_, future), result in zip(batch, results, strict=True):
+            if not future.done():
+                future.set_result(result)
+
+    # -- the main loop -----------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        self._release_orphans()
+        failures = 0
+        while not self.stopping:
+            try:
+                await self._tick()
+                failures = 0
+            except Exception:
+                failures += 1
+                log.exception("the scheduler's round failed; retrying")
+                await asyncio.sleep(min(0.05 * 2**failures, 5.0))
+                continue
+            await self._sleep()
+
+    def _release_orphans(self) -> None:
+        """Gives up the leases of this host's processes that died, so their
+        runs need not wait out the lease."""
+        try:
+            rows = self.storage.find(statuses=("pending", "running", "waiting"))
+        except StorageError:
+            log.exception("cannot look for orphaned runs")
+            return
+        orphans: dict[str, list[int]] = {}
+        for row in rows:
+            if row.lease_owner and row.lease_owner != self.owner and _orphaned(row.lease_owner):
+                orphans.setdefault(row.lease_owner, []).append(row.run_id)
+        for owner, run_ids in orphans.items():
+            log.info("taking over %d run(s) of %s, which is no longer running", len(run_ids), owner)
+            self.storage.release(owner, run_ids)
+
+    async def _tick(self) -> None:
+        now = self.clock.now()
+        if self.live and now - self._renewed_at >= self.lease / 3:
+            await self._io_call(self.storage.renew, self.owner, now, self.lease)
+            self._renewed_at = now
+        await self._fire(now)
+        await self._claim(now)
+        self._dispatch_ready()
+
+    async def _sleep(self) -> None:
+        assert self._wake_event is not None
+        event = self._wake_event
+        if event.is_set():
+            event.clear()
+            return
+        now = self.clock.now()
+        deadlines = []
+        try:
+            wake_at = await self._io_call(self.storage.next_wake, self.owner)
+        except StorageError:
+            log.exception("cannot read the next timer; retrying")
+            wake_at = now + 1.0
+        if wake_at is not None:
+            deadlines.append(wake_at)
+        if self.live:
+            deadlines.append(self._renewed_at + self.lease / 3)
+        deadlines.extend(d for live in self.live.values() for d in live.backoff.values())
+        timeout: float | None = None
+        if deadlines:
+            deadline = min(deadlines)
+            if deadline <= now:
+                return
+            timeout = self.clock.sleep_for(deadline)
+        # Now and then, look for runs other processes made and left unleased.
+        discovery = self.lease
+        timeout = discovery if timeout is None else min(timeout, discovery)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout)
+        event.clear()
+
+    # -- timers --------------------------------------------------------------------------------
+
+    async def _fire(self, now: float) -> None:
+        due = await self._io_call(self.storage.due, now, 256)
+        firings: list[Firing] = []
+        for run_id, timer in due:
+            live = self.live.get(run_id)
+            if live is not None:
+                await self._fire_live(live, timer, now)
+                continue
+            record = None
+            if timer.kind == "wait":
+                record = _core.resume_record(timer.step, "timeout", as_datetime(now))
+            firings.append(Firing(run_id, timer.step, record))
+        if firings:
+            await self._io_call(self.storage.fire, firings, now)
+            self.app._notify()
+
+    async def _fire_live(self, live: _Live, timer: Timer, now: float) -> None:
+        step = self._step_class(live, timer.step)
+        if timer.kind == "retry":
+            live.backoff.pop(timer.step, None)
+            await self._apply(live, drop_timers=[timer.step], extra=lambda: [step])
+            return
+
+        def resume() -> list[type]:
+            live.driver.resume(step, "timeout", timestamp=as_datetime(now))
+            return []
+
+        await self._apply(live, drop_timers=[timer.step], extra=resume)
+
+    def _step_class(self, live: _Live, key: str) -> type:
+        for step in live.graph.steps:
+            if step_key(step) == key:
+                return step
+        raise SerializationError(f"{live.row.workflow} has no step with the key {key!r}")
+
+    # -- claiming and loading ----------------------------------------------------------------------
+
+    async def _claim(self, now: float) -> None:
+        if self.stopping:
+            return
+        room = self.slots * 2 - len(self.live)
+        if room <= 0:
+            return
+        rows = await self._io_call(
+            self.storage.claim, self.owner, now, self.lease, room, frozenset(self.skip)
+        )
+        if rows and not self.live:
+            self._renewed_at = now
+        for row in rows:
+            if row.run_id in self.live:
+                continue
+            try:
+                stored = await self._io_call(self.storage.load, row.run_id)
+                workflow = self.app._resolve(row.workflow)
+                live = _live(stored, workflow)
+            except SerializationError as exc:
+                # Another worker may have the code: leave the run alone.
+                self.skip.add(row.workflow)
+                if row.workflow not in self.skip_logged:
+                    self.skip_logged.add(row.workflow)
+                    log.warning("leaving runs of %s alone: %s", row.workflow, exc)
+                await self._io_call(self.storage.release, self.owner, [row.run_id])
+                continue
+            self.live[row.run_id] = live
+            # Starting a pending run is a change committed before its first step.
+            await self._apply(live, extra=_starter(live))
+
+    async def refresh(self, run_id: int, outcomes: Sequence[tuple[type, Attempted]] = ()) -> None:
+        """Reloads a run this app drives after another writer changed it
+        (a resume, a cancel, a timer), keeping its running steps and the
+        ``outcomes`` not committed yet."""
+        old = self.live.get(run_id)
+        if old is None:
+            return
+        await old.idle.wait()
+        if self.live.get(run_id) is not old:
+            return
+        self._drop(old)
+        try:
+            stored = await self._io_call(self.storage.load, run_id)
+        except StorageError:
+            log.exception("cannot reload %s; it will be taken up again", old.row.id)
+            return
+        if stored.row.lease_owner != self.owner or stored.row.status in _FINISHED:
+            # Finished (cancelled, say) or taken over: running steps' results
+            # are discarded, and async ones stop.
+            for task in old.running.values():
+                task.cancel()
+            return
+        live = _live(stored, old.workflow)
+        live.attempts.update(old.attempts)
+        live.running = old.running
+        live.pending = [*outcomes, *old.pending]
+        self.live[run_id] = live
+        await self._apply(live, extra=_starter(live))
+
+    # -- running steps ---------------------------------------------------------------------------
+
+    def _dispatch(self, live: _Live, steps: Iterable[type]) -> None:
+        for step in steps:
+            if step_key(step) in live.backoff or step in live.running:
+                continue
+            self.ready.append((live.run_id, step))
+        self._dispatch_ready()
+
+    def _dispatch_ready(self) -> None:
+        while self.ready and self.running < self.slots and not self.stopping:
+            run_id, step = self.ready.pop(0)
+            live = self.live.get(run_id)
+            if live is None or step in live.running:
+                continue
+            key = step_key(step)
+            instance = live.driver.instance
+            if key in live.backoff or not instance.is_active(step) or instance.is_waiting(step):
+                continue
+            attempt = live.attempts.get(key, 0) + 1
+            execution = Execution(
+                instance_id=instance.id,
+                step=step,
+                attempt=attempt,
+                idempotency_key=f"{live.row.token}:{key}",
+            )
+            call = StepCall(
+                step=step,
+                instance=instance,
+                config=instance.step_configs.get(step),
+                execution=execution,
+                timeout=getattr(step, "timeout", None),
+            )
+            self.running += 1
+            live.running[step] = self.loop.create_task(self._run_step(run_id, call))
+
+    async def _run_step(self, run_id: int, call: StepCall) -> None:
+        try:
+            attempted = await self.executor.run(call)
+        finally:
+            self.running -= 1
+        live = self.live.get(run_id)
+        if live is None:
+            return  # dropped (cancelled, taken over): the result is discarded
+        live.running.pop(call.step, None)
+        live.pending.append((call.step, attempted))
+        await self._apply(live)
+        self._dispatch_ready()
+
+    # -- applying and committing ----------------------------------------------------------------
+
+    async def _apply(
+        self,
+        live: _Live,
+        *,
+        drop_timers: Sequence[str] = (),
+        extra: Callable[[], list[type]] | None = None,
+    ) -> None:
+        """Applies ``extra`` (a change on the driver that returns steps to
+        run) and the pending outcomes, commits them, and then starts what
+        became runnable. One commit at a time per run: outcomes that arrive
+        meanwhile go in the next round."""
+        while live.committing and (extra is not None or drop_timers):
+            await live.idle.wait()
+        if live.committing or self.live.get(live.run_id) is not live:
+            return
+        live.committing = True
+        live.idle.clear()
+        try:
+            first = True
+            while self.live.get(live.run_id) is live and (first or live.pending):
+                first = False
+                outcomes, live.pending = live.pending, []
+                await self._commit_round(live, outcomes, drop_timers, extra)
+                drop_timers, extra = (), None
+        finally:
+            live.committing = False
+            live.idle.set()
+
+    async def _commit_round(
+        self,
+        live: _Live,
+        outcomes: list[tuple[type, Attempted]],
+        drop_timers: Sequence[str],
+        extra: Callable[[], list[type]] | None,
+    ) -> None:
+        now = self.clock.now()
+        stamp = as_datetime(now)
+        to_run: list[type] = []
+        timers: list[Timer] = []
+        attempts: list[Attempt] = []
+        waiting_before = live.driver.instance.waiting_steps
+        if extra is not None:
+            to_run.extend(extra())
+        for step, attempted in outcomes:
+            self._outcome(live, step, attempted, now, stamp, timers, attempts)
+        # Nothing left to run completes the instance (a recorded change).
+        instance = live.driver.finish()
+        for step in instance.waiting_steps - waiting_before:
+            if issubclass(step, Wait):
+                try:
+                    config = instance.step_configs.get(step) or {}
+                    due = now + wait_duration(config).total_seconds()
+                except (TypeError, ValueError, OverflowError):
+                    continue  # its execute refused the config and failed already
+                timers.append(Timer(step_key(step), "wait", due))
+        records = live.driver.take_records()
+        to_run.extend(live.driver.take_runnable())
+        status = live.driver.status.value
+        finished = status in _FINISHED
+        runnable = not finished and self._has_work(live, instance)
+        if not records and not timers and not attempts and not drop_timers:
+            if runnable:
+                self._dispatch(live, to_run)
+            else:
+                self._drop(live)
+                await self._io_call(self.storage.release, self.owner, [live.run_id])
+            return
+        size = sum(len(r) for r in records)
+        snapshot = None
+        if finished or live.journal_bytes + size >= max(live.snapshot_bytes, _SNAPSHOT_MIN_BYTES):
+            snapshot = instance.to_bytes()
+        change = Append(
+            run_id=live.run_id,
+            expected_seq=live.seq,
+            records=records,
+            status=status,
+            runnable=runnable,
+            updated_at=now,
+            snapshot=snapshot,
+            set_timers=timers,
+            drop_timers=tuple(drop_timers),
+            attempts=attempts,
+            owner=self.owner,
+            release=not runnable,
+        )
+        try:
+            conflict = await self._commit(change)
+        except StorageError:
+            # Nothing of this change is committed: drop the run from memory
+            # (nothing it made runnable starts); it is loaded again from
+            # what is committed once the storage works again.
+            log.exception("cannot commit a change of %s; it will be retried", live.row.id)
+            self._drop(live)
+            return
+        if conflict is not None:
+            # Another writer got there first: load what it did, then apply
+            # these outcomes again.
+            log.debug("reloading %s: %s", live.row.id, conflict)
+            live.pending = [*outcomes, *live.pending]
+            self.loop.create_task(self.refresh(live.run_id))
+            return
+        live.seq += len(records)
+        if snapshot is not None:
+            live.snapshot_bytes, live.journal_bytes = len(snapshot), 0
+        else:
+            live.journal_bytes += size
+        if status != live.row.status:
+            live.row = dataclasses.replace(live.row, status=status)
+            self.app._notify()
+        if not runnable:
+            self._drop(live)
+            return
+        self._dispatch(live, to_run)
+
+    def _outcome(
+        self,
+        live: _Live,
+        step: type,
+        attempted: Attempted,
+        now: float,
+        stamp: dt.datetime,
+        timers: list[Timer],
+        attempts: list[Attempt],
+    ) -> None:
+        """Applies one attempt's end: its result, or a retry, or the failure."""
+        key = step_key(step)
+        if attempted.kind == "returned":
+            live.driver.complete(step, attempted.value, timestamp=stamp)
+            return
+        attempt = live.attempts.get(key, 0) + 1
+        error: dict[str, Any]
+        if attempted.kind == "raised":
+            exc = attempted.value
+            kind = type(exc)
+            type_name = f"{kind.__module__}.{kind.__qualname__}"
+            message = _message(exc)
+            attempts.append(Attempt(key, attempt, now, "exception", type_name, message))
+            error = {
+                "kind": "exception",
+                "step": key,
+                "type": type_name,
+                "message": message,
+                "attempts": attempt,
+            }
+        else:
+            timeout = getattr(step, "timeout", None)
+            attempts.append(
+                Attempt(key, attempt, now, "timeout", "TimeoutError", f"ran over {timeout} s")
+            )
+            error = {"kind": "timeout", "step": key, "timeout": timeout, "attempts": attempt}
+        live.attempts[key] = attempt
+        policy = getattr(step, "retry", None)
+        if policy is not None and attempt < policy.max_attempts:
+            due = now + policy.delay(attempt)
+            live.backoff[key] = due
+            timers.append(Timer(key, "retry", due, attempt + 1))
+        else:
+            live.driver.fail_with(error)
+
+    def _has_work(self, live: _Live, instance: Instance) -> bool:
+        """Active steps that are neither waiting nor in a retry's backoff."""
+        return any(
+            step_key(step) not in live.backoff
+            for step in instance.active_steps - instance.waiting_steps
+        )
+
+    def _drop(self, live: _Live) -> None:
+        if self.live.get(live.run_id) is live:
+            del self.live[live.run_id]
+            # Room for another run: claim again.
+            if self._wake_event is not None:
+                self._wake_event.set()
+
+    # -- shutting down -------------------------------------------------------------------------
+
+    async def _shutdown(self, grace: float) -> None:
+        self.stopping = True
+        self.ready.clear()
+        deadline = time.monotonic() + grace
+        while any(live.running for live in self.live.values()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        for live in list(self.live.values()):
+            for task in live.running.values():
+                task.cancel()
+        for live in list(self.live.values()):
+            await live.idle.wait()
+        held = list(self.live)
+        self.live.clear()
+        if held:
+            try:
+                await self._io_call(self.storage.release, self.owner, held)
+            except StorageError:
+                log.exception("cannot release this app's leases; they will expire")
+        if self._main is not None:
+            self._main.cancel()
+
+
+def _live(stored: Stored, workflow: type) -> _Live:
+    """A run loaded from ``stored``: its snapshot with its journal replayed."""
+    instance = Instance.from_bytes(stored.snapshot)
+    graph = graph_of(instance)
+    driver = _core.Run(graph, instance, record=True, start=False)
+    driver.replay(stored.records)
+    live = _Live(
+        row=stored.row,
+        workflow=workflow,
+        graph=graph,
+        driver=driver,
+        seq=stored.row.seq,
+        snapshot_bytes=len(stored.snapshot),
+    )
+    for attempt in stored.attempts:
+        live.attempts[attempt.step] = max(live.attempts.get(attempt.step, 0), attempt.attempt)
+    live.backoff = {t.step: t.due for t in stored.timers if t.kind == "retry"}
+    return live
+
+
+def _starter(live: _Live) -> Callable[[], list[type]]:
+    """Starts a pending run (a change, recorded); returns no steps: what it
+    makes runnable comes from the driver."""
+
+    def start() -> list[type]:
+        live.driver.start()
+        return []
+
+    return start
+
+
+def _message(exc: object) -> str:
+    try:
+        return str(exc)
+    except Exception:
+        return f"<unprintable {type(exc).__name__}>"

@@ -1,0 +1,309 @@
+"""``MemoryStorage``: the storage protocol in process memory.
+
+A model of :class:`~hephaestus.runtime.storage.sqlite.SQLiteStorage` with the
+same rules (it passes the same test suite), for tests and ``memory://``:
+nothing survives the process. Every method holds one lock, so each call is
+atomic, as a transaction is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Collection, Sequence
+
+from hephaestus.errors import AlreadyRunningError
+
+from .base import (
+    Append,
+    Attempt,
+    ConflictError,
+    Firing,
+    NewRun,
+    RunRow,
+    StorageError,
+    Stored,
+    Timer,
+)
+
+__all__ = ["MemoryStorage"]
+
+_FINISHED = ("completed", "failed")
+
+
+@dataclasses.dataclass
+class _Run:
+    """A run's mutable state; ``row()`` is the frozen view handed out."""
+
+    run_id: int
+    token: str
+    id: str
+    workflow: str
+    version: int
+    unique_key: str | None
+    status: str
+    runnable: bool
+    snapshot: bytes
+    created_at: float
+    updated_at: float
+    snapshot_seq: int = 0
+    lease_owner: str | None = None
+    lease_expires: float | None = None
+    journal: list[bytes] = dataclasses.field(default_factory=list)
+    timers: dict[str, Timer] = dataclasses.field(default_factory=dict)
+    attempts: list[Attempt] = dataclasses.field(default_factory=list)
+
+    def row(self) -> RunRow:
+        return RunRow(
+            run_id=self.run_id,
+            token=self.token,
+            id=self.id,
+            workflow=self.workflow,
+            version=self.version,
+            status=self.status,
+            seq=len(self.journal),
+            lease_owner=self.lease_owner,
+            lease_expires=self.lease_expires,
+            runnable=self.runnable,
+            created_at=self.created_at,
+            updated_at=self.updated_at,
+        )
+
+
+class MemoryStorage:
+    """Runs kept in dictionaries under one ``threading.Lock``."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._runs: dict[int, _Run] = {}
+        #: ``unique_key`` -> ``run_id`` of the unfinished run holding it.
+        self._unique: dict[str, int] = {}
+        self._last_run_id = 0
+        self._state: str = "new"
+
+    def open(self) -> None:
+        with self._lock:
+            if self._state == "closed":
+                raise StorageError("the storage is closed")
+            self._state = "open"
+
+    def close(self) -> None:
+        with self._lock:
+            self._state = "closed"
+
+    def _check_open(self) -> None:
+        if self._state != "open":
+            raise StorageError(f"the storage is {self._state}, not open")
+
+    # -- writes ---------------------------------------------------------------
+
+    def create(self, run: NewRun) -> int:
+        finished = run.status in _FINISHED
+        snapshot = bytes(run.snapshot)
+        with self._lock:
+            self._check_open()
+            key = None if finished else run.unique_key
+            if key is not None and key in self._unique:
+                holder = self._runs[self._unique[key]]
+                raise AlreadyRunningError(_already_running(run, holder.run_id, holder.id))
+            self._last_run_id += 1
+            run_id = self._last_run_id
+            self._runs[run_id] = _Run(
+                run_id=run_id,
+                token=run.token,
+                id=run.id,
+                workflow=run.workflow,
+                version=run.version,
+                unique_key=key,
+                status=run.status,
+                runnable=not finished,
+                snapshot=snapshot,
+                created_at=run.created_at,
+                updated_at=run.created_at,
+            )
+            if key is not None:
+                self._unique[key] = run_id
+            return run_id
+
+    def commit(self, changes: Sequence[Append]) -> list[ConflictError | None]:
+        # Copied before the lock: a bad value fails the call before anything applies.
+        copies = [
+            (change, [bytes(r) for r in change.records], _opt_bytes(change.snapshot))
+            for change in changes
+        ]
+        with self._lock:
+            self._check_open()
+            return [self._apply(change, records, snap) for change, records, snap in copies]
+
+    def _apply(
+        self, change: Append, records: list[bytes], snapshot: bytes | None
+    ) -> ConflictError | None:
+        run = self._runs.get(change.run_id)
+        if run is None:
+            return ConflictError(f"run {change.run_id} does not exist")
+        if len(run.journal) != change.expected_seq:
+            return ConflictError(_seq_conflict(change, len(run.journal)))
+        if change.owner is not None and run.lease_owner != change.owner:
+            return ConflictError(_owner_conflict(change, run.lease_owner))
+        run.journal.extend(records)
+        run.status = change.status
+        run.updated_at = change.updated_at
+        if snapshot is not None:
+            run.snapshot = snapshot
+            run.snapshot_seq = len(run.journal)
+        for step in change.drop_timers:
+            run.timers.pop(step, None)
+        for timer in change.set_timers:
+            run.timers[timer.step] = timer
+        run.attempts.extend(change.attempts)
+        run.runnable = change.runnable
+        if change.finished:
+            run.runnable = False
+            run.timers.clear()
+            if run.unique_key is not None:
+                del self._unique[run.unique_key]
+                run.unique_key = None
+        if change.finished or change.release:
+            run.lease_owner = run.lease_expires = None
+        return None
+
+    def fire(self, firings: Sequence[Firing], now: float) -> list[bool]:
+        with self._lock:
+            self._check_open()
+            fired = []
+            for firing in firings:
+                run = self._runs.get(firing.run_id)
+                if run is None or run.timers.pop(firing.step, None) is None:
+                    fired.append(False)
+                    continue
+                if firing.record is not None:
+                    run.journal.append(bytes(firing.record))
+                run.runnable = True
+                run.updated_at = now
+                fired.append(True)
+            return fired
+
+    def claim(
+        self, owner: str, now: float, lease: float, limit: int, skip: Collection[str] = ()
+    ) -> list[RunRow]:
+        with self._lock:
+            self._check_open()
+            claimed: list[RunRow] = []
+            for run in sorted(self._runs.values(), key=lambda r: r.run_id):
+                if len(claimed) >= limit:
+                    break
+                if not run.runnable or run.workflow in skip:
+                    continue
+                free = run.lease_owner is None or run.lease_owner == owner
+                if free or (run.lease_expires is not None and run.lease_expires <= now):
+                    run.lease_owner, run.lease_expires = owner, now + lease
+                    claimed.append(run.row())
+            return claimed
+
+    def renew(self, owner: str, now: float, lease: float) -> None:
+        with self._lock:
+            self._check_open()
+            for run in self._runs.values():
+                if run.lease_owner == owner:
+                    run.lease_expires = now + lease
+
+    def release(self, owner: str, run_ids: Collection[int]) -> None:
+        with self._lock:
+            self._check_open()
+            for run_id in run_ids:
+                run = self._runs.get(run_id)
+                if run is not None and run.lease_owner == owner:
+                    run.lease_owner = run.lease_expires = None
+
+    # -- reads ----------------------------------------------------------------
+
+    def due(self, now: float, limit: int) -> list[tuple[int, Timer]]:
+        with self._lock:
+            self._check_open()
+            timers = [
+                (run.run_id, timer)
+                for run in self._runs.values()
+                for timer in run.timers.values()
+                if timer.due <= now
+            ]
+        timers.sort(key=lambda item: (item[1].due, item[0], item[1].step))
+        return timers[: max(limit, 0)]
+
+    def next_wake(self, owner: str) -> float | None:
+        with self._lock:
+            self._check_open()
+            times = [timer.due for run in self._runs.values() for timer in run.timers.values()]
+            times.extend(
+                run.lease_expires
+                for run in self._runs.values()
+                if run.runnable
+                and run.lease_expires is not None
+                and run.lease_owner is not None
+                and run.lease_owner != owner
+            )
+        return min(times, default=None)
+
+    def load(self, run_id: int) -> Stored:
+        with self._lock:
+            self._check_open()
+            run = self._runs.get(run_id)
+            if run is None:
+                raise KeyError(run_id)
+            return Stored(
+                row=run.row(),
+                snapshot=run.snapshot,
+                snapshot_seq=run.snapshot_seq,
+                records=run.journal[run.snapshot_seq :],
+                timers=sorted(run.timers.values(), key=lambda t: (t.due, t.step)),
+                attempts=list(run.attempts),
+            )
+
+    def newest(self, id: str) -> RunRow | None:
+        found = self.find(id=id, limit=1)
+        return found[0] if found else None
+
+    def find(
+        self,
+        *,
+        workflows: Collection[str] | None = None,
+        statuses: Collection[str] | None = None,
+        version: int | None = None,
+        id: str | None = None,
+        limit: int | None = None,
+    ) -> list[RunRow]:
+        with self._lock:
+            self._check_open()
+            rows = [
+                run.row()
+                for run in sorted(self._runs.values(), key=lambda r: r.run_id, reverse=True)
+                if (workflows is None or run.workflow in workflows)
+                and (statuses is None or run.status in statuses)
+                and (version is None or run.version == version)
+                and (id is None or run.id == id)
+            ]
+        return rows if limit is None else rows[: max(limit, 0)]
+
+
+def _opt_bytes(value: bytes | None) -> bytes | None:
+    return None if value is None else bytes(value)
+
+
+def _already_running(run: NewRun, holder_run_id: int, holder_id: str) -> str:
+    if holder_id == run.id:
+        return f"{run.id!r} is already running (run {holder_run_id})"
+    return (
+        f"{run.id!r} cannot start: {holder_id!r} (run {holder_run_id}) "
+        f"holds its unique key {run.unique_key!r}"
+    )
+
+
+def _seq_conflict(change: Append, seq: int) -> str:
+    return (
+        f"run {change.run_id} has {seq} journal records, "
+        f"the change was built on {change.expected_seq}"
+    )
+
+
+def _owner_conflict(change: Append, holder: str | None) -> str:
+    held = "no one" if holder is None else repr(holder)
+    return f"run {change.run_id} is leased to {held}, not to {change.owner!r}"
