@@ -19,6 +19,8 @@ _SCOPES = ("workflow", "version", "global", "none")
 _KEY = re.compile(r"[a-z0-9]+")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _SEPARATOR = "::"
+#: The random suffix of a scope "none" id: 8 lowercase hex digits.
+_SUFFIX = re.compile(r"[0-9a-f]{8}")
 _VALUE_RULE = (
     "must match [a-z0-9]+ (lowercase letters and digits) or be a UUID in its "
     "36-character hyphenated form"
@@ -104,8 +106,13 @@ class Unique:
     def parse_id(self, instance_id: str) -> str:
         """The business value of an id that :meth:`build_id` made: the inverse.
 
+        Also accepts the ids of scope ``"none"``, whose business value is
+        followed by a random suffix: ``"key::value::1a2b3c4d"`` (8 lowercase
+        hex digits) gives ``"value"``.
+
         Args:
-            instance_id: An id ``"key::value"`` with this key.
+            instance_id: An id ``"key::value"`` or ``"key::value::suffix"``
+                with this key.
 
         Returns:
             The value part.
@@ -122,6 +129,9 @@ class Unique:
         if not instance_id.startswith(prefix):
             raise ValueError(f"instance id {instance_id!r} does not start with {prefix!r}")
         value = instance_id[len(prefix) :]
+        head, separator, suffix = value.rpartition(_SEPARATOR)
+        if separator and _SUFFIX.fullmatch(suffix):
+            value = head
         try:
             canonical = _check_value(value)
         except ValueError:

@@ -387,7 +387,7 @@ def test_firing_a_wait_appends_its_record_after_the_journal_and_makes_the_run_ru
     stored = storage.load(run_id)
     assert stored.records == [b"r3", b"timeout"]
     assert (stored.row.seq, stored.row.runnable, stored.row.updated_at) == (4, True, 6.0)
-    assert stored.row.status == "waiting"
+    assert stored.row.status == "running", "a fired wait resumes its step"
     assert stored.timers == [Timer("other", "retry", 50.0, 2)]
     [stale] = storage.commit([change(run_id, 3, b"built on 3")])
     assert isinstance(stale, ConflictError)

@@ -512,7 +512,9 @@ class Hephaestus:
                 seen = self._changes
             row = self._newest(id)
             if row.status in _SETTLED:
-                return self._instance(row)
+                instance = self._instance(row)
+                if instance.status.value in _SETTLED:
+                    return instance
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 raise TimeoutError(f"{id} is still {row.status} after {timeout} s")

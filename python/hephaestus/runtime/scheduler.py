@@ -157,25 +157,22 @@ class _Scheduler:
         self._main: asyncio.Task[None] | None = None
         self._started = threading.Event()
         self._renewed_at = -math.inf
-        self._discovered_at = -math.inf
+        self.grace = 5.0
 
     # -- the thread ----------------------------------------------------------------------
 
     def start(self) -> None:
-        self.clock.subscribe(self.wake)
         self.thread.start()
         self._started.wait()
+        self.clock.subscribe(self._clock_moved)
 
     def _thread_main(self) -> None:
         asyncio.set_event_loop(self.loop)
         self._wake_event = asyncio.Event()
         self.executor.start(self.loop)
         self._main = self.loop.create_task(self._run())
-        self._started.set()
         try:
             self.loop.run_until_complete(self._main)
-        except asyncio.CancelledError:
-            pass  # stop() cancels the main task once it has shut down
         finally:
             self.loop.run_until_complete(self.loop.shutdown_asyncgens())
             self.loop.close()
@@ -187,6 +184,27 @@ class _Scheduler:
             return
         with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
             self.loop.call_soon_threadsafe(event.set)
+
+    def _clock_moved(self) -> None:
+        """The clock jumped (a virtual clock moved): fire what fell due before
+        returning, so that the caller sees those timers fired."""
+        if (
+            threading.current_thread() is self.thread
+            or self.stopping
+            or self.loop.is_closed()
+            or not self.thread.is_alive()
+        ):
+            self.wake()
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(self._fire_all(), self.loop).result(timeout=60)
+        except Exception:
+            log.exception("cannot fire the timers that fell due")
+        self.wake()
+
+    async def _fire_all(self) -> None:
+        while await self._fire(self.clock.now()):
+            pass
 
     def changed(self, run_id: int) -> None:
         """Tells the scheduler another writer changed ``run_id`` (from any
@@ -203,15 +221,14 @@ class _Scheduler:
             self._wake_event.set()
 
     def stop(self, grace: float) -> None:
-        if not self.thread.is_alive():
-            return
-        future = asyncio.run_coroutine_threadsafe(self._shutdown(grace), self.loop)
-        try:
-            future.result(timeout=grace + 30)
-        except Exception:
-            log.exception("closing the app's workers failed")
-        self.thread.join(timeout=grace + 30)
-        self.clock.unsubscribe(self.wake)
+        """Stops the loop: running steps get ``grace`` seconds to finish (their
+        outcomes are committed), the rest are abandoned for the next app."""
+        if self.thread.is_alive():
+            self.grace = grace
+            self.stopping = True
+            self.wake()
+            self.thread.join(timeout=grace + 60)
+        self.clock.unsubscribe(self._clock_moved)
         self.executor.close(0)
 
     async def _io_call(self, fn: Callable[..., T], *args: Any) -> T:
@@ -247,8 +264,22 @@ class _Scheduler:
     # -- the main loop -----------------------------------------------------------------------
 
     async def _run(self) -> None:
-        self._release_orphans()
+        # Before start() returns: dead processes' leases are freed, and
+        # timers that fell due while no app ran have fired.
+        try:
+            self._release_orphans()
+            await self._fire_all()
+        except Exception:
+            log.exception("the scheduler's first round failed; retrying")
+        finally:
+            self._started.set()
         failures = 0
+        try:
+            await self._loop(failures)
+        finally:
+            await self._shutdown(self.grace)
+
+    async def _loop(self, failures: int) -> None:
         while not self.stopping:
             try:
                 await self._tick()
@@ -318,7 +349,9 @@ class _Scheduler:
 
     # -- timers --------------------------------------------------------------------------------
 
-    async def _fire(self, now: float) -> None:
+    async def _fire(self, now: float) -> bool:
+        """Fires the timers due at ``now`` (up to a batch); whether there may
+        be more."""
         due = await self._io_call(self.storage.due, now, 256)
         firings: list[Firing] = []
         for run_id, timer in due:
@@ -333,6 +366,7 @@ class _Scheduler:
         if firings:
             await self._io_call(self.storage.fire, firings, now)
             self.app._notify()
+        return len(due) == 256
 
     async def _fire_live(self, live: _Live, timer: Timer, now: float) -> None:
         step = self._step_class(live, timer.step)
@@ -646,9 +680,10 @@ class _Scheduler:
         deadline = time.monotonic() + grace
         while any(live.running for live in self.live.values()) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
-        for live in list(self.live.values()):
-            for task in live.running.values():
-                task.cancel()
+        tasks = [task for live in self.live.values() for task in live.running.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         for live in list(self.live.values()):
             await live.idle.wait()
         held = list(self.live)
@@ -658,8 +693,11 @@ class _Scheduler:
                 await self._io_call(self.storage.release, self.owner, held)
             except StorageError:
                 log.exception("cannot release this app's leases; they will expire")
-        if self._main is not None:
-            self._main.cancel()
+        # Whatever else is still scheduled (reloads, say) ends here.
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
 
 
 def _live(stored: Stored, workflow: type) -> _Live:

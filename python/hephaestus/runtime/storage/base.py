@@ -171,8 +171,9 @@ class Append:
 @dataclasses.dataclass(frozen=True)
 class Firing:
     """A due timer, fired: ``record`` (for a wait, the resume the runtime
-    built) is appended after whatever the journal holds, and the run becomes
-    runnable. Fires only if the timer still exists (exactly once)."""
+    built) is appended after whatever the journal holds (and the run's
+    status becomes ``"running"``), and the run becomes runnable. Fires only
+    if the timer still exists (exactly once)."""
 
     run_id: int
     step: str

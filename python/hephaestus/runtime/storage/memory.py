@@ -178,6 +178,7 @@ class MemoryStorage:
                     continue
                 if firing.record is not None:
                     run.journal.append(bytes(firing.record))
+                    run.status = "running"
                 run.runnable = True
                 run.updated_at = now
                 fired.append(True)

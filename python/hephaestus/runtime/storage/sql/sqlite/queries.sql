@@ -78,7 +78,14 @@ INSERT INTO journal (run_id, seq, record)
 SELECT run_id, seq + 1, :record FROM runs WHERE run_id = :run_id;
 
 -- name: fire_wake_run
-UPDATE runs SET seq = seq + :appended, runnable = 1, updated_at = :now WHERE run_id = :run_id;
+-- A fired wait resumes its step: the run is running until its claimer
+-- replays the record and stores the status it leads to.
+UPDATE runs SET
+    seq = seq + :appended,
+    status = CASE WHEN :appended THEN 'running' ELSE status END,
+    runnable = 1,
+    updated_at = :now
+WHERE run_id = :run_id;
 
 -- name: claimable
 -- Runnable runs that no one else holds, oldest first.

@@ -1,0 +1,257 @@
+"""Workflows for the durability and race tests of the runtime.
+
+They live at module level of an importable module (``runtime.durable_flows``
+with ``tests/`` on ``sys.path``) because a run's workflow class must load by
+import in every process that drives it: the test process, the crash
+children (``crash_child.py``) and ``multiprocessing`` 'spawn' children.
+
+Steps that do "work" append a line to a *side-effect log* before they
+return: ``"<instance id> <step key> <pid> <idempotency key>\\n"``, written
+with ``open(..., "a")``, flushed and ``os.fsync``-ed, so a line survives the
+process being killed right after. The log's path is ``context.initial["log"]``.
+
+Knobs in ``context.initial`` (all optional):
+
+* ``"work": [lo, hi]`` -- each logged step sleeps a random time in that
+  range (seconds) before logging, so that kills land in the middle of steps;
+* ``"hang": path`` -- :class:`Begin` keeps running (polling every 20 ms)
+  while that file exists, so a test can hold runs leased in a process;
+* ``"gate": name`` -- :class:`Gated` blocks until :func:`gate` ``(name)`` is
+  set (in-process tests only).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+from hephaestus import Done, Step, Unique, Wait, WaitForEvent, Workflow, current_execution, step_key
+
+#: In-process gates for :class:`Gated`, by name.
+_GATES: dict[str, threading.Event] = {}
+_GATES_LOCK = threading.Lock()
+
+
+def gate(name: str) -> threading.Event:
+    """The in-process event that :class:`Gated` steps with ``"gate": name``
+    wait for (made on first use)."""
+    with _GATES_LOCK:
+        return _GATES.setdefault(name, threading.Event())
+
+
+def log_line(path: str, instance_id: str, key: str) -> None:
+    """Appends one side-effect line for ``key`` of ``instance_id`` to the log
+    at ``path`` and syncs it to disk before returning."""
+    try:
+        idempotency_key = current_execution().idempotency_key
+    except RuntimeError:
+        idempotency_key = "-"
+    line = f"{instance_id} {key} {os.getpid()} {idempotency_key}\n"
+    with open(path, "a", encoding="utf-8") as file:
+        file.write(line)
+        file.flush()
+        os.fsync(file.fileno())
+
+
+def read_log(path: str | os.PathLike[str]) -> list[tuple[str, str, int, str]]:
+    """The side-effect log's lines as ``(instance id, step key, pid,
+    idempotency key)``; a torn last line (a kill mid-write) is left out."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            text = file.read()
+    except FileNotFoundError:
+        return []
+    entries = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) == 4 and fields[2].isdigit():
+            entries.append((fields[0], fields[1], int(fields[2]), fields[3]))
+    return entries
+
+
+def log_counts(path: str | os.PathLike[str]) -> Counter[tuple[str, str]]:
+    """How many times each ``(instance id, step key)`` appears in the log."""
+    return Counter((iid, key) for iid, key, _, _ in read_log(path))
+
+
+def _work(instance: Any, context: Any) -> None:
+    """Sleeps the random ``work`` time of the context, if any."""
+    span = context.initial.get("work")
+    if span:
+        time.sleep(random.uniform(span[0], span[1]))
+
+
+class Logged(Step):
+    """A step that works a little, logs its side effect, and emits its first event."""
+
+    def execute(self, instance: Any, config: Any, context: Any) -> str:
+        _work(instance, context)
+        path = context.initial.get("log")
+        if path:
+            log_line(path, instance.id, step_key(type(self)))
+        return self.events[0]
+
+
+# -- the crash workflow: a fan-out, a join and a timer ------------------------------------
+
+
+class Begin(Logged):
+    events = ("go",)
+
+    def execute(self, instance: Any, config: Any, context: Any) -> str:
+        hang = context.initial.get("hang")
+        result = super().execute(instance, config, context)
+        while hang and os.path.exists(hang):
+            time.sleep(0.02)
+        return result
+
+
+class Left(Logged):
+    events = ("left",)
+
+
+class Right(Logged):
+    events = ("right",)
+
+
+class Join(Logged):
+    events = ("joined",)
+
+
+class Pause(Wait):
+    """A short real timer; logs its side effect when it starts waiting."""
+
+    def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        result = super().execute(instance, config, context)
+        path = context.initial.get("log")
+        if path:
+            log_line(path, instance.id, step_key(type(self)))
+        return result
+
+
+class Finish(Logged):
+    events = ("finished",)
+
+
+class CrashFlow(Workflow, unique=Unique("crash")):
+    """Begin, then Left and Right at once, Join, a one-second Pause, Finish."""
+
+    start = Begin
+    transitions = {
+        Begin: {"go": [Left, Right]},
+        Left: {"left": Join},
+        Right: {"right": Join},
+        Join: {"joined": (Pause, {"duration": 1, "unit": "second"})},
+        Pause: {"timeout": Finish},
+        Finish: {"finished": Done},
+    }
+
+
+#: The steps of a completed :class:`CrashFlow` instance.
+CRASH_STEPS = frozenset({Begin, Left, Right, Join, Pause, Finish, Done})
+#: The steps of :class:`CrashFlow` that write the side-effect log.
+CRASH_LOGGED = frozenset(CRASH_STEPS - {Done})
+
+
+# -- waiting for an event: start and resume races ---------------------------------------
+
+
+class Hold(WaitForEvent):
+    """Waits for ``"received"``."""
+
+
+class Released(Logged):
+    events = ("released",)
+
+
+class HoldFlow(Workflow, unique=Unique("hold")):
+    """Waits at Hold until resumed, then runs Released."""
+
+    start = Hold
+    transitions = {Hold: {"received": Released}, Released: {"released": Done}}
+
+
+class HoldGlobalFlow(Workflow, unique=Unique("hold", scope="global")):
+    """A second workflow whose ids compete with every workflow's (scope ``global``)."""
+
+    start = Hold
+    transitions = {Hold: {"received": Released}, Released: {"released": Done}}
+
+
+# -- a timer that an event may beat ------------------------------------------------------
+
+
+class Nap(Wait):
+    """A timer (``"timeout"``) that a resume with ``"poked"`` may end first."""
+
+    events = ("timeout", "poked")
+
+
+class Gated(Logged):
+    """Blocks until the in-process gate named ``context.initial["gate"]`` is
+    set (when the context names one), then logs."""
+
+    events = ("busy",)
+
+    def execute(self, instance: Any, config: Any, context: Any) -> str:
+        name = context.initial.get("gate")
+        if name is not None and not gate(name).wait(60):
+            raise TimeoutError(f"gate {name!r} was never opened")
+        return super().execute(instance, config, context)
+
+
+class AfterTimeout(Logged):
+    events = ("after_timeout",)
+
+
+class AfterPoke(Logged):
+    events = ("after_poke",)
+
+
+class Close(Logged):
+    events = ("closed",)
+
+
+class NapFlow(Workflow, unique=Unique("nap")):
+    """Opens, then Nap (60 s, or a poke) beside Gated; they join at Close."""
+
+    start = Begin
+    transitions = {
+        Begin: {"go": [(Nap, {"duration": 60, "unit": "second"}), Gated]},
+        Nap: {"timeout": AfterTimeout, "poked": AfterPoke},
+        AfterTimeout: {"after_timeout": Close},
+        AfterPoke: {"after_poke": Close},
+        Gated: {"busy": Close},
+        Close: {"closed": Done},
+    }
+
+
+# -- a chain of steps to cancel while they run ---------------------------------------------
+
+
+class First(Logged):
+    events = ("first",)
+
+
+class Second(Logged):
+    events = ("second",)
+
+
+class Third(Logged):
+    events = ("third",)
+
+
+class ChainFlow(Workflow, unique=Unique("chain")):
+    """First, Gated, Second, Third: a step that may block, and steps after it."""
+
+    start = First
+    transitions = {
+        First: {"first": Gated},
+        Gated: {"busy": Second},
+        Second: {"second": Third},
+        Third: {"third": Done},
+    }

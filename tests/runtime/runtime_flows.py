@@ -1,0 +1,294 @@
+"""Workflows for the runtime's tests, at module level so that every app (and
+every process) can load their runs."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+from hephaestus import (
+    Async,
+    Done,
+    Error,
+    Ok,
+    Retry,
+    Step,
+    Unique,
+    Wait,
+    WaitForEvent,
+    Workflow,
+    current_execution,
+)
+
+#: What steps did, in order: (step key, attempt, idempotency key).
+CALLS: list[tuple[str, int, str]] = []
+#: Set to let `Blocker` return.
+RELEASE = threading.Event()
+#: Set by `Blocker` once it runs.
+STARTED = threading.Event()
+#: How `Flaky` fails: it raises until this attempt.
+FLAKY_SUCCEEDS_AT = {"attempt": 3}
+
+
+def record() -> None:
+    execution = current_execution()
+    CALLS.append((execution.step.__name__, execution.attempt, execution.idempotency_key))
+
+
+class Validate(Step):
+    events = ("valid", "invalid")
+
+    def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        record()
+        return "valid" if context.initial.get("items") else "invalid"
+
+
+class Charge(Step):
+    events = ("charged",)
+
+    def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        record()
+        return Ok("charged", {"amount": len(context.initial["items"])})
+
+
+class Reserve(Step):
+    events = ("reserved",)
+
+    async def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        record()
+        await asyncio.sleep(0)
+        return "reserved"
+
+
+class Ship(Step):
+    events = ("shipped",)
+
+    def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        record()
+        return "shipped"
+
+
+class Reject(Step):
+    events = ("rejected",)
+
+    def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        record()
+        return "rejected"
+
+
+class AwaitPayment(WaitForEvent):
+    pass
+
+
+class OrderFlow(Workflow, unique=Unique("orderid")):
+    """Validate, then charge and reserve in parallel, join at Ship, wait for
+    payment."""
+
+    start = Validate
+    transitions = {
+        Validate: {"valid": [Charge, Reserve], "invalid": Reject},
+        Charge: {"charged": Ship},
+        Reserve: {"reserved": Ship},
+        Ship: {"shipped": AwaitPayment},
+        AwaitPayment: {"received": Done},
+        Reject: {"rejected": Done},
+    }
+
+
+class Quick(Step):
+    events = ("ok",)
+
+    def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        record()
+        return "ok"
+
+
+class QuickFlow(Workflow, unique=Unique("quick")):
+    start = Quick
+    transitions = {Quick: {"ok": Done}}
+
+
+class VersionedQuick(Workflow, unique=Unique("quick", scope="version"), version=2):
+    start = Quick
+    transitions = {Quick: {"ok": Done}}
+
+
+class GlobalA(Workflow, unique=Unique("shared", scope="global")):
+    start = Quick
+    transitions = {Quick: {"ok": Done}}
+
+
+class GlobalB(Workflow, unique=Unique("shared", scope="global")):
+    start = Quick
+    transitions = {Quick: {"ok": Done}}
+
+
+class Loose(Workflow, unique=Unique("loose", scope="none")):
+    start = Quick
+    transitions = {Quick: {"ok": Done}}
+
+
+class Nap(Wait):
+    pass
+
+
+class NapFlow(Workflow, unique=Unique("nap")):
+    """Waits 30 days, then finishes."""
+
+    start = (Nap, {"duration": 30, "unit": "day"})
+    transitions = {Nap: {"timeout": Quick}, Quick: {"ok": Done}}
+
+
+class Flaky(Step):
+    events = ("ok",)
+    retry = Retry(max_attempts=4, backoff="exponential", base_delay=2.0, max_backoff=5.0)
+
+    def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        record()
+        if current_execution().attempt < FLAKY_SUCCEEDS_AT["attempt"]:
+            raise RuntimeError(f"attempt {current_execution().attempt} failed")
+        return "ok"
+
+
+class FlakyFlow(Workflow, unique=Unique("flaky")):
+    start = Flaky
+    transitions = {Flaky: {"ok": Done}}
+
+
+class Broken(Step):
+    events = ("ok",)
+
+    def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        record()
+        raise ValueError("card declined")
+
+
+class BrokenFlow(Workflow, unique=Unique("broken")):
+    start = Broken
+    transitions = {Broken: {"ok": Done}}
+
+
+class Refuse(Step):
+    events = ("ok",)
+    retry = Retry(max_attempts=5)
+
+    def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        record()
+        return Error("out of stock")
+
+
+class RefuseFlow(Workflow, unique=Unique("refuse")):
+    start = Refuse
+    transitions = {Refuse: {"ok": Done}}
+
+
+class Slow(Step):
+    events = ("ok",)
+    timeout = 0.2
+
+    def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        record()
+        time.sleep(2.0)
+        return "ok"
+
+
+class SlowFlow(Workflow, unique=Unique("slow")):
+    start = Slow
+    transitions = {Slow: {"ok": Done}}
+
+
+class SlowAsync(Step):
+    events = ("ok",)
+    timeout = 0.2
+    retry = Retry(max_attempts=2, base_delay=1.0)
+
+    async def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        record()
+        await asyncio.sleep(30)
+        return "ok"
+
+
+class SlowAsyncFlow(Workflow, unique=Unique("slowasync")):
+    start = SlowAsync
+    transitions = {SlowAsync: {"ok": Done}}
+
+
+class Blocker(Step):
+    """Runs until RELEASE is set."""
+
+    events = ("ok",)
+
+    def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        record()
+        STARTED.set()
+        RELEASE.wait(30)
+        return "ok"
+
+
+class BlockerFlow(Workflow, unique=Unique("blocker")):
+    start = Blocker
+    transitions = {Blocker: {"ok": Done}}
+
+
+class LeftWait(WaitForEvent):
+    pass
+
+
+class RightWait(WaitForEvent):
+    pass
+
+
+class TwoWaitsFlow(Workflow, unique=Unique("twowaits")):
+    start = Quick
+    transitions = {
+        Quick: {"ok": [LeftWait, RightWait]},
+        LeftWait: {"received": Ship},
+        RightWait: {"received": Ship},
+        Ship: {"shipped": Done},
+    }
+
+
+class Chain(Step):
+    events = ("next",)
+
+    def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        return Ok("next", {"payload": "x" * 200})
+
+
+def make_chain(length: int) -> type[Workflow]:
+    """A chain of ``length`` distinct steps (the classes live in this module)."""
+    steps = [
+        type(f"Chain{i}", (Chain,), {"__module__": __name__, "__qualname__": f"Chain{i}"})
+        for i in range(length)
+    ]
+    for step in steps:
+        globals()[step.__name__] = step
+    transitions: dict[type, dict[str, Any]] = {
+        step: {"next": target} for step, target in zip(steps, [*steps[1:], Done], strict=True)
+    }
+    flow = type(
+        f"ChainFlow{length}",
+        (Workflow,),
+        {"start": steps[0], "transitions": transitions, "__module__": __name__},
+        unique=Unique("chain"),
+    )
+    globals()[flow.__name__] = flow
+    return flow
+
+
+LongChain = make_chain(300)
+
+
+class AsyncPause(Step):
+    events = ("resumed",)
+
+    async def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        record()
+        return Async()
+
+
+class AsyncPauseFlow(Workflow, unique=Unique("asyncpause")):
+    start = AsyncPause
+    transitions = {AsyncPause: {"resumed": Done}}

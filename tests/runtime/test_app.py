@@ -1,0 +1,627 @@
+"""The durable runtime, ``Hephaestus`` (CONTRACT §10): every operation and
+guarantee, against both storages where it applies."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import runtime_flows as rf
+from hephaestus import (
+    AlreadyRunningError,
+    Hephaestus,
+    InstanceNotFoundError,
+    InvalidTransitionError,
+    MemoryStorage,
+    SQLiteStorage,
+    Status,
+    StorageError,
+    Unique,
+    current_execution,
+)
+from hephaestus.runtime.app import current_app
+from hephaestus.runtime.storage import NewRun
+from hephaestus.testing import VirtualClock
+
+STORAGES = ["memory", "sqlite"]
+
+
+@pytest.fixture(autouse=True)
+def _reset_flows() -> Iterator[None]:
+    rf.CALLS.clear()
+    rf.RELEASE.clear()
+    rf.STARTED.clear()
+    rf.FLAKY_SUCCEEDS_AT["attempt"] = 3
+    yield
+    rf.RELEASE.set()
+
+
+def make_storage(kind: str, tmp_path: Path) -> Any:
+    return MemoryStorage() if kind == "memory" else SQLiteStorage(tmp_path / "h.db")
+
+
+@pytest.fixture(params=STORAGES)
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    return make_storage(request.param, tmp_path)
+
+
+@pytest.fixture
+def clock() -> VirtualClock:
+    return VirtualClock(dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc))
+
+
+@pytest.fixture
+def app(storage: Any, clock: VirtualClock) -> Iterator[Hephaestus]:
+    with Hephaestus(storage, clock=clock) as app:
+        yield app
+
+
+def steps_of(instance: Any) -> list[str]:
+    return [entry.step_ref.__name__ for entry in instance.execution_history]
+
+
+def eventually(check: Any, timeout: float = 10.0) -> Any:
+    """Polls ``check()`` until it returns something truthy (a hang guard, not
+    a speed limit)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting; last value {value!r}")
+        time.sleep(0.005)
+
+
+# -- construction and storage URLs ------------------------------------------------------------
+
+
+def test_urls_and_paths_pick_the_storage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HEPHAESTUS_DATABASE_URL", raising=False)
+    cases = {
+        "memory://": MemoryStorage,
+        "sqlite:///relative.db": SQLiteStorage,
+        f"sqlite:///{tmp_path}/absolute.db": SQLiteStorage,
+        str(tmp_path / "plain.db"): SQLiteStorage,
+    }
+    for url, kind in cases.items():
+        with Hephaestus(url) as app:
+            assert isinstance(app.storage, kind)
+    assert (tmp_path / "relative.db").exists()
+    assert (tmp_path / "absolute.db").exists()
+    assert (tmp_path / "plain.db").exists()
+    with Hephaestus() as app:
+        assert isinstance(app.storage, SQLiteStorage)
+    assert (tmp_path / "hephaestus.db").exists(), "the default is ./hephaestus.db"
+    monkeypatch.setenv("HEPHAESTUS_DATABASE_URL", "sqlite:///from-env.db")
+    with Hephaestus():
+        pass
+    assert (tmp_path / "from-env.db").exists()
+
+
+def test_an_unknown_scheme_names_the_supported_ones() -> None:
+    with pytest.raises(ValueError, match=r"'postgresql'.*sqlite:///.*memory://"):
+        Hephaestus("postgresql://db/orders")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"concurrency": 0}, ValueError),
+        ({"concurrency": "8"}, TypeError),
+        ({"concurrency": True}, TypeError),
+        ({"lease": 0}, ValueError),
+        ({"lease": float("nan")}, ValueError),
+        ({"lease": "30"}, TypeError),
+        ({"storage": 42}, TypeError),
+    ],
+)
+def test_bad_arguments_are_refused(kwargs: dict[str, Any], error: type[Exception]) -> None:
+    kwargs.setdefault("storage", "memory://")
+    with pytest.raises(error):
+        Hephaestus(**kwargs)
+
+
+def test_a_database_of_a_newer_schema_is_refused_and_not_modified(tmp_path: Path) -> None:
+    path = tmp_path / "future.db"
+    with Hephaestus(path):
+        pass
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA user_version = 99")
+    before = path.read_bytes()
+    with pytest.raises(StorageError, match="newer"):
+        Hephaestus(path)
+    assert path.read_bytes() == before
+
+
+def test_a_file_that_is_not_ours_is_refused_and_not_modified(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text("hello, not a database\n" * 10)
+    before = path.read_bytes()
+    with pytest.raises(StorageError, match="not an SQLite database"):
+        Hephaestus(path)
+    assert path.read_bytes() == before
+
+
+# -- running workflows ------------------------------------------------------------------------
+
+
+def test_an_instance_runs_to_its_wait_then_to_completion(app: Hephaestus) -> None:
+    iid = app.start_instance(rf.OrderFlow, {"items": [1, 2]}, id="orderid::abc")
+    assert iid == "orderid::abc"
+    waiting = app.wait(iid, timeout=10)
+    assert waiting.status is Status.WAITING
+    assert waiting.waiting_steps == {rf.AwaitPayment}
+    assert waiting.context.steps["charge"] == {"amount": 2}
+    app.resume(iid, "received")
+    done = app.wait(iid, timeout=10)
+    assert done.status is Status.COMPLETED
+    assert steps_of(done)[0] == "Validate"
+    assert sorted(steps_of(done)[1:3]) == ["Charge", "Reserve"]
+    assert steps_of(done)[3:] == ["Ship", "AwaitPayment", "Done"]
+    assert app.get(iid) == done
+
+
+def test_run_starts_and_waits(app: Hephaestus) -> None:
+    done = app.run(rf.OrderFlow, {"items": []}, id="orderid::empty", timeout=10)
+    assert done.status is Status.COMPLETED
+    assert steps_of(done) == ["Validate", "Reject", "Done"]
+
+
+def test_a_context_that_cannot_be_stored_writes_nothing(app: Hephaestus) -> None:
+    import decimal
+
+    with pytest.raises(TypeError, match=r"context\['price'\].*decimal.Decimal"):
+        app.start_instance(rf.QuickFlow, {"price": decimal.Decimal("1")}, id="quick::a")
+    assert app.list() == []
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "error"),
+    [
+        ((int,), {"id": "quick::a"}, TypeError),
+        ((rf.QuickFlow,), {"id": 42}, TypeError),
+        ((rf.QuickFlow,), {"id": ""}, ValueError),
+        ((rf.QuickFlow, [1]), {"id": "quick::a"}, TypeError),
+        ((rf.QuickFlow,), {"id": "quick::a", "version": 7}, ValueError),
+    ],
+)
+def test_bad_starts_are_refused(
+    app: Hephaestus, args: tuple[Any, ...], kwargs: dict[str, Any], error: type[Exception]
+) -> None:
+    with pytest.raises(error):
+        app.start_instance(*args, **kwargs)
+    assert app.list() == []
+
+
+def test_unknown_ids_raise_instance_not_found(app: Hephaestus) -> None:
+    for call in (
+        lambda: app.get("quick::nope"),
+        lambda: app.wait("quick::nope", timeout=1),
+        lambda: app.resume("quick::nope", "received"),
+        lambda: app.cancel("quick::nope"),
+    ):
+        with pytest.raises(InstanceNotFoundError, match="quick::nope"):
+            call()
+
+
+def test_telemetry_metadata_is_kept(app: Hephaestus) -> None:
+    done = app.run(rf.QuickFlow, id="quick::t", telemetry_metadata={"trace": "abc"}, timeout=10)
+    assert done.telemetry_metadata == {"trace": "abc"}
+
+
+# -- resume ------------------------------------------------------------------------------------
+
+
+def test_resume_needs_a_step_when_several_wait_for_the_event(app: Hephaestus) -> None:
+    iid = app.start_instance(rf.TwoWaitsFlow, id="twowaits::a")
+    assert app.wait(iid, timeout=10).waiting_steps == {rf.LeftWait, rf.RightWait}
+    with pytest.raises(InvalidTransitionError, match=r"LeftWait, RightWait.*step="):
+        app.resume(iid, "received")
+    app.resume(iid, "received", step=rf.LeftWait)
+    assert eventually(lambda: app.get(iid).waiting_steps == {rf.RightWait})
+    app.resume(iid, "received")
+    assert app.wait(iid, timeout=10).status is Status.COMPLETED
+
+
+def test_resume_with_nothing_waiting_for_the_event_is_refused(app: Hephaestus) -> None:
+    iid = app.start_instance(rf.OrderFlow, {"items": [1]}, id="orderid::r")
+    app.wait(iid, timeout=10)
+    with pytest.raises(InvalidTransitionError, match="'paid'"):
+        app.resume(iid, "paid")
+    with pytest.raises(InvalidTransitionError, match="not waiting"):
+        app.resume(iid, "received", step=rf.Ship)
+    app.resume(iid, "received")
+    app.wait(iid, timeout=10)
+    with pytest.raises(InvalidTransitionError, match="completed"):
+        app.resume(iid, "received")
+
+
+def test_an_async_step_may_wait_and_be_resumed(app: Hephaestus) -> None:
+    iid = app.start_instance(rf.AsyncPauseFlow, id="asyncpause::a")
+    assert app.wait(iid, timeout=10).waiting_steps == {rf.AsyncPause}
+    app.resume(iid, "resumed")
+    assert app.wait(iid, timeout=10).status is Status.COMPLETED
+
+
+# -- uniqueness and runs -----------------------------------------------------------------------
+
+
+def test_one_unfinished_instance_per_id_and_runs_kept(app: Hephaestus) -> None:
+    iid = app.start_instance(rf.OrderFlow, {"items": [1]}, id="orderid::k")
+    with pytest.raises(AlreadyRunningError, match="orderid::k"):
+        app.start_instance(rf.OrderFlow, {"items": [1]}, id="orderid::k")
+    app.wait(iid, timeout=10)
+    app.resume(iid, "received")
+    first = app.wait(iid, timeout=10)
+    assert first.status is Status.COMPLETED
+    app.start_instance(rf.OrderFlow, {"items": []}, id="orderid::k")
+    second = app.wait(iid, timeout=10)
+    assert steps_of(second) == ["Validate", "Reject", "Done"]
+    runs = app.list(id=iid)
+    assert [steps_of(r)[-2] for r in runs] == ["Reject", "AwaitPayment"], "newest first"
+    assert app.get(iid) == second
+
+
+def test_scope_version_allows_one_per_version(app: Hephaestus) -> None:
+    app.start_instance(rf.VersionedQuick, id="quick::v")
+    with pytest.raises(AlreadyRunningError):
+        app.start_instance(rf.VersionedQuick, id="quick::v")
+
+
+def test_scope_global_spans_workflows(app: Hephaestus) -> None:
+    rf.RELEASE.clear()
+    app.start_instance(rf.GlobalA, id="shared::one")
+    with pytest.raises(AlreadyRunningError):
+        app.start_instance(rf.GlobalB, id="shared::one")
+
+
+def test_scope_workflow_is_per_workflow(app: Hephaestus) -> None:
+    app.start_instance(rf.BlockerFlow, id="blocker::x")
+    app.start_instance(rf.QuickFlow, id="blocker::x")  # another workflow, same id: allowed
+    rf.RELEASE.set()
+
+
+def test_scope_none_ids_get_a_random_suffix(app: Hephaestus) -> None:
+    first = rf.Loose.start("abc")
+    second = rf.Loose.start("abc")
+    assert first != second
+    for iid in (first, second):
+        assert iid.startswith("loose::abc::")
+        assert Unique("loose", scope="none").parse_id(iid) == "abc"
+        assert app.wait(iid, timeout=10).status is Status.COMPLETED
+    assert len(rf.Loose.list()) == 2
+    with pytest.raises(TypeError, match="scope 'none'"):
+        rf.Loose.get("abc")
+
+
+# -- the facade and the current app ------------------------------------------------------------
+
+
+def test_the_facade_acts_on_its_own_workflow_in_the_current_app(app: Hephaestus) -> None:
+    assert current_app() is app
+    iid = rf.OrderFlow.start("abc123", {"items": [1, 2]})
+    assert iid == "orderid::abc123"
+    assert app.wait(iid, timeout=10).status is Status.WAITING
+    rf.OrderFlow.resume("abc123", "received")
+    assert app.wait(iid, timeout=10).status is Status.COMPLETED
+    assert rf.OrderFlow.get("abc123").status is Status.COMPLETED
+    assert [i.id for i in rf.OrderFlow.list(status="completed")] == [iid]
+    rf.OrderFlow.start("def456", {"items": [1]})
+    app.wait("orderid::def456", timeout=10)
+    cancelled = rf.OrderFlow.cancel("def456", reason="customer asked")
+    assert cancelled.error == {"kind": "cancelled", "reason": "customer asked"}
+    with pytest.raises(InstanceNotFoundError):
+        rf.QuickFlow.get("abc123")
+
+
+def test_apps_nest_and_the_innermost_is_current(tmp_path: Path) -> None:
+    with Hephaestus("memory://") as outer:
+        with Hephaestus("memory://") as inner:
+            assert current_app() is inner
+        assert current_app() is outer
+
+
+# -- execution, retries, timeouts ----------------------------------------------------------------
+
+
+def test_current_execution_outside_a_step_is_an_error() -> None:
+    with pytest.raises(RuntimeError, match="inside a step"):
+        current_execution()
+
+
+def test_retries_follow_the_policy_durably(app: Hephaestus, clock: VirtualClock) -> None:
+    iid = app.start_instance(rf.FlakyFlow, id="flaky::a")
+    storage = app.storage
+    run_id = storage.newest(iid).run_id
+    due_times = []
+    for attempt in (1, 2):
+        stored = eventually(
+            lambda a=attempt: (s := storage.load(run_id)) and len(s.attempts) == a and s
+        )
+        (timer,) = stored.timers
+        assert timer.kind == "retry"
+        assert timer.attempt == attempt + 1
+        due_times.append(timer.due - stored.attempts[-1].finished)
+        clock.advance(timer.due - clock.now())
+    assert due_times == [rf.Flaky.retry.delay(1), rf.Flaky.retry.delay(2)] == [2.0, 4.0]
+    done = app.wait(iid, timeout=10)
+    assert done.status is Status.COMPLETED
+    attempts = [a for (step, a, _) in rf.CALLS if step == "Flaky"]
+    assert attempts == [1, 2, 3]
+    keys = {key for (step, _, key) in rf.CALLS if step == "Flaky"}
+    assert len(keys) == 1, "one idempotency key for every attempt"
+    failed = storage.load(run_id).attempts
+    assert [(a.attempt, a.error_type, a.error_message) for a in failed] == [
+        (1, "builtins.RuntimeError", "attempt 1 failed"),
+        (2, "builtins.RuntimeError", "attempt 2 failed"),
+    ]
+
+
+def test_retries_that_run_out_fail_the_instance(app: Hephaestus, clock: VirtualClock) -> None:
+    rf.FLAKY_SUCCEEDS_AT["attempt"] = 99
+    iid = app.start_instance(rf.FlakyFlow, id="flaky::b")
+    run_id = app.storage.newest(iid).run_id
+    for attempt in (1, 2, 3):
+        stored = eventually(lambda a=attempt: len(app.storage.load(run_id).attempts) == a)
+        del stored
+        clock.advance(10)
+    failed = app.wait(iid, timeout=10)
+    assert failed.error == {
+        "kind": "exception",
+        "step": "flaky",
+        "type": "builtins.RuntimeError",
+        "message": "attempt 4 failed",
+        "attempts": 4,
+    }
+
+
+def test_a_step_without_a_retry_policy_fails_at_once(app: Hephaestus) -> None:
+    failed = app.run(rf.BrokenFlow, id="broken::a", timeout=10)
+    assert failed.error == {
+        "kind": "exception",
+        "step": "broken",
+        "type": "builtins.ValueError",
+        "message": "card declined",
+        "attempts": 1,
+    }
+
+
+def test_an_error_result_fails_without_retries(app: Hephaestus) -> None:
+    failed = app.run(rf.RefuseFlow, id="refuse::a", timeout=10)
+    assert failed.error == {"kind": "error", "step": "refuse", "reason": "out of stock"}
+    assert [c[0] for c in rf.CALLS] == ["Refuse"]
+
+
+def test_a_def_step_that_runs_over_its_timeout_fails(app: Hephaestus) -> None:
+    failed = app.run(rf.SlowFlow, id="slow::a", timeout=10)
+    assert failed.error == {"kind": "timeout", "step": "slow", "timeout": 0.2, "attempts": 1}
+
+
+def test_an_async_step_that_runs_over_is_cancelled_and_retried(
+    app: Hephaestus, clock: VirtualClock
+) -> None:
+    iid = app.start_instance(rf.SlowAsyncFlow, id="slowasync::a")
+    run_id = app.storage.newest(iid).run_id
+    eventually(lambda: app.storage.load(run_id).timers)
+    clock.advance(1)
+    failed = app.wait(iid, timeout=10)
+    assert failed.error == {"kind": "timeout", "step": "slow_async", "timeout": 0.2, "attempts": 2}
+
+
+# -- timers ------------------------------------------------------------------------------------
+
+
+def test_a_thirty_day_wait_fires_when_the_clock_says(app: Hephaestus, clock: VirtualClock) -> None:
+    iid = app.start_instance(rf.NapFlow, id="nap::a")
+    waiting = app.wait(iid, timeout=10)
+    assert waiting.waiting_steps == {rf.Nap}
+    clock.advance(29 * 86400)
+    time.sleep(0.05)
+    assert app.get(iid).status is Status.WAITING
+    clock.advance(86400)
+    done = app.wait(iid, timeout=10)
+    assert done.status is Status.COMPLETED
+    nap = done.execution_history[0]
+    assert (nap.step_ref, nap.event) == (rf.Nap, "timeout")
+    assert nap.timestamp == clock.datetime()
+
+
+def test_a_timer_that_fell_due_while_no_app_ran_fires_at_start(
+    tmp_path: Path, clock: VirtualClock
+) -> None:
+    path = tmp_path / "h.db"
+    with Hephaestus(path, clock=clock) as app:
+        iid = app.start_instance(rf.NapFlow, id="nap::b")
+        app.wait(iid, timeout=10)
+    clock.advance(31 * 86400)
+    with Hephaestus(path, clock=clock) as app:
+        assert app.wait(iid, timeout=10).status is Status.COMPLETED
+
+
+# -- cancel ------------------------------------------------------------------------------------
+
+
+def test_cancel_fails_the_instance_drops_its_timers_and_sticks(
+    tmp_path: Path, clock: VirtualClock
+) -> None:
+    path = tmp_path / "h.db"
+    with Hephaestus(path, clock=clock) as app:
+        iid = app.start_instance(rf.NapFlow, id="nap::c")
+        app.wait(iid, timeout=10)
+        cancelled = app.cancel(iid, reason="customer asked")
+        assert cancelled.status is Status.FAILED
+        assert cancelled.error == {"kind": "cancelled", "reason": "customer asked"}
+        assert app.storage.load(app.storage.newest(iid).run_id).timers == []
+        with pytest.raises(InvalidTransitionError, match="failed"):
+            app.cancel(iid)
+    clock.advance(40 * 86400)
+    with Hephaestus(path, clock=clock) as app:
+        time.sleep(0.1)
+        assert app.get(iid).error == {"kind": "cancelled", "reason": "customer asked"}
+
+
+def test_cancelling_a_running_step_discards_its_result(app: Hephaestus) -> None:
+    iid = app.start_instance(rf.BlockerFlow, id="blocker::c")
+    assert rf.STARTED.wait(10)
+    cancelled = app.cancel(iid, reason=None)
+    rf.RELEASE.set()
+    time.sleep(0.1)
+    final = app.wait(iid, timeout=10)
+    assert final.status is Status.FAILED
+    assert final.error == {"kind": "cancelled", "reason": None}
+    assert final == cancelled
+    assert steps_of(final) == []
+
+
+def test_cancel_works_without_starting_workers(tmp_path: Path) -> None:
+    path = tmp_path / "h.db"
+    with Hephaestus(path) as app:
+        iid = app.start_instance(rf.OrderFlow, {"items": [1]}, id="orderid::w")
+        app.wait(iid, timeout=10)
+    reader = Hephaestus(path)
+    try:
+        assert reader.get(iid).status is Status.WAITING
+        assert reader.cancel(iid).status is Status.FAILED
+        assert reader._scheduler is None, "cancel and reads start no workers"
+    finally:
+        reader.close()
+
+
+# -- lifetime ----------------------------------------------------------------------------------
+
+
+def test_reads_never_start_workers(tmp_path: Path) -> None:
+    path = tmp_path / "h.db"
+    with Hephaestus(path) as app:
+        iid = app.start_instance(rf.QuickFlow, id="quick::r")
+        app.wait(iid, timeout=10)
+    reader = Hephaestus(path)
+    try:
+        reader.get(iid)
+        reader.list()
+        reader.wait(iid, timeout=1)
+        assert reader._scheduler is None
+    finally:
+        reader.close()
+
+
+def test_close_waits_for_running_steps_and_the_next_app_carries_on(tmp_path: Path) -> None:
+    path = tmp_path / "h.db"
+    app = Hephaestus(path)
+    iid = app.start_instance(rf.BlockerFlow, id="blocker::g")
+    assert rf.STARTED.wait(10)
+    started = time.monotonic()
+    app.close()  # the step blocks: close waits its grace period, then lets go
+    assert time.monotonic() - started >= 1.0
+    with pytest.raises(RuntimeError, match="closed"):
+        app.get(iid)
+    rf.RELEASE.set()
+    with Hephaestus(path) as next_app:
+        assert next_app.wait(iid, timeout=10).status is Status.COMPLETED
+
+
+def test_a_closed_app_refuses_operations() -> None:
+    app = Hephaestus("memory://")
+    app.close()
+    app.close()  # idempotent
+    with pytest.raises(RuntimeError, match="closed"):
+        app.start_instance(rf.QuickFlow, id="quick::x")
+
+
+def test_a_run_whose_workflow_is_not_loaded_is_left_alone(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    storage = MemoryStorage()
+    storage.open()
+    with Hephaestus(storage) as app:
+        good = app.start_instance(rf.QuickFlow, id="quick::g")
+        snapshot = app.get(good).to_bytes() if app.wait(good, timeout=10) else b""
+        del snapshot
+    foreign = NewRun(
+        id="ghost::1",
+        token="t",
+        workflow="not_imported_anywhere:GhostFlow",
+        version=1,
+        unique_key=None,
+        snapshot=b"\x00",
+        created_at=0.0,
+    )
+    run_id = storage.create(foreign)
+    with caplog.at_level(logging.WARNING, logger="hephaestus.runtime"):
+        with Hephaestus(storage) as app:
+            time.sleep(0.2)
+            row = storage.newest("ghost::1")
+    assert row is not None
+    assert row.run_id == run_id
+    assert row.status == "pending", "left untouched, not failed"
+    assert row.lease_owner is None
+    assert any("GhostFlow" in r.getMessage() for r in caplog.records)
+
+
+# -- storage of long runs ------------------------------------------------------------------------
+
+
+def test_a_long_run_is_stored_as_snapshot_and_journal(app: Hephaestus) -> None:
+    done = app.run(rf.LongChain, id="chain::long", timeout=60)
+    assert done.status is Status.COMPLETED
+    assert len(done.execution_history) == 301
+    stored = app.storage.load(app.storage.newest("chain::long").run_id)
+    assert stored.snapshot_seq == stored.row.seq, "a finished run keeps a whole snapshot"
+    assert app.get("chain::long") == done
+
+
+# -- the async API --------------------------------------------------------------------------------
+
+
+def test_the_async_api_inside_a_running_loop(storage: Any, clock: VirtualClock) -> None:
+    async def main() -> None:
+        with Hephaestus(storage, clock=clock) as app:
+            iid = await app.start_instance_async(rf.OrderFlow, {"items": [1]}, id="orderid::as")
+            assert (await app.wait_async(iid, timeout=10)).status is Status.WAITING
+            await app.resume_async(iid, "received")
+            done = await app.wait_async(iid, timeout=10)
+            assert done.status is Status.COMPLETED
+            assert (await app.get_async(iid)) == done
+            assert [i.id for i in await app.list_async(status=Status.COMPLETED)] == [iid]
+            other = await app.run_async(rf.QuickFlow, id="quick::as", timeout=10)
+            assert other.status is Status.COMPLETED
+            waiting = await app.start_instance_async(rf.OrderFlow, {"items": [1]}, id="orderid::c")
+            await app.wait_async(waiting, timeout=10)
+            assert (await app.cancel_async(waiting)).status is Status.FAILED
+
+    asyncio.run(main())
+
+
+def test_list_filters(app: Hephaestus) -> None:
+    app.run(rf.QuickFlow, id="quick::1", timeout=10)
+    app.start_instance(rf.OrderFlow, {"items": [1]}, id="orderid::1")
+    app.wait("orderid::1", timeout=10)
+    assert {i.id for i in app.list()} == {"quick::1", "orderid::1"}
+    assert [i.id for i in app.list(workflow=rf.QuickFlow)] == ["quick::1"]
+    assert [i.id for i in app.list(status="waiting")] == ["orderid::1"]
+    assert [i.id for i in app.list(status=["waiting", Status.COMPLETED], limit=1)] == ["orderid::1"]
+    assert [i.id for i in app.list(id="quick::1", version=1)] == ["quick::1"]
+    with pytest.raises(ValueError, match="bogus"):
+        app.list(status="bogus")
+    with pytest.raises(ValueError, match="limit"):
+        app.list(limit=-1)
+
+
+def test_default_database_path_is_in_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HEPHAESTUS_DATABASE_URL", raising=False)
+    with Hephaestus() as app:
+        app.run(rf.QuickFlow, id="quick::d", timeout=10)
+    assert os.path.exists(tmp_path / "hephaestus.db")
