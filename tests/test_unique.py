@@ -275,3 +275,11 @@ def test_any_text_is_either_a_valid_key_or_a_value_error(text):
 
 def test_the_module_exports():
     assert sorted(hephaestus.unique.__all__) == ["Scope", "Unique"]
+
+
+def test_parse_id_of_scope_none_strips_the_random_suffix():
+    loose = Unique("orderid", scope="none")
+    assert loose.parse_id("orderid::abc::1a2b3c4d") == "abc"
+    assert loose.parse_id("orderid::abc") == "abc"
+    with pytest.raises(ValueError, match=r"the value must match"):
+        loose.parse_id("orderid::abc::1A2B3C4D")

@@ -1,15 +1,39 @@
 """A short demo on the embedded defaults: ``python -m hephaestus.demo``.
 
-It defines an order workflow with a fan-out and a join, prints its graph as
-Mermaid, runs one order through it in-process with ``engine.run``, and
-prints the history, the results and the instance's JSON.
+An order workflow runs on the durable runtime, in an SQLite file:
+
+1. this process starts the order: it validates, charges the card and
+   reserves the stock in parallel (a fan-out), ships once both are done (a
+   join), and then waits for the payment to be confirmed;
+2. the process stops; a second process opens the same file, finds the order
+   where the first left it, delivers the payment event, and waits out a
+   short timer (a ``Wait`` step) before the order completes;
+3. it prints the order's history, step by step.
+
+``python -m hephaestus.demo --db PATH`` keeps the database at ``PATH``.
 """
 
 from __future__ import annotations
 
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
 from typing import Any
 
-from hephaestus import Done, Instance, Ok, Step, Unique, Workflow, engine
+from hephaestus import (
+    Done,
+    Hephaestus,
+    Instance,
+    Ok,
+    Step,
+    Unique,
+    Wait,
+    WaitForEvent,
+    Workflow,
+)
 
 
 class ValidateOrder(Step):
@@ -37,7 +61,7 @@ class ReserveStock(Step):
 
     events = ("reserved",)
 
-    def execute(self, instance: Instance, config: Any, context: Any) -> Ok:
+    async def execute(self, instance: Instance, config: Any, context: Any) -> Ok:
         return Ok("reserved", {"warehouse": "north"})
 
 
@@ -50,6 +74,16 @@ class Ship(Step):
         return "shipped"
 
 
+class AwaitPayment(WaitForEvent):
+    """Waits until the payment provider confirms (an external event)."""
+
+    events = ("payment_confirmed",)
+
+
+class CoolingOff(Wait):
+    """Waits out a short cooling-off period (a durable timer)."""
+
+
 class RejectOrder(Step):
     """Rejects an empty order."""
 
@@ -60,7 +94,8 @@ class RejectOrder(Step):
 
 
 class OrderFlow(Workflow, unique=Unique("orderid")):
-    """Validate, then charge and reserve in parallel, then ship."""
+    """Validate; charge and reserve in parallel; ship; wait for the payment;
+    a cooling-off period; done."""
 
     start = ValidateOrder
     transitions = {
@@ -70,28 +105,69 @@ class OrderFlow(Workflow, unique=Unique("orderid")):
         },
         ChargeCard: {"charged": Ship},
         ReserveStock: {"reserved": Ship},
-        Ship: {"shipped": Done},
+        Ship: {"shipped": AwaitPayment},
+        AwaitPayment: {"payment_confirmed": (CoolingOff, {"duration": 1, "unit": "second"})},
+        CoolingOff: {"timeout": Done},
         RejectOrder: {"rejected": Done},
     }
 
 
-def main() -> None:
-    """Runs the demo and prints each stage."""
+ORDER = "demo1"
+
+
+def _names(steps: Any) -> str:
+    return ", ".join(sorted(step.__name__ for step in steps)) or "-"
+
+
+def first_process(db: str) -> None:
+    """Starts the order and leaves it waiting for its payment."""
     print(OrderFlow.graph.to_mermaid())
-    order = engine.run(
-        Instance.new(OrderFlow, 1, {"items": [3, 5]}, OrderFlow.unique.build_id("demo1"))
-    )
-    print(order)
-    print("history:")
-    for entry in order.execution_history:
-        print(f"  {entry.step_ref.__name__:<13} -> {entry.event}")
-    print("skipped:  ", sorted(step.__name__ for step in order.skipped_steps))
-    print("results:  ", order.context.steps)
-    print("metadata: ", order.runtime_metadata)
-    text = order.to_json()
-    assert Instance.from_json(text) == order
-    print(f"json ({len(text)} bytes; the binary form takes {len(order.to_bytes())}):")
-    print(text)
+    with Hephaestus(db) as app:
+        iid = OrderFlow.start(ORDER, {"items": [3, 5]})
+        print(f"[process 1] started {iid}")
+        order = app.wait(iid, timeout=30)
+        print(f"[process 1] {order.status.value}: completed {_names(order.completed_steps)}")
+        print(f"[process 1] waiting for: {_names(order.waiting_steps)}")
+    print("[process 1] stopped; the order is in", db)
+
+
+def second_process(db: str) -> None:
+    """Picks the order up, confirms its payment, and lets it finish."""
+    with Hephaestus(db) as app:
+        order = OrderFlow.get(ORDER)
+        waiting = _names(order.waiting_steps)
+        print(f"[process 2] found {order.id}: {order.status.value}, waiting for {waiting}")
+        OrderFlow.resume(ORDER, "payment_confirmed")
+        print("[process 2] payment confirmed; cooling off for a second")
+        order = app.wait(order.id, timeout=30)
+        while order.status == "waiting":  # the timer runs
+            time.sleep(0.05)
+            order = app.wait(order.id, timeout=30)
+        print(f"[process 2] {order}")
+        print("history:")
+        start = order.execution_history[0].timestamp
+        for entry in order.execution_history:
+            offset = (entry.timestamp - start).total_seconds()
+            print(f"  +{offset:5.2f}s  {entry.step_ref.__name__:<13} -> {entry.event}")
+        print("results:  ", order.context.steps)
+        print("metadata: ", order.runtime_metadata)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Runs the demo: both processes, one after the other."""
+    parser = argparse.ArgumentParser(prog="python -m hephaestus.demo", description=__doc__)
+    parser.add_argument("--db", help="the SQLite file (default: a new temporary one)")
+    parser.add_argument("--second", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.second:
+        second_process(args.db)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        db = args.db or str(Path(tmp) / "orders.db")
+        first_process(db)
+        # A new process: nothing is shared but the database file.
+        command = [sys.executable, "-m", "hephaestus.demo", "--second", "--db", db]
+        subprocess.run(command, check=True)
 
 
 if __name__ == "__main__":

@@ -106,13 +106,14 @@ class Unique:
     def parse_id(self, instance_id: str) -> str:
         """The business value of an id that :meth:`build_id` made: the inverse.
 
-        Also accepts the ids of scope ``"none"``, whose business value is
-        followed by a random suffix: ``"key::value::1a2b3c4d"`` (8 lowercase
-        hex digits) gives ``"value"``.
+        With scope ``"none"`` it also accepts the suffixed ids that the
+        runtime facade makes: ``"key::value::1a2b3c4d"`` (8 lowercase hex
+        digits) gives ``"value"``. Other scopes never make such ids, so they
+        refuse them.
 
         Args:
-            instance_id: An id ``"key::value"`` or ``"key::value::suffix"``
-                with this key.
+            instance_id: An id ``"key::value"`` with this key (or
+                ``"key::value::suffix"`` with scope ``"none"``).
 
         Returns:
             The value part.
@@ -130,7 +131,7 @@ class Unique:
             raise ValueError(f"instance id {instance_id!r} does not start with {prefix!r}")
         value = instance_id[len(prefix) :]
         head, separator, suffix = value.rpartition(_SEPARATOR)
-        if separator and _SUFFIX.fullmatch(suffix):
+        if self.scope == "none" and separator and _SUFFIX.fullmatch(suffix):
             value = head
         try:
             canonical = _check_value(value)

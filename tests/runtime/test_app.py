@@ -557,10 +557,9 @@ def test_a_run_whose_workflow_is_not_loaded_is_left_alone(
         created_at=0.0,
     )
     run_id = storage.create(foreign)
-    with caplog.at_level(logging.WARNING, logger="hephaestus.runtime"):
-        with Hephaestus(storage) as app:
-            time.sleep(0.2)
-            row = storage.newest("ghost::1")
+    with caplog.at_level(logging.WARNING, logger="hephaestus.runtime"), Hephaestus(storage):
+        time.sleep(0.2)
+        row = storage.newest("ghost::1")
     assert row is not None
     assert row.run_id == run_id
     assert row.status == "pending", "left untouched, not failed"
@@ -625,3 +624,44 @@ def test_default_database_path_is_in_the_working_directory(
     with Hephaestus() as app:
         app.run(rf.QuickFlow, id="quick::d", timeout=10)
     assert os.path.exists(tmp_path / "hephaestus.db")
+
+
+# -- storage failures -----------------------------------------------------------------------------
+
+
+class FailingStorage(MemoryStorage):
+    """A memory storage whose commits of the change built on journal
+    position ``at`` fail, ``failures`` times (a full disk)."""
+
+    def __init__(self, at: int, failures: int) -> None:
+        super().__init__()
+        self.at = at
+        self.failures = failures
+
+    def commit(self, changes: Any) -> Any:
+        if self.failures > 0 and any(c.expected_seq == self.at for c in changes):
+            self.failures -= 1
+            raise StorageError("database or disk is full")
+        return super().commit(changes)
+
+
+def test_a_failed_commit_starts_no_successor_and_is_retried(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Journal position 1 is after the start: the change carrying Validate's
+    # outcome fails twice.
+    storage = FailingStorage(at=1, failures=2)
+    storage.open()
+    with Hephaestus(storage) as app:
+        iid = app.start_instance(rf.OrderFlow, {"items": [1]}, id="orderid::f")
+        waiting = app.wait(iid, timeout=30)
+    assert waiting.status is Status.WAITING
+    history = steps_of(waiting)
+    assert sorted(history) == sorted(["Validate", "Charge", "Reserve", "Ship"])
+    assert len(history) == len(set(history)), "one history entry per step"
+    calls = [c[0] for c in rf.CALLS]
+    assert calls.count("Validate") == 3, "run again until its outcome was stored"
+    assert calls.index("Charge") > max(i for i, c in enumerate(calls) if c == "Validate"), (
+        "no successor started before its predecessor's outcome was committed"
+    )
+    assert sum("cannot commit" in r.getMessage() for r in caplog.records) == 2

@@ -158,6 +158,9 @@ class _Scheduler:
         self._started = threading.Event()
         self._renewed_at = -math.inf
         self.grace = 5.0
+        #: Backing off after a failed write (real seconds).
+        self.pause = 0.0
+        self.paused_until = 0.0
 
     # -- the thread ----------------------------------------------------------------------
 
@@ -343,6 +346,8 @@ class _Scheduler:
         # Now and then, look for runs other processes made and left unleased.
         discovery = self.lease
         timeout = discovery if timeout is None else min(timeout, discovery)
+        if self.paused_until > time.monotonic():
+            timeout = min(timeout, self.paused_until - time.monotonic())
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(event.wait(), timeout)
         event.clear()
@@ -389,8 +394,15 @@ class _Scheduler:
 
     # -- claiming and loading ----------------------------------------------------------------------
 
+    def _storage_failed(self) -> None:
+        """Backs off after a failed write: nothing is claimed again for a
+        while (doubling up to 5 s), so a broken disk is not hammered and a
+        step whose outcome could not be stored is not re-run at once."""
+        self.pause = min(max(self.pause * 2, 0.05), 5.0)
+        self.paused_until = time.monotonic() + self.pause
+
     async def _claim(self, now: float) -> None:
-        if self.stopping:
+        if self.stopping or time.monotonic() < self.paused_until:
             return
         room = self.slots * 2 - len(self.live)
         if room <= 0:
@@ -590,7 +602,10 @@ class _Scheduler:
             # Nothing of this change is committed: drop the run from memory
             # (nothing it made runnable starts); it is loaded again from
             # what is committed once the storage works again.
-            log.exception("cannot commit a change of %s; it will be retried", live.row.id)
+            self._storage_failed()
+            log.exception(
+                "cannot commit a change of %s; retrying in %.2f s", live.row.id, self.pause
+            )
             self._drop(live)
             return
         if conflict is not None:
@@ -600,6 +615,7 @@ class _Scheduler:
             live.pending = [*outcomes, *live.pending]
             self.loop.create_task(self.refresh(live.run_id))
             return
+        self.pause = 0.0
         live.seq += len(records)
         if snapshot is not None:
             live.snapshot_bytes, live.journal_bytes = len(snapshot), 0
