@@ -1,25 +1,21 @@
-"""The README's example runs and prints exactly what the README shows."""
+"""The README's first screen: two set-up commands and a short example."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import re
 from pathlib import Path
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def test_readme_example_prints_what_it_shows() -> None:
+def test_readme_opens_with_a_short_example_of_the_runtime() -> None:
+    # tests/test_docs.py runs it and compares what it prints.
     text = README.read_text(encoding="utf-8")
-    match = re.search(r"```python\n(.*?)```\s*```text\n(.*?)```", text, re.DOTALL)
+    match = re.search(r"```python\n(.*?)```\s*```text\n", text, re.DOTALL)
     assert match, "the README has a python example followed by its output"
-    code, expected = match.groups()
+    code = match.group(1)
     assert len(code.strip().splitlines()) <= 20, "the first-screen example stays short"
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        exec(compile(code, "README.md", "exec"), {"__name__": "__main__"})
-    assert out.getvalue() == expected
+    assert "with Hephaestus(" in code
 
 
 def test_readme_gives_exactly_two_setup_commands() -> None:
