@@ -35,7 +35,7 @@ lint: ## every linter and the stub check, on the dev build
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	cd $(DEV) && bin/python -m mypy.stubtest hephaestus --allowlist ../.mypy-stubtest-allowlist
-	$(BIN)/mypy --strict tests/test_typing.py
+	$(BIN)/mypy --strict tests/test_typing.py python/hephaestus
 
 test: ## the whole test suite against a freshly built wheel (what CI runs)
 	bash scripts/test.sh

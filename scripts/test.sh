@@ -40,6 +40,7 @@ step "Python: ruff, stubtest, mypy --strict"
 # From another directory, so the stubs and the module come from the wheel.
 (cd "$venv" && bin/python -m mypy.stubtest hephaestus --allowlist "$root/.mypy-stubtest-allowlist")
 "$venv/bin/mypy" --strict tests/test_typing.py
+(cd "$venv" && bin/mypy --strict -p hephaestus)
 
 step "pytest (against the installed wheel)"
 "$venv/bin/python" -m pytest

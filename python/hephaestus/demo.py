@@ -123,7 +123,7 @@ def first_process(db: str) -> None:
     """Starts the order and leaves it waiting for its payment."""
     print(OrderFlow.graph.to_mermaid())
     with Hephaestus(db) as app:
-        iid = OrderFlow.start(ORDER, {"items": [3, 5]})
+        iid = app.start_instance(OrderFlow, {"items": [3, 5]}, id=f"orderid::{ORDER}")
         print(f"[process 1] started {iid}")
         order = app.wait(iid, timeout=30)
         print(f"[process 1] {order.status.value}: completed {_names(order.completed_steps)}")

@@ -26,7 +26,7 @@ import math
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from hephaestus._core import Context, Instance, WorkflowGraph
 from hephaestus.errors import DefinitionProblem, WorkflowDefinitionError
@@ -336,7 +336,13 @@ class Workflow:
 
     # -- the runtime facade (CONTRACT §10): on the current app ------------------------
 
-    @classmethod
+    if TYPE_CHECKING:
+        # A workflow body assigns its start step to `start`, which type checkers
+        # then take as the type of `Flow.start`; `Any` keeps those bodies valid.
+        # In typed code, start through the app: `app.start_instance(Flow, ...)`.
+        start: ClassVar[Any]
+
+    @classmethod  # type: ignore[no-redef]
     def start(cls, value: str, context: Mapping[str, Any] | None = None) -> str:
         """Starts an instance for the business value ``value`` on the current
         app (the innermost ``with Hephaestus(...)`` block, else a default app)

@@ -44,9 +44,6 @@ __all__ = [
     "Timer",
 ]
 
-TimerKind = Literal["wait", "retry"]
-
-
 class StorageError(HephaestusError):
     """The storage failed or cannot be used: a file that is not a hephaestus
     database, a schema written by a newer version, a read-only or full disk,
@@ -104,7 +101,7 @@ class Timer:
 
     #: The step's key.
     step: str
-    kind: TimerKind
+    kind: Literal["wait", "retry"]
     due: float
     #: For a retry, the attempt that will run (2 for the first retry).
     attempt: int = 0
