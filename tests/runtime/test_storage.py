@@ -491,6 +491,29 @@ def test_release_gives_up_only_the_owners_leases_on_the_given_runs(storage):
     storage.release("w1", [])
 
 
+def test_release_of_none_gives_up_every_lease_of_the_owner(storage):
+    a, b, c = create_many(storage, 3)
+    storage.claim("w1", now=1.0, lease=10.0, limit=2)
+    storage.claim("w2", now=1.0, lease=10.0, limit=10)
+    storage.release("w1", None)
+    owners = {r: storage.load(r).row.lease_owner for r in (a, b, c)}
+    assert owners == {a: None, b: None, c: "w2"}
+
+
+def test_lease_owners_are_the_holders_of_leases(storage):
+    assert storage.lease_owners() == set()
+    a, b, _ = create_many(storage, 3)
+    storage.claim("w1", now=1.0, lease=10.0, limit=1)
+    storage.claim("w2", now=1.0, lease=10.0, limit=1)
+    assert storage.lease_owners() == {"w1", "w2"}
+    storage.release("w1", [a])
+    # A finished run gives its lease up.
+    storage.commit(
+        [change(b, 0, b"r1", status="completed", runnable=False, owner="w2", release=True)]
+    )
+    assert storage.lease_owners() == set()
+
+
 # -- next_wake ----------------------------------------------------------------
 
 

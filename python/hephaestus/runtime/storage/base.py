@@ -44,6 +44,7 @@ __all__ = [
     "Timer",
 ]
 
+
 class StorageError(HephaestusError):
     """The storage failed or cannot be used: a file that is not a hephaestus
     database, a schema written by a newer version, a read-only or full disk,
@@ -213,8 +214,13 @@ class Storage(Protocol):
     def renew(self, owner: str, now: float, lease: float) -> None:
         """Extends every lease ``owner`` holds to ``now + lease``."""
 
-    def release(self, owner: str, run_ids: Collection[int]) -> None:
-        """Gives up ``owner``'s leases on ``run_ids``."""
+    def release(self, owner: str, run_ids: Collection[int] | None) -> None:
+        """Gives up ``owner``'s leases on ``run_ids`` (``None``: all of them)."""
+
+    def lease_owners(self) -> set[str]:
+        """Everyone who holds a lease now (expired or not). Only runs with
+        work in progress are leased, so this stays small however many runs
+        are stored."""
 
     def due(self, now: float, limit: int) -> list[tuple[int, Timer]]:
         """Timers due at ``now``, earliest first."""

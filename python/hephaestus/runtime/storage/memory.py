@@ -208,13 +208,18 @@ class MemoryStorage:
                 if run.lease_owner == owner:
                     run.lease_expires = now + lease
 
-    def release(self, owner: str, run_ids: Collection[int]) -> None:
+    def release(self, owner: str, run_ids: Collection[int] | None) -> None:
         with self._lock:
             self._check_open()
-            for run_id in run_ids:
-                run = self._runs.get(run_id)
+            runs = self._runs.values() if run_ids is None else map(self._runs.get, run_ids)
+            for run in runs:
                 if run is not None and run.lease_owner == owner:
                     run.lease_owner = run.lease_expires = None
+
+    def lease_owners(self) -> set[str]:
+        with self._lock:
+            self._check_open()
+            return {run.lease_owner for run in self._runs.values() if run.lease_owner is not None}
 
     # -- reads ----------------------------------------------------------------
 

@@ -631,13 +631,22 @@ class SQLiteStorage:
 
         self._write(work)
 
-    def release(self, owner: str, run_ids: Collection[int]) -> None:
-        ids = _json(run_ids)
+    def release(self, owner: str, run_ids: Collection[int] | None) -> None:
+        ids = None if run_ids is None else _json(run_ids)
 
         def work(conn: sqlite3.Connection) -> None:
-            conn.execute(_Q["release"], {"owner": owner, "run_ids": ids})
+            if ids is None:
+                conn.execute(_Q["release_all"], {"owner": owner})
+            else:
+                conn.execute(_Q["release"], {"owner": owner, "run_ids": ids})
 
         self._write(work)
+
+    def lease_owners(self) -> set[str]:
+        def work(conn: sqlite3.Connection) -> set[str]:
+            return {owner for (owner,) in conn.execute(_Q["lease_owners"])}
+
+        return self._read(work)
 
     # -- reads ----------------------------------------------------------------
 

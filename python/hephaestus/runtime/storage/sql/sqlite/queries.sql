@@ -114,6 +114,12 @@ UPDATE runs SET lease_expires = :expires WHERE lease_owner = :owner;
 UPDATE runs SET lease_owner = NULL, lease_expires = NULL
 WHERE lease_owner = :owner AND run_id IN (SELECT value FROM json_each(:run_ids));
 
+-- name: release_all
+UPDATE runs SET lease_owner = NULL, lease_expires = NULL WHERE lease_owner = :owner;
+
+-- name: lease_owners
+SELECT DISTINCT lease_owner FROM runs WHERE lease_owner IS NOT NULL;
+
 -- name: due
 SELECT run_id, step, kind, due, attempt FROM timers
 WHERE due <= :now
