@@ -14,7 +14,7 @@ help: ## list the targets
 install: ## a dev virtualenv (.venv) with the package built in place and the test tools
 	$(PYTHON) -m venv $(DEV)
 	$(BIN)/pip install -q --upgrade pip maturin
-	$(BIN)/pip install -q pytest pytest-timeout hypothesis mypy ruff pyrsistent SpiffWorkflow typing_extensions atheris
+	$(BIN)/pip install -q pytest pytest-timeout hypothesis mypy ruff pyrsistent SpiffWorkflow typing_extensions atheris dbos
 	$(BIN)/maturin develop --release
 
 build-dev: ## rebuild the package in .venv after a Rust change
@@ -43,6 +43,7 @@ test: ## the whole test suite against a freshly built wheel (what CI runs)
 bench: ## the side-by-side benchmarks; writes BENCHMARKS.md
 	$(BIN)/python benchmarks/bench_instance.py --write BENCHMARKS.md
 	$(BIN)/python benchmarks/bench_engine.py --write BENCHMARKS.md
+	$(BIN)/python benchmarks/bench_runtime.py --write BENCHMARKS.md
 
 fuzz: ## ten minutes of atheris on the instance parsers
 	cd fuzz && ../$(BIN)/python fuzz_instance.py -max_total_time=600 corpus
