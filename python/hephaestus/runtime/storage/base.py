@@ -246,3 +246,19 @@ class Storage(Protocol):
         limit: int | None = None,
     ) -> list[RunRow]:
         """Runs matching every filter given, newest first."""
+
+
+def opt_bytes(value: bytes | None) -> bytes | None:
+    """``value`` as ``bytes`` (a storage keeps no views of its callers' buffers)."""
+    return None if value is None else bytes(value)
+
+
+def already_running(run: NewRun, holder_run_id: int, holder_id: str) -> str:
+    """The message of the :class:`AlreadyRunningError` that refuses ``run``
+    because run ``holder_run_id`` (of ``holder_id``) holds its unique key."""
+    if holder_id == run.id:
+        return f"{run.id!r} is already running (run {holder_run_id})"
+    return (
+        f"{run.id!r} cannot start: {holder_id!r} (run {holder_run_id}) "
+        f"holds its unique key {run.unique_key!r}"
+    )

@@ -24,6 +24,8 @@ from .base import (
     StorageError,
     Stored,
     Timer,
+    already_running,
+    opt_bytes,
 )
 
 __all__ = ["MemoryStorage"]
@@ -105,7 +107,7 @@ class MemoryStorage:
             key = None if finished else run.unique_key
             if key is not None and key in self._unique:
                 holder = self._runs[self._unique[key]]
-                raise AlreadyRunningError(_already_running(run, holder.run_id, holder.id))
+                raise AlreadyRunningError(already_running(run, holder.run_id, holder.id))
             self._last_run_id += 1
             run_id = self._last_run_id
             self._runs[run_id] = _Run(
@@ -128,7 +130,7 @@ class MemoryStorage:
     def commit(self, changes: Sequence[Append]) -> list[ConflictError | None]:
         # Copied before the lock: a bad value fails the call before anything applies.
         copies = [
-            (change, [bytes(r) for r in change.records], _opt_bytes(change.snapshot))
+            (change, [bytes(r) for r in change.records], opt_bytes(change.snapshot))
             for change in changes
         ]
         with self._lock:
@@ -288,19 +290,6 @@ class MemoryStorage:
                 and (id is None or run.id == id)
             ]
         return rows if limit is None else rows[: max(limit, 0)]
-
-
-def _opt_bytes(value: bytes | None) -> bytes | None:
-    return None if value is None else bytes(value)
-
-
-def _already_running(run: NewRun, holder_run_id: int, holder_id: str) -> str:
-    if holder_id == run.id:
-        return f"{run.id!r} is already running (run {holder_run_id})"
-    return (
-        f"{run.id!r} cannot start: {holder_id!r} (run {holder_run_id}) "
-        f"holds its unique key {run.unique_key!r}"
-    )
 
 
 def _seq_conflict(change: Append, seq: int) -> str:

@@ -48,6 +48,8 @@ from .base import (
     StorageError,
     Stored,
     Timer,
+    already_running,
+    opt_bytes,
 )
 
 __all__ = ["SQLiteStorage"]
@@ -569,7 +571,7 @@ class SQLiteStorage:
                 holder = conn.execute(_Q["unique_key_holder"], {"unique_key": key}).fetchone()
                 if holder is None:
                     raise
-                raise AlreadyRunningError(_already_running(run, holder[0], holder[1])) from None
+                raise AlreadyRunningError(already_running(run, holder[0], holder[1])) from None
             run_id = cursor.lastrowid
             assert run_id is not None
             conn.execute(_Q["create_snapshot"], {"run_id": run_id, "snapshot": snapshot})
@@ -579,7 +581,7 @@ class SQLiteStorage:
 
     def commit(self, changes: Sequence[Append]) -> list[ConflictError | None]:
         prepared = [
-            (change, [bytes(r) for r in change.records], _opt_bytes(change.snapshot))
+            (change, [bytes(r) for r in change.records], opt_bytes(change.snapshot))
             for change in changes
         ]
 
@@ -589,7 +591,7 @@ class SQLiteStorage:
         return self._write(work)
 
     def fire(self, firings: Sequence[Firing], now: float) -> list[bool]:
-        prepared = [(f.run_id, f.step, _opt_bytes(f.record)) for f in firings]
+        prepared = [(f.run_id, f.step, opt_bytes(f.record)) for f in firings]
 
         def work(conn: sqlite3.Connection) -> list[bool]:
             fired = []
@@ -813,16 +815,3 @@ def _apply(
         ],
     )
     return None
-
-
-def _opt_bytes(value: bytes | None) -> bytes | None:
-    return None if value is None else bytes(value)
-
-
-def _already_running(run: NewRun, holder_run_id: int, holder_id: str) -> str:
-    if holder_id == run.id:
-        return f"{run.id!r} is already running (run {holder_run_id})"
-    return (
-        f"{run.id!r} cannot start: {holder_id!r} (run {holder_run_id}) "
-        f"holds its unique key {run.unique_key!r}"
-    )
