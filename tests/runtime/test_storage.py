@@ -900,6 +900,38 @@ def test_sqlite_storages_on_one_file_in_one_process_share_one_writer(tmp_path):
         second.close()
 
 
+class _SchemaMadeMeanwhile(sqlite3.Connection):
+    """A connection after whose first read of ``user_version`` another
+    connection creates the whole schema: the moment a racing process picks."""
+
+    def execute(self, sql, *args):
+        cursor = super().execute(sql, *args)
+        if sql == "PRAGMA user_version" and not getattr(self, "raced", False):
+            self.raced = True
+            other = sqlite3.connect(self.path, isolation_level=None)
+            try:
+                sqlite_module._prepare(other, self.path)
+            finally:
+                other.close()
+        return cursor
+
+
+def test_sqlite_schema_check_sees_one_state_while_another_process_makes_it(tmp_path):
+    path = str(tmp_path / "h.db")
+    with contextlib.closing(sqlite3.connect(path)) as empty:
+        empty.execute("PRAGMA journal_mode = WAL")  # readers do not block the maker
+    conn = sqlite3.connect(path, isolation_level=None, factory=_SchemaMadeMeanwhile)
+    conn.path = path
+    try:
+        # Read before the other connection committed: an empty database, not
+        # a foreign one; then preparing finds the schema made and keeps it.
+        assert sqlite_module._schema_version(conn, path) == 0
+        sqlite_module._prepare(conn, path)
+        assert sqlite_module._schema_version(conn, path) == sqlite_module.SCHEMA_VERSION
+    finally:
+        conn.close()
+
+
 def _create_in_a_process(path, barrier, results):
     """In a child process: opens its own storage on ``path`` and races the
     others to create one unique run."""

@@ -179,14 +179,22 @@ def _check_header(path: str) -> None:
 def _schema_version(conn: sqlite3.Connection, path: str) -> int:
     """The database's schema version (0 for an empty database); raises
     :class:`StorageError` for a database that is not ours or is newer. Only
-    reads."""
-    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-    objects = int(conn.execute(_Q["schema_objects"]).fetchone()[0])
+    reads, in one read transaction: another process may be creating the
+    schema meanwhile, and each read must see the same state."""
+    own_transaction = not conn.in_transaction
+    if own_transaction:
+        conn.execute("BEGIN")
+    try:
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        objects = int(conn.execute(_Q["schema_objects"]).fetchone()[0])
+        ours = int(conn.execute(_Q["schema_has_marker"]).fetchone()[0]) == 1 and [
+            value for (value,) in conn.execute(_Q["schema_marker"])
+        ] == [_MARKER]
+    finally:
+        if own_transaction:
+            conn.execute("ROLLBACK")
     if version == 0 and objects == 0:
         return 0
-    ours = int(conn.execute(_Q["schema_has_marker"]).fetchone()[0]) == 1 and [
-        value for (value,) in conn.execute(_Q["schema_marker"])
-    ] == [_MARKER]
     if not ours or version == 0:
         raise StorageError(
             f"SQLite database {path}: not a hephaestus database "
