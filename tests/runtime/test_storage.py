@@ -910,7 +910,7 @@ class _SchemaMadeMeanwhile(sqlite3.Connection):
             self.raced = True
             other = sqlite3.connect(self.path, isolation_level=None)
             try:
-                sqlite_module._prepare(other, self.path)
+                sqlite_module._prepare(other, self.path, 5.0)
             finally:
                 other.close()
         return cursor
@@ -926,10 +926,29 @@ def test_sqlite_schema_check_sees_one_state_while_another_process_makes_it(tmp_p
         # Read before the other connection committed: an empty database, not
         # a foreign one; then preparing finds the schema made and keeps it.
         assert sqlite_module._schema_version(conn, path) == 0
-        sqlite_module._prepare(conn, path)
+        sqlite_module._prepare(conn, path, 5.0)
         assert sqlite_module._schema_version(conn, path) == sqlite_module.SCHEMA_VERSION
     finally:
         conn.close()
+
+
+def test_sqlite_switch_to_wal_waits_for_a_writer_of_the_new_file(tmp_path):
+    # While another connection holds the write lock of a new (rollback-mode)
+    # file, SQLite answers the switch "locked" at once, without its busy
+    # handler: processes racing to open one new file meet this.
+    path = str(tmp_path / "h.db")
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        conn.execute("PRAGMA user_version").fetchone()
+        writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        writer.execute("BEGIN IMMEDIATE")
+        ends = threading.Timer(0.2, writer.execute, ["ROLLBACK"])
+        ends.start()
+        try:
+            sqlite_module._set_wal(conn, path, busy_timeout=30.0)
+        finally:
+            ends.join()
+            writer.close()
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
 def _create_in_a_process(path, barrier, results):

@@ -32,6 +32,7 @@ import os
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from importlib import resources
 from typing import Any, TypeVar
@@ -208,14 +209,14 @@ def _schema_version(conn: sqlite3.Connection, path: str) -> int:
     return version
 
 
-def _prepare(conn: sqlite3.Connection, path: str) -> None:
+def _prepare(conn: sqlite3.Connection, path: str, busy_timeout: float) -> None:
     """Checks the schema and creates or migrates it. Nothing is written to a
     database that :func:`_schema_version` refuses."""
     if _schema_version(conn, path) == SCHEMA_VERSION:
         if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
-            _set_wal(conn, path)
+            _set_wal(conn, path, busy_timeout)
         return
-    _set_wal(conn, path)
+    _set_wal(conn, path, busy_timeout)
     conn.execute("BEGIN IMMEDIATE")
     try:
         # Another process may have created or migrated it meanwhile.
@@ -231,8 +232,21 @@ def _prepare(conn: sqlite3.Connection, path: str) -> None:
         raise
 
 
-def _set_wal(conn: sqlite3.Connection, path: str) -> None:
-    mode = str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower()
+def _set_wal(conn: sqlite3.Connection, path: str, busy_timeout: float) -> None:
+    """Switches the file to WAL. SQLite answers this pragma "locked" at once,
+    without waiting, while another process reads or switches the same new
+    file, so it is tried again for up to ``busy_timeout`` seconds."""
+    deadline = time.monotonic() + busy_timeout
+    delay = 0.001
+    while True:
+        try:
+            mode = str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower()
+            break
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() >= deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
     if mode != "wal":
         raise StorageError(f"SQLite database {path}: cannot switch to WAL mode (mode {mode!r})")
 
@@ -269,7 +283,7 @@ class _Writer:
         self._conn = _connect(path, busy_timeout)
         try:
             _configure(self._conn)
-            _prepare(self._conn, path)
+            _prepare(self._conn, path, busy_timeout)
         except BaseException:
             self._conn.close()
             raise
