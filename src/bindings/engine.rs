@@ -377,13 +377,11 @@ impl Driver {
             return Ok(());
         }
         let graph = self.graph.get();
-        if self.records.is_some() {
-            let record = Record::Outcome {
-                step: Arc::clone(&graph.inner.step_at(position).key),
-                outcome: outcome.clone(),
-            };
-            push_record(&mut self.records, &record)?;
-        }
+        // Recorded once applied: a refused outcome leaves no record behind.
+        let record = self.records.is_some().then(|| Record::Outcome {
+            step: Arc::clone(&graph.inner.step_at(position).key),
+            outcome: outcome.clone(),
+        });
         let applied = engine::apply_at(
             &mut self.instance,
             &graph.inner,
@@ -392,6 +390,9 @@ impl Driver {
             &mut self.effects,
         )
         .py()?;
+        if let Some(record) = record {
+            push_record(&mut self.records, &record)?;
+        }
         if let Applied::Route { event } = applied {
             self.route(py, position, &event)?;
         }
@@ -417,15 +418,8 @@ impl Driver {
             }
             None => Ok(Vec::new()),
         };
-        if self.records.is_some() {
-            let record = Record::Route {
-                step: Arc::clone(&graph.inner.step_at(position).key),
-                event: Arc::clone(event),
-                choice: choice.clone(),
-            };
-            push_record(&mut self.records, &record)?;
-        }
-        engine::route_at(
+        let chosen = self.records.is_some().then(|| choice.clone());
+        let failed = engine::route_at(
             &mut self.instance,
             &graph.inner,
             position,
@@ -433,7 +427,18 @@ impl Driver {
             choice,
             &mut self.effects,
         )
-        .py()
+        .py()?;
+        if let Some(chosen) = chosen {
+            // A failed route is recorded as its failure: a bad choice may
+            // name a step the graph does not have.
+            let record = Record::Route {
+                step: Arc::clone(&graph.inner.step_at(position).key),
+                event: Arc::clone(event),
+                choice: failed.map_or(chosen, Err),
+            };
+            push_record(&mut self.records, &record)?;
+        }
+        Ok(())
     }
 
     /// Resumes the waiting step at `position` with `event`; `false` when it

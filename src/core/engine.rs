@@ -504,10 +504,13 @@ pub fn route_mut(
     effects: &mut Effects,
 ) -> CoreResult<()> {
     let p = position(graph, step, "route")?;
-    route_at(instance, graph, p, event, choice, effects)
+    route_at(instance, graph, p, event, choice, effects).map(|_| ())
 }
 
-/// [`route_mut`] for the step at graph position `p`.
+/// [`route_mut`] for the step at graph position `p`. Returns the message
+/// of the route's failure when it failed the instance (also when it chose
+/// a target it does not declare), so that a journal can record the failure
+/// rather than a choice that names no step of the graph.
 pub fn route_at(
     instance: &mut Instance,
     graph: &WorkflowGraph,
@@ -515,11 +518,11 @@ pub fn route_at(
     event: &str,
     choice: Result<Vec<Target>, String>,
     effects: &mut Effects,
-) -> CoreResult<()> {
+) -> CoreResult<Option<String>> {
     let problem = match choice {
         Ok(chosen) => {
             match activate_transitions_mut(instance, graph, p, event, Some(chosen), effects) {
-                Ok(()) => return Ok(()),
+                Ok(()) => return Ok(None),
                 Err(err @ (CoreError::UndeclaredTarget { .. } | CoreError::NoTarget { .. })) => {
                     err.to_string()
                 }
@@ -534,9 +537,10 @@ pub fn route_at(
         key,
         [
             ("event", Value::Str(event.into())),
-            ("message", Value::Str(problem.into())),
+            ("message", Value::Str(problem.as_str().into())),
         ],
-    )?)
+    )?)?;
+    Ok(Some(problem))
 }
 
 /// The outcome of [`resume_mut`].

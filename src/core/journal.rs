@@ -294,7 +294,7 @@ pub fn replay_mut(
                 return Ok(());
             }
             let p = position_of(graph, &step)?;
-            engine::route_at(instance, graph, p, &event, choice, effects)
+            engine::route_at(instance, graph, p, &event, choice, effects).map(|_| ())
         }
         Record::Resume {
             step,
@@ -463,6 +463,45 @@ mod tests {
         }
         assert_eq!(inst.status(), Status::Failed);
         assert_eq!(inst.error(), Some(&error));
+    }
+
+    #[test]
+    fn a_route_to_a_step_outside_the_graph_is_recorded_as_its_failure() {
+        let g = graph();
+        let mut inst = Instance::new("i", r("Flow"), 1, Map::default()).unwrap();
+        for record in [
+            Record::Advance,
+            completed("a", "go", 1),
+            completed("r", "routed", 2),
+        ] {
+            replay_mut(&mut inst, &g, record, &mut Effects::default()).unwrap();
+        }
+        let mut direct = inst.clone();
+        let stray = vec![Target {
+            step: r("Stray"),
+            config: None,
+        }];
+        let p = g.position(&r("R")).unwrap();
+        let failed = engine::route_at(
+            &mut direct,
+            &g,
+            p,
+            "routed",
+            Ok(stray),
+            &mut Effects::default(),
+        )
+        .unwrap()
+        .expect("a choice the route does not declare fails the instance");
+        assert_eq!(direct.status(), Status::Failed);
+        // The failure, not the stray choice, is what the journal can hold.
+        let record = Record::Route {
+            step: "r".into(),
+            event: "routed".into(),
+            choice: Err(failed),
+        };
+        let decoded = decode(&encode(&record).unwrap(), &g).unwrap();
+        replay_mut(&mut inst, &g, decoded, &mut Effects::default()).unwrap();
+        assert_eq!(inst, direct);
     }
 
     #[test]

@@ -1,0 +1,146 @@
+"""The recording driver (``_core.Run``) the durable runtime stores runs with.
+
+Its journal records, replayed through the core from the instance the run
+started from, must rebuild the driver's instance exactly, whatever order
+the steps finish in; and a change the core refuses must leave no record
+behind (a stored record of a change that never applied would make the run
+unloadable).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+
+import engine_samples as samples
+import pytest
+from hephaestus import Instance, InvalidTransitionError, SerializationError, Status
+from hephaestus._core import Run, resume_record, step_key
+from hephaestus.engine import graph_of
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+FLOWS = [
+    samples.ExclusiveJoinFlow,
+    samples.RouteJoinFlow,
+    samples.RouteConfigFlow,
+    samples.BadRouteFlow,
+    samples.NestedFlow,
+    samples.ParallelFlow,
+    samples.ConfigJoinFlow,
+    samples.LinearFlow,
+    samples.BranchFlow,
+    samples.AsyncFlow,
+    samples.EventFlow,
+    samples.TwoWaitsFlow,
+    samples.MixedWaitFlow,
+    samples.ExplodeFlow,
+    samples.RefuseFlow,
+    samples.LiarFlow,
+    samples.FailingBranchFlow,
+]
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def _execute(step: type, instance: Instance) -> object:
+    return step().execute(instance, instance.step_configs.get(step), instance.context)
+
+
+def drive(flow: type, rnd: random.Random, context: dict) -> tuple[Instance, Run, list[bytes]]:
+    """Runs ``flow`` as the runtime does, finishing runnable steps in a random
+    order and resuming waiting ones; now and then repeats a completion the
+    core must refuse. Returns the first instance, the driver and its records."""
+    first = Instance.new(flow, 1, context, f"{flow.unique.key}::x")
+    driver = Run(graph_of(first), first, record=True, start=False)
+    driver.start()
+    records = driver.take_records()
+    ready = driver.take_runnable()
+    for tick in range(200):
+        stamp = T0 + dt.timedelta(seconds=tick)
+        if driver.status in (Status.COMPLETED, Status.FAILED):
+            break
+        if ready:
+            step = ready.pop(rnd.randrange(len(ready)))
+            try:
+                value = _execute(step, driver.instance)
+            except Exception as error:
+                driver.fail_with(
+                    {"kind": "exception", "step": step_key(step), "message": str(error)}
+                )
+            else:
+                driver.complete(step, value, timestamp=stamp)
+                if driver.instance.is_completed(step) and rnd.random() < 0.5:
+                    records += driver.take_records()
+                    if not driver.instance.is_terminal:
+                        with pytest.raises(InvalidTransitionError):
+                            driver.complete(step, value, timestamp=stamp)
+                    assert driver.take_records() == [], "a refused change left a record"
+        else:
+            waiting = sorted(driver.instance.waiting_steps, key=step_key)
+            if not waiting:
+                break
+            step = rnd.choice(waiting)
+            assert driver.resume(step, step.events[0], timestamp=stamp)
+        driver.finish()
+        records += driver.take_records()
+        ready += [step for step in driver.take_runnable() if step not in ready]
+    return first, driver, records
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    flow=st.sampled_from(FLOWS),
+    seed=st.integers(0, 2**32 - 1),
+    context=st.fixed_dictionaries(
+        {
+            "valid": st.booleans(),
+            "express": st.booleans(),
+            "configured": st.booleans(),
+            "approve": st.booleans(),
+            "target": st.sampled_from(["express", "finish", "stray"]),
+            "choice": st.sampled_from(["x", "y"]),
+        }
+    ),
+)
+def test_replaying_the_records_rebuilds_the_instance(flow, seed, context):
+    first, driver, records = drive(flow, random.Random(seed), context)
+    replayed = Run(graph_of(first), first, record=False, start=False)
+    replayed.replay(records)
+    assert replayed.instance == driver.instance
+    assert replayed.instance.to_json() == driver.instance.to_json()
+
+
+def test_a_refused_completion_leaves_no_record():
+    first = Instance.new(samples.LinearFlow, 1, {}, "linear::x")
+    driver = Run(graph_of(first), first, record=True, start=False)
+    driver.start()
+    driver.take_records()
+    [step] = driver.take_runnable()
+    value = _execute(step, driver.instance)
+    driver.complete(step, value, timestamp=T0)
+    assert len(driver.take_records()) == 1
+    with pytest.raises(InvalidTransitionError):
+        driver.complete(step, value, timestamp=T0)
+    assert driver.take_records() == []
+
+
+def test_a_resume_record_replays_like_a_resume():
+    first = Instance.new(samples.EventFlow, 1, {}, "eventflow::x")
+    driver = Run(graph_of(first), first, record=True, start=False)
+    driver.start()
+    while ready := driver.take_runnable():
+        for step in ready:
+            driver.complete(step, _execute(step, driver.instance), timestamp=T0)
+    records = driver.take_records()
+    [waiting] = driver.instance.waiting_steps
+    replayed = Run(graph_of(first), first, record=False, start=False)
+    replayed.replay([*records, resume_record(step_key(waiting), "received", T0)])
+    driver.resume(waiting, "received", timestamp=T0)
+    assert replayed.instance == driver.instance
+
+
+def test_a_record_that_is_not_one_is_refused():
+    first = Instance.new(samples.LinearFlow, 1, {}, "linear::x")
+    driver = Run(graph_of(first), first, record=False, start=False)
+    with pytest.raises(SerializationError):
+        driver.replay([b"\x00not a record"])
