@@ -1,11 +1,15 @@
-"""A child process that drives :class:`~runtime.durable_flows.CrashFlow`
-instances, for the durability tests to kill and restart.
+"""Children of the durability and race tests.
 
-Run as ``python crash_child.py DB --log LOG --count N ...`` with ``tests/`` on
-``PYTHONPATH``. It opens ``Hephaestus(DB)`` (workers start at once), prints
-``started``, starts every instance ``<prefix>0`` ... ``<prefix>N-1`` that has
-no run yet (another process may start it first: ``AlreadyRunningError`` is
-expected then), prints ``created``, and drives them until every one is
+``race_starts`` and ``race_resumes`` are targets of ``multiprocessing``
+'spawn' children (importable by name, as 'spawn' needs). Run as a script,
+this is a child that drives :class:`~durable_flows.CrashFlow` instances, for
+the durability tests to kill and restart.
+
+Run as ``python crash_child.py DB --log LOG --count N ...``. It opens
+``Hephaestus(DB)`` (workers start at once), prints ``started``, starts
+every instance ``<prefix>0`` ... ``<prefix>N-1`` that has no run yet
+(another process may start it first: ``AlreadyRunningError`` is expected
+then), prints ``created``, and drives them until every one is
 finished; then it prints ``done`` and exits 0 (1 if one failed, 2 when the
 ``--guard`` runs out). Each line is flushed at once, so the parent can time
 its kills from them.
@@ -14,18 +18,19 @@ its kills from them.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
+import threading
 import time
-from pathlib import Path
+from collections.abc import Callable
+from typing import Any
 
-if __package__ in (None, ""):
-    # Run as a script: make ``runtime.durable_flows`` importable by the same
-    # name the test process uses, so stored class names resolve.
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from hephaestus import AlreadyRunningError, Hephaestus
-
-from runtime.durable_flows import CrashFlow
+# Run as a script, this file's folder is on sys.path, so ``durable_flows``
+# imports by the name the test process uses (pytest's ``pythonpath``
+# includes tests/runtime) and stored class names resolve in both.
+from durable_flows import CrashFlow, HoldFlow
+from hephaestus import AlreadyRunningError, Hephaestus, InvalidTransitionError
 
 _FINISHED = ("completed", "failed")
 
@@ -39,6 +44,68 @@ def say(word: str) -> None:
     """Tells the parent where the child is (one flushed line on stdout)."""
     sys.stdout.write(word + "\n")
     sys.stdout.flush()
+
+
+# -- 'spawn' children of the race tests ---------------------------------------------------
+
+
+def _racers(threads: int, body: Callable[[], None]) -> None:
+    """Runs ``body`` in ``threads`` threads and waits for them."""
+    workers = [threading.Thread(target=body) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+
+
+def race_starts(db: str, ids: list[str], threads: int, barrier: Any, results: Any) -> None:
+    """A 'spawn' child of the start races: ``threads`` threads, one app.
+    For each id of ``ids`` in turn, every thread (of every racing process:
+    ``barrier`` is shared) starts a :class:`HoldFlow` instance with that id at
+    once, and puts ``(pid, id, outcome)`` on ``results``: ``"started"``,
+    ``"already running"``, or the repr of any other exception."""
+    with Hephaestus(db) as app:
+
+        def body() -> None:
+            for iid in ids:
+                barrier.wait(60)
+                try:
+                    app.start_instance(HoldFlow, {}, id=iid)
+                    outcome = "started"
+                except AlreadyRunningError:
+                    outcome = "already running"
+                except Exception as error:
+                    outcome = repr(error)
+                results.put((os.getpid(), iid, outcome))
+
+        _racers(threads, body)
+
+
+def race_resumes(db: str, ids: list[str], threads: int, barrier: Any, results: Any) -> None:
+    """A 'spawn' child of the resume races: like :func:`race_starts`, but
+    every thread resumes the waiting :class:`HoldFlow` instance ``id`` with
+    ``"received"``; outcomes ``"resumed"``, ``"invalid"`` (the
+    ``InvalidTransitionError`` of a loser) or the repr of any other
+    exception."""
+    with Hephaestus(db) as app:
+        app.register(HoldFlow)
+
+        def body() -> None:
+            for iid in ids:
+                barrier.wait(60)
+                try:
+                    app.resume(iid, "received")
+                    outcome = "resumed"
+                except InvalidTransitionError:
+                    outcome = "invalid"
+                except Exception as error:
+                    outcome = repr(error)
+                results.put((os.getpid(), iid, outcome))
+
+        _racers(threads, body)
+
+
+# -- the crash child -----------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,10 +133,9 @@ def main(argv: list[str] | None = None) -> int:
         for iid in ids:
             if app.list(id=iid, limit=1):
                 continue  # started by an earlier child, or by a sibling
-            try:
+            # A sibling process may start it between the check and here.
+            with contextlib.suppress(AlreadyRunningError):
                 app.start_instance(CrashFlow, context, id=iid)
-            except AlreadyRunningError:
-                pass  # a sibling process started it just now
         say("created")
         while time.monotonic() < deadline:
             runs = reversed(app.list(workflow=CrashFlow))  # oldest first: the newest wins

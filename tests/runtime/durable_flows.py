@@ -1,9 +1,10 @@
 """Workflows for the durability and race tests of the runtime.
 
-They live at module level of an importable module (``runtime.durable_flows``
-with ``tests/`` on ``sys.path``) because a run's workflow class must load by
-import in every process that drives it: the test process, the crash
-children (``crash_child.py``) and ``multiprocessing`` 'spawn' children.
+They live at module level of an importable module (``durable_flows``, with
+``tests/runtime`` on ``sys.path`` as pytest's ``pythonpath`` sets) because a
+run's workflow class must load by import in every process that drives it:
+the test process, the crash children (``crash_child.py``) and
+``multiprocessing`` 'spawn' children.
 
 Steps that do "work" append a line to a *side-effect log* before they
 return: ``"<instance id> <step key> <pid> <idempotency key>\\n"``, written
@@ -175,13 +176,6 @@ class HoldFlow(Workflow, unique=Unique("hold")):
     transitions = {Hold: {"received": Released}, Released: {"released": Done}}
 
 
-class HoldGlobalFlow(Workflow, unique=Unique("hold", scope="global")):
-    """A second workflow whose ids compete with every workflow's (scope ``global``)."""
-
-    start = Hold
-    transitions = {Hold: {"received": Released}, Released: {"released": Done}}
-
-
 # -- a timer that an event may beat ------------------------------------------------------
 
 
@@ -193,14 +187,17 @@ class Nap(Wait):
 
 class Gated(Logged):
     """Blocks until the in-process gate named ``context.initial["gate"]`` is
-    set (when the context names one), then logs."""
+    set (when the context names one), then logs. While it blocks, the gate
+    ``"<name>:entered"`` is set."""
 
     events = ("busy",)
 
     def execute(self, instance: Any, config: Any, context: Any) -> str:
         name = context.initial.get("gate")
-        if name is not None and not gate(name).wait(60):
-            raise TimeoutError(f"gate {name!r} was never opened")
+        if name is not None:
+            gate(f"{name}:entered").set()
+            if not gate(name).wait(60):
+                raise TimeoutError(f"gate {name!r} was never opened")
         return super().execute(instance, config, context)
 
 
@@ -255,3 +252,47 @@ class ChainFlow(Workflow, unique=Unique("chain")):
         Second: {"second": Third},
         Third: {"third": Done},
     }
+
+
+# -- a resume while other branches keep committing ---------------------------------------
+
+
+def _chain_step(name: str, event: str) -> type:
+    """A :class:`Logged` step class named ``name`` (at module level, so that
+    it loads by name) that emits ``event``."""
+    cls = type(name, (Logged,), {"events": (event,), "__module__": __name__})
+    cls.__qualname__ = name
+    globals()[name] = cls
+    return cls
+
+
+#: Three chains of four quick steps each: ``CHAINS[c][i]`` emits ``"c<c>s<i>"``.
+CHAINS = [[_chain_step(f"Chain{c}Step{i}", f"c{c}s{i}") for i in range(4)] for c in range(3)]
+
+
+class Gather(Logged):
+    events = ("gathered",)
+
+
+def _busy_transitions() -> dict[type, dict[str, Any]]:
+    """:class:`BusyFlow`'s transition table: the chains fan out from Begin
+    beside Hold and all end at Gather."""
+    table: dict[type, dict[str, Any]] = {
+        Begin: {"go": [Hold, *(chain[0] for chain in CHAINS)]},
+        Hold: {"received": Released},
+        Released: {"released": Gather},
+        Gather: {"gathered": Done},
+    }
+    for chain in CHAINS:
+        for step, after in zip(chain, [*chain[1:], Gather], strict=True):
+            table[step] = {step.events[0]: after}
+    return table
+
+
+class BusyFlow(Workflow, unique=Unique("busy")):
+    """Begin, then Hold (waiting for ``"received"``) beside three chains of
+    quick steps, all gathered at Gather: a resume lands while the run's other
+    steps keep completing and committing."""
+
+    start = Begin
+    transitions = _busy_transitions()

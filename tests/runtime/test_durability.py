@@ -1,11 +1,12 @@
 """Durability of the runtime across processes (CONTRACT §10, "What the
 runtime guarantees"): processes killed at random moments lose nothing
 committed, two processes drive one database at once, a stalled app's runs
-are taken over once its lease runs out, and a restart takes over the runs of
-a dead process on this host at once instead of waiting out their lease.
+are taken over once its lease runs out, a restart takes over the runs of a
+dead process on this host at once instead of waiting out their lease, and a
+cancel from another process sticks.
 
 The children are ``crash_child.py`` processes driving
-:class:`runtime.durable_flows.CrashFlow` (a fan-out, a join and a one-second
+:class:`durable_flows.CrashFlow` (a fan-out, a join and a one-second
 timer), each step of which appends to a side-effect log. The test process
 reads the database with an app of its own that only reads (reads never start
 workers), or drives it with an app when a test says so.
@@ -18,6 +19,7 @@ import os
 import random
 import select
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -26,12 +28,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from crash_child import crash_ids
+from durable_flows import CRASH_LOGGED, CRASH_STEPS, Begin, read_log
 from hephaestus import ExecutionEntry, Hephaestus, InstanceNotFoundError, step_key
 
-from runtime.crash_child import crash_ids
-from runtime.durable_flows import CRASH_LOGGED, CRASH_STEPS, Begin, CrashFlow, read_log
-
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="POSIX signals and /proc"
+)
 
 HERE = Path(__file__).resolve().parent
 CHILD = HERE / "crash_child.py"
@@ -53,9 +56,7 @@ class Child:
 
     def __init__(self, tmp_path: Path, name: str, db: Path, log: Path, *args: str) -> None:
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(HERE.parent), env.get("PYTHONPATH")) if p
-        )
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE), env.get("PYTHONPATH")) if p)
         self.name = name
         self.stderr_path = tmp_path / f"{name}.stderr"
         with open(self.stderr_path, "wb") as stderr:
@@ -114,8 +115,13 @@ class Child:
             self.process.stdout.close()
 
     def pause(self) -> None:
-        """SIGSTOPs the child: it stays alive but renews no lease."""
+        """SIGSTOPs the child and waits until every thread of it stopped: it
+        stays alive but renews no lease."""
         self.process.send_signal(signal.SIGSTOP)
+        deadline = time.monotonic() + GUARD
+        while not all(state in "Tt" for state in _thread_states(self.pid)):
+            assert time.monotonic() < deadline, f"{self.name} did not stop"
+            time.sleep(0.001)
 
     def carry_on(self) -> None:
         """SIGCONTs a paused child."""
@@ -124,6 +130,15 @@ class Child:
     def _stderr(self) -> str:
         text = self.stderr_path.read_text(errors="replace")[-4000:]
         return f"\n--- {self.name} stderr ---\n{text}" if text.strip() else ""
+
+
+def _thread_states(pid: int) -> list[str]:
+    """The state letter (``/proc/<pid>/task/*/stat``) of each thread of ``pid``."""
+    states = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):  # a thread that just ended
+            states.append(task.joinpath("stat").read_text().rsplit(")", 1)[1].split()[0])
+    return states
 
 
 @pytest.fixture
@@ -203,7 +218,8 @@ def describe(app: Hephaestus, ids: list[str]) -> str:
         row = app.storage.newest(iid)
         lines.append(
             f"  {iid}: {instance.status.value} active={_names(instance.active_steps)} "
-            f"waiting={_names(instance.waiting_steps)} history={_steps(instance.execution_history)} "
+            f"waiting={_names(instance.waiting_steps)} "
+            f"history={_steps(instance.execution_history)} "
             f"error={instance.error} lease={row and (row.lease_owner, row.lease_expires)} "
             f"runnable={row and row.runnable} {instance!r}"
         )
@@ -269,6 +285,9 @@ def assert_all_done_once(app: Hephaestus, ids: list[str], log: Path) -> Counter[
 # -- crash rounds ---------------------------------------------------------------------------
 
 SEEDS = [11, 23, 37]
+#: Steps of 20-80 ms on two threads: the work spans most rounds, so kills
+#: land before, in and after steps, timers and commits.
+CRASH_ARGS = ("--count", str(COUNT), "--concurrency", "2", "--work", "0.02", "0.08")
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -284,7 +303,7 @@ def test_children_killed_at_random_moments_lose_nothing_committed(tmp_path, spaw
     with reader(db) as app:
         seen: Seen = {}
         for round_ in range(rng.randint(8, 12)):
-            child = spawn(f"round {round_}", db, log, "--count", str(COUNT))
+            child = spawn(f"round {round_}", db, log, *CRASH_ARGS)
             child.expect("started", GUARD)
             time.sleep(rng.uniform(0.02, 0.4))
             before = committed(app, ids)
@@ -294,7 +313,7 @@ def test_children_killed_at_random_moments_lose_nothing_committed(tmp_path, spaw
             assert_extends(before, after, f"round {round_}, across the kill")
             seen = after
 
-        last = spawn("last", db, log, "--count", str(COUNT), "--guard", str(GUARD))
+        last = spawn("last", db, log, *CRASH_ARGS, "--guard", str(GUARD))
         try:
             last.expect("done", GUARD)
         except pytest.fail.Exception as failure:
@@ -357,6 +376,28 @@ def hung_child(
     return child, db, log, hang
 
 
+def pause_outside_a_transaction(child: Child, db: Path) -> None:
+    """SIGSTOPs ``child`` at a moment it holds no write lock on ``db``.
+
+    A process stopped inside a write transaction keeps SQLite's write lock
+    until it runs again or dies, which blocks every other process on the
+    file: no lease can help with that, so the lease tests stop the child
+    between its transactions (resuming it briefly until they catch one)."""
+    for _ in range(1000):
+        child.pause()
+        conn = sqlite3.connect(db, timeout=0.05, isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("ROLLBACK")
+            return
+        except sqlite3.OperationalError:
+            child.carry_on()
+            time.sleep(0.002)
+        finally:
+            conn.close()
+    pytest.fail("the child held the write lock every time it was stopped")
+
+
 def assert_leased_to(app: Hephaestus, ids: list[str], pid: int, beyond: float) -> None:
     """Every run of ``ids`` is running and leased to process ``pid`` until
     after ``beyond`` (clock seconds)."""
@@ -376,22 +417,25 @@ def test_stalled_app_is_taken_over_once_its_lease_runs_out(tmp_path, spawn):
     runs out and completes them; when the child carries on, its late results
     are discarded: every history still has one entry per step."""
     child, db, log, hang = hung_child(spawn, tmp_path, lease=2.0)
-    child.pause()
+    pause_outside_a_transaction(child, db)
     hang.unlink()  # the child's steps notice once it carries on
     ids = crash_ids("h", 4)
-    with Hephaestus(db, lease=2.0) as app:
+    with reader(db) as app:
         assert_leased_to(app, ids, child.pid, beyond=0)
+    with Hephaestus(db, lease=2.0) as app:
         wait_completed(app, ids, GUARD)
     child.carry_on()
     child.expect("done", GUARD)
     assert child.finish(GUARD) == 0
     with reader(db) as app:
         runs = assert_all_done_once(app, ids, log)
+    # Begin ran once in the stalled child and once in this process; no other
+    # step ran twice (there was no crash).
+    by_pid = Counter((key, pid) for _, key, pid, _ in read_log(log))
     begin = step_key(Begin)
-    assert all(runs[iid, begin] == 2 for iid in ids), "Begin ran in the stalled child and again"
-    by_pid = Counter(pid for iid, key, pid, _ in read_log(log) if key == begin)
-    assert by_pid[child.pid] == 4
-    assert by_pid[os.getpid()] == 4
+    assert by_pid[begin, child.pid] == 4, by_pid
+    assert by_pid[begin, os.getpid()] == 4, by_pid
+    assert {n for (iid, key), n in runs.items() if key != begin} == {1}, runs
 
 
 def test_restart_takes_over_runs_of_a_dead_process_without_waiting_out_the_lease(tmp_path, spawn):
@@ -402,8 +446,9 @@ def test_restart_takes_over_runs_of_a_dead_process_without_waiting_out_the_lease
     child.kill()
     hang.unlink()
     ids = crash_ids("h", 4)
-    with Hephaestus(db, lease=3600.0) as app:
+    with reader(db) as app:
         assert_leased_to(app, ids, child.pid, beyond=time.time() + 3000)
+    with Hephaestus(db, lease=3600.0) as app:
         wait_completed(app, ids, GUARD)
     with reader(db) as app:
         assert_all_done_once(app, ids, log)
@@ -414,9 +459,11 @@ def test_restart_leaves_the_runs_of_a_live_process_alone(tmp_path, spawn):
     it is alive, so a new app must not take its runs. Once it is dead, the
     next app takes them over at once."""
     child, db, log, hang = hung_child(spawn, tmp_path, lease=3600.0)
-    child.pause()
+    pause_outside_a_transaction(child, db)
     hang.unlink()
     ids = crash_ids("h", 4)
+    with reader(db) as app:
+        assert_leased_to(app, ids, child.pid, beyond=time.time() + 3000)
     with Hephaestus(db, lease=3600.0) as app:
         time.sleep(2.0)
         assert_leased_to(app, ids, child.pid, beyond=time.time() + 3000)
@@ -426,3 +473,24 @@ def test_restart_leaves_the_runs_of_a_live_process_alone(tmp_path, spawn):
         wait_completed(app, ids, GUARD)
     with reader(db) as app:
         assert_all_done_once(app, ids, log)
+
+
+def test_cancel_from_another_process_sticks(tmp_path, spawn):
+    """A child drives four runs, each in a running step; this process
+    cancels them (an app that only reads and cancels starts no workers).
+    When the child's steps return, their results are discarded: the
+    instances stay exactly as the cancels left them and nothing after the
+    running step runs."""
+    child, db, log, hang = hung_child(spawn, tmp_path, lease=30.0)
+    ids = crash_ids("h", 4)
+    with reader(db) as app:
+        cancelled = {iid: app.cancel(iid, reason="from afar") for iid in ids}
+        hang.unlink()
+        child.expect("done", GUARD)
+        assert child.finish(GUARD) == 1  # its instances failed (cancelled)
+        for iid in ids:
+            instance = app.get(iid)
+            assert instance == cancelled[iid]
+            assert instance.error == {"kind": "cancelled", "reason": "from afar"}
+            assert instance.execution_history == []
+    assert Counter(key for _, key, _, _ in read_log(log)) == {step_key(Begin): 4}

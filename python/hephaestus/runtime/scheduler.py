@@ -117,7 +117,13 @@ class _Live:
     running: dict[type, asyncio.Task[None]] = dataclasses.field(default_factory=dict)
     #: Outcomes waiting to be applied and committed, in order.
     pending: list[tuple[type, Attempted]] = dataclasses.field(default_factory=list)
+    #: Steps whose attempt ended and whose outcome is not committed yet: they
+    #: must not start again meanwhile (the instance still shows them active).
+    settling: set[type] = dataclasses.field(default_factory=set)
     committing: bool = False
+    #: Another writer changed the run: nothing more is applied to this copy;
+    #: a reload takes over its running steps and pending outcomes.
+    stale: bool = False
     #: Set while no commit is in progress.
     idle: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
 
@@ -460,7 +466,9 @@ class _Scheduler:
         old = self.live.get(run_id)
         if old is None:
             return
-        await old.idle.wait()
+        old.stale = True  # nothing more is applied to it
+        while old.committing:
+            await old.idle.wait()
         if self.live.get(run_id) is not old:
             return
         self._drop(old)
@@ -479,6 +487,7 @@ class _Scheduler:
         live.attempts.update(old.attempts)
         live.running = old.running
         live.pending = [*outcomes, *old.pending]
+        live.settling = old.settling
         self.live[run_id] = live
         await self._apply(live, extra=_starter(live))
 
@@ -486,16 +495,17 @@ class _Scheduler:
 
     def _dispatch(self, live: _Live, steps: Iterable[type]) -> None:
         for step in steps:
-            if step_key(step) in live.backoff or step in live.running:
+            if step_key(step) in live.backoff or step in live.running or step in live.settling:
                 continue
-            self.ready.append((live.run_id, step))
+            if (live.run_id, step) not in self.ready:
+                self.ready.append((live.run_id, step))
         self._dispatch_ready()
 
     def _dispatch_ready(self) -> None:
         while self.ready and self.running < self.slots and not self.stopping:
             run_id, step = self.ready.pop(0)
             live = self.live.get(run_id)
-            if live is None or step in live.running:
+            if live is None or live.stale or step in live.running or step in live.settling:
                 continue
             key = step_key(step)
             instance = live.driver.instance
@@ -527,6 +537,7 @@ class _Scheduler:
         if live is None:
             return  # dropped (cancelled, taken over): the result is discarded
         live.running.pop(call.step, None)
+        live.settling.add(call.step)
         live.pending.append((call.step, attempted))
         await self._apply(live)
         self._dispatch_ready()
@@ -546,13 +557,13 @@ class _Scheduler:
         meanwhile go in the next round."""
         while live.committing and (extra is not None or drop_timers):
             await live.idle.wait()
-        if live.committing or self.live.get(live.run_id) is not live:
+        if live.committing or live.stale or self.live.get(live.run_id) is not live:
             return
         live.committing = True
         live.idle.clear()
         try:
             first = True
-            while self.live.get(live.run_id) is live and (first or live.pending):
+            while self.live.get(live.run_id) is live and not live.stale and (first or live.pending):
                 first = False
                 outcomes, live.pending = live.pending, []
                 await self._commit_round(live, outcomes, drop_timers, extra)
@@ -594,6 +605,7 @@ class _Scheduler:
         finished = status in _FINISHED
         runnable = not finished and self._has_work(live, instance)
         if not records and not timers and not attempts and not drop_timers:
+            live.settling.difference_update(step for step, _ in outcomes)
             if runnable:
                 self._dispatch(live, to_run)
             else:
@@ -635,9 +647,11 @@ class _Scheduler:
             # these outcomes again.
             log.debug("reloading %s: %s", live.row.id, conflict)
             live.pending = [*outcomes, *live.pending]
+            live.stale = True
             self.loop.create_task(self.refresh(live.run_id))
             return
         self.pause = 0.0
+        live.settling.difference_update(step for step, _ in outcomes)
         live.seq += len(records)
         if snapshot is not None:
             live.snapshot_bytes, live.journal_bytes = len(snapshot), 0
