@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import shutil
 import sqlite3
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -712,35 +714,56 @@ def test_sqlite_rejects_a_path_that_is_not_a_file():
 # -- SQLite: failures ---------------------------------------------------------
 
 
-def test_sqlite_write_to_a_read_only_file_fails_and_keeps_the_data(tmp_path):
-    probe = tmp_path / "probe"
-    probe.touch(mode=0o444)
-    try:
-        probe.open("a").close()
-    except PermissionError:
-        pass
-    else:
-        pytest.skip("this user (root?) can write read-only files; run as another user")
-    path = tmp_path / "h.db"
-    storage = open_sqlite(path)
-    run_id = storage.create(new_run())
-    storage.close()
-    path.chmod(0o444)
-    try:
-        storage = open_sqlite(path)
-        try:
-            assert [row.run_id for row in storage.find()] == [run_id]
-            with pytest.raises(StorageError, match="read-only"):
-                storage.create(new_run("order::2", unique_key=None))
-        finally:
-            storage.close()
-    finally:
-        path.chmod(0o644)
+def _check_read_only(path, run_id):
+    """Reads work and a write fails with a clear error on a read-only file."""
     storage = open_sqlite(path)
     try:
         assert [row.run_id for row in storage.find()] == [run_id]
+        with pytest.raises(StorageError, match="read-only"):
+            storage.create(new_run("order::2", unique_key=None))
     finally:
         storage.close()
+
+
+def _check_read_only_as_nobody(path, run_id, results):
+    """In a child process: drops root (which may write any file), then checks."""
+    try:
+        os.setgid(65534)
+        os.setuid(65534)
+        _check_read_only(path, run_id)
+        results.put("ok")
+    except BaseException as error:
+        results.put(repr(error))
+
+
+def test_sqlite_write_to_a_read_only_file_fails_and_keeps_the_data(tmp_path, spawn):
+    # A directory anyone may write (SQLite makes its -wal and -shm files
+    # beside the database), holding a database file no one may write.
+    home = Path(tempfile.mkdtemp(prefix="hephaestus-ro-"))
+    home.chmod(0o777)
+    path = home / "h.db"
+    try:
+        storage = open_sqlite(path)
+        run_id = storage.create(new_run())
+        storage.close()
+        path.chmod(0o444)
+        if os.geteuid() == 0:
+            results = spawn.Queue()
+            child = spawn.Process(target=_check_read_only_as_nobody, args=(path, run_id, results))
+            child.start()
+            outcome = results.get(timeout=60)
+            child.join(timeout=60)
+            assert outcome == "ok"
+        else:
+            _check_read_only(path, run_id)
+        path.chmod(0o644)
+        storage = open_sqlite(path)
+        try:
+            assert [row.run_id for row in storage.find()] == [run_id]
+        finally:
+            storage.close()
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @contextlib.contextmanager
