@@ -11,11 +11,9 @@ lease, or until something wakes it.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import dataclasses
 import datetime as dt
-import functools
 import logging
 import math
 import os
@@ -155,9 +153,6 @@ class _Scheduler:
         self.live: dict[int, _Live] = {}
         #: Changes waiting for the next group commit, with their waiters.
         self.batch: list[tuple[Append, asyncio.Future[ConflictError | None]]] = []
-        #: Commits while steps run happen here, so the loop goes on meanwhile.
-        self.committer = concurrent.futures.ThreadPoolExecutor(1, "hephaestus-commit")
-        self.flushing = False
         self.slots = app._concurrency
         self.ready: list[tuple[int, type]] = []
         self.running = 0
@@ -188,7 +183,6 @@ class _Scheduler:
         try:
             self.loop.run_until_complete(self._main)
         finally:
-            self.committer.shutdown(wait=True)
             self.loop.run_until_complete(self.loop.shutdown_asyncgens())
             self.loop.close()
 
@@ -254,47 +248,29 @@ class _Scheduler:
 
     async def _commit(self, change: Append) -> ConflictError | None:
         """Commits ``change`` together with every other change made in the
-        same turn of the loop, or while the previous commit was syncing:
-        group commit, one disk sync for all of them."""
+        same turn of the loop: group commit, one disk sync for all of them.
+        Steps that end while the loop waits for the disk are taken in on the
+        next turn, and their changes make the next batch."""
         future: asyncio.Future[ConflictError | None] = self.loop.create_future()
         self.batch.append((change, future))
-        if len(self.batch) == 1 and not self.flushing:
+        if len(self.batch) == 1:
             self.loop.call_soon(self._flush)
         return await future
 
     def _flush(self) -> None:
-        """Commits the batch. With no step running nothing could happen
-        meanwhile, so the loop commits itself (no thread hop); otherwise the
-        committer thread does, while the loop takes in the steps that end and
-        gathers their changes for the next commit."""
-        if self.flushing:
-            return  # the commit in progress flushes again when it ends
         batch, self.batch = self.batch, []
         if not batch:
             return
-        changes = [change for change, _ in batch]
-        if self.running == 0:
-            try:
-                results = self.storage.commit(changes)
-            except Exception as error:
-                _settle(batch, error)
-            else:
-                _settle(batch, results)
+        try:
+            results = self.storage.commit([change for change, _ in batch])
+        except Exception as error:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
             return
-        self.flushing = True
-        pending = self.loop.run_in_executor(self.committer, self.storage.commit, changes)
-        pending.add_done_callback(functools.partial(self._committed, batch))
-
-    def _committed(
-        self,
-        batch: list[tuple[Append, asyncio.Future[ConflictError | None]]],
-        pending: asyncio.Future[list[ConflictError | None]],
-    ) -> None:
-        self.flushing = False
-        error = pending.exception()
-        _settle(batch, error if error is not None else pending.result())
-        if self.batch:
-            self._flush()
+        for (_, future), result in zip(batch, results, strict=True):
+            if not future.done():
+                future.set_result(result)
 
     # -- the main loop -----------------------------------------------------------------------
 
@@ -748,20 +724,6 @@ class _Scheduler:
         for task in others:
             task.cancel()
         await asyncio.gather(*others, return_exceptions=True)
-
-
-def _settle(
-    batch: list[tuple[Append, asyncio.Future[ConflictError | None]]],
-    outcome: list[ConflictError | None] | BaseException,
-) -> None:
-    """Tells each change's waiter how its commit went."""
-    for index, (_, future) in enumerate(batch):
-        if future.done():
-            continue
-        if isinstance(outcome, BaseException):
-            future.set_exception(outcome)
-        else:
-            future.set_result(outcome[index])
 
 
 def _live(stored: Stored, workflow: type) -> _Live:
