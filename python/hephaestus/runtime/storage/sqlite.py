@@ -801,9 +801,10 @@ def _apply(
         )
     if snapshot is not None:
         conn.execute(_Q["set_snapshot"], {"run_id": run_id, "snapshot": snapshot, "seq": seq})
+    # (Most changes have no timers or attempts: no statement runs for them.)
     if finished:
         conn.execute(_Q["drop_all_timers"], {"run_id": run_id})
-    else:
+    elif change.drop_timers or change.set_timers:
         conn.executemany(
             _Q["drop_timer"], [{"run_id": run_id, "step": step} for step in change.drop_timers]
         )
@@ -820,6 +821,8 @@ def _apply(
                 for timer in change.set_timers
             ],
         )
+    if not change.attempts:
+        return None
     conn.executemany(
         _Q["add_attempt"],
         [
