@@ -35,12 +35,11 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from time import perf_counter_ns
 from typing import Any
 
 from hephaestus import Done, Instance, Status, Step, Unique, Workflow
-from report import factor, header, progress, table, write_section
+from report import add_common_arguments, factor, header, progress, table, write_section
 
 try:
     engine: Any = importlib.import_module("hephaestus.engine")
@@ -63,7 +62,6 @@ except ImportError as exc:  # reported when a SpiffWorkflow implementation is re
 else:
     SPIFF_IMPORT_ERROR = None
 
-DEFAULT_OUTPUT = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 ENGINES = ("hephaestus", "spiff-core", "spiff-bpmn")
 EVENT = "next"
 # SpiffWorkflow walks its task tree recursively (about three frames per task when it
@@ -1010,19 +1008,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Benchmark hephaestus.engine.run against SpiffWorkflow and a plain loop."
     )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="a smoke run of a few seconds with tiny workflows; the numbers mean nothing",
-    )
-    parser.add_argument(
-        "--write",
-        nargs="?",
-        const=DEFAULT_OUTPUT,
-        type=Path,
-        metavar="PATH",
-        help="write the Markdown section to PATH (default: BENCHMARKS.md at "
-        "the repository root), replacing this script's earlier section",
+    add_common_arguments(
+        parser, "a smoke run of a few seconds with tiny workflows; the numbers mean nothing"
     )
     parser.add_argument(
         "--engines",

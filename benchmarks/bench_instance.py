@@ -42,9 +42,8 @@ from typing import Any
 
 import hephaestus
 from pyrsistent import PMap, PSet, PVector, freeze, pmap, pset, pvector, thaw
-from report import factor, header, progress, table, write_section
+from report import add_common_arguments, factor, header, progress, table, write_section
 
-DEFAULT_OUTPUT = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 ALL_IMPLS = ("hephaestus", "frozen", "pyrsistent", "mutable")
 MEMORY_WORKERS = 2
 
@@ -1337,20 +1336,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Benchmark hephaestus.Instance against pure-Python implementations."
     )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="a smoke run of a few seconds; the numbers mean nothing",
-    )
-    parser.add_argument(
-        "--write",
-        nargs="?",
-        const=DEFAULT_OUTPUT,
-        type=Path,
-        metavar="PATH",
-        help="write the Markdown section to PATH (default: BENCHMARKS.md at "
-        "the repository root), replacing this script's earlier section",
-    )
+    add_common_arguments(parser, "a smoke run of a few seconds; the numbers mean nothing")
     parser.add_argument(
         "--impls",
         default=",".join(ALL_IMPLS),

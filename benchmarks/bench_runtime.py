@@ -46,9 +46,8 @@ from time import perf_counter, perf_counter_ns
 from typing import Any
 
 from hephaestus import Done, Hephaestus, Instance, Step, Unique, Wait, Workflow, step_key
-from report import factor, header, progress, table, write_section
+from report import add_common_arguments, factor, header, progress, table, write_section
 
-DEFAULT_OUTPUT = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 ENGINES = ("hephaestus", "floor", "dbos")
 EVENT = "next"
 # DBOS's queue looks for work this often. Of 0.001, 0.01, 0.1 and 1.0 s (its default),
@@ -1194,19 +1193,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Benchmark the durable runtime against DBOS Transact and a bare SQLite commit."
     )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="a smoke run of a few seconds with tiny sizes; the numbers mean nothing",
-    )
-    parser.add_argument(
-        "--write",
-        nargs="?",
-        const=DEFAULT_OUTPUT,
-        type=Path,
-        metavar="PATH",
-        help="write the Markdown section to PATH (default: BENCHMARKS.md at "
-        "the repository root), replacing this script's earlier section",
+    add_common_arguments(
+        parser, "a smoke run of a few seconds with tiny sizes; the numbers mean nothing"
     )
     parser.add_argument(
         "--engines",

@@ -3,6 +3,7 @@ and writing a script's section into BENCHMARKS.md."""
 
 from __future__ import annotations
 
+import argparse
 import importlib.metadata
 import os
 import platform
@@ -10,6 +11,23 @@ import sys
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
+
+#: Where ``--write`` puts a script's section by default.
+BENCHMARKS_MD = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, quick_help: str) -> None:
+    """Adds ``--quick`` (a smoke run) and ``--write [PATH]`` to ``parser``."""
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument(
+        "--write",
+        nargs="?",
+        const=BENCHMARKS_MD,
+        type=Path,
+        metavar="PATH",
+        help="write the Markdown section to PATH (default: BENCHMARKS.md at "
+        "the repository root), replacing this script's earlier section",
+    )
 
 
 def cpu_model() -> str:
