@@ -27,6 +27,7 @@ from hephaestus import (
     Unique,
     current_execution,
 )
+from hephaestus.runtime import app as app_module
 from hephaestus.runtime.app import current_app
 from hephaestus.runtime.storage import NewRun
 from hephaestus.testing import VirtualClock
@@ -665,3 +666,21 @@ def test_a_failed_commit_starts_no_successor_and_is_retried(
         "no successor started before its predecessor's outcome was committed"
     )
     assert sum("cannot commit" in r.getMessage() for r in caplog.records) == 2
+
+
+def test_an_idle_app_takes_up_at_once_a_run_another_app_gave_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another process's commits reach an idle app through the storage's data
+    # version, not after a lease period (an hour here).
+    monkeypatch.setattr(app_module, "_GRACE", 0.1)
+    path = tmp_path / "h.db"
+    with Hephaestus(path, lease=3600) as idle:
+        giver = Hephaestus(path, lease=3600)
+        iid = giver.start_instance(rf.BlockerFlow, id="blocker::b1")
+        assert rf.STARTED.wait(10)
+        giver.close()  # a step that did not finish is given back
+        rf.RELEASE.set()
+        done = idle.wait(iid, timeout=10)
+    # Whichever app claimed it first, the idle one finished it.
+    assert done.status == "completed"

@@ -502,6 +502,17 @@ def test_release_of_none_gives_up_every_lease_of_the_owner(storage):
     assert owners == {a: None, b: None, c: "w2"}
 
 
+def test_the_data_version_moves_with_commits_and_stays_put_otherwise(storage):
+    version = storage.data_version()
+    assert storage.data_version() == version
+    run_id = storage.create(new_run())
+    after_create = storage.data_version()
+    assert after_create != version
+    storage.commit([change(run_id, 0, b"r1")])
+    assert storage.data_version() != after_create
+    assert storage.data_version() == storage.data_version()
+
+
 def test_lease_owners_are_the_holders_of_leases(storage):
     assert storage.lease_owners() == set()
     a, b, _ = create_many(storage, 3)

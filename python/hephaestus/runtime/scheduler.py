@@ -56,6 +56,10 @@ _FINISHED = ("completed", "failed")
 #: writing stays proportional to what changed.
 _SNAPSHOT_MIN_BYTES = 16 * 1024
 
+#: Seconds between an idle app's glances at the storage's data version (one
+#: cheap read): how soon it notices work another process made.
+_GLANCE = 0.25
+
 
 # -- the owner of leases ---------------------------------------------------------------
 
@@ -347,14 +351,34 @@ class _Scheduler:
             if deadline <= now:
                 return
             timeout = self.clock.sleep_for(deadline)
-        # Now and then, look for runs other processes made and left unleased.
-        discovery = self.lease
-        timeout = discovery if timeout is None else min(timeout, discovery)
+        # A whole round at least once a lease period, whatever happens.
+        timeout = self.lease if timeout is None else min(timeout, self.lease)
         if self.paused_until > time.monotonic():
             timeout = min(timeout, self.paused_until - time.monotonic())
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout)
+        await self._doze(event, timeout)
         event.clear()
+
+    async def _doze(self, event: asyncio.Event, timeout: float) -> None:
+        """Waits up to ``timeout`` seconds for ``event``, glancing at the
+        storage's data version every ``_GLANCE`` seconds: a commit by another
+        process (a new run, a fired timer, a released lease) ends the wait
+        too, so work made elsewhere is taken up at once."""
+        end = time.monotonic() + timeout
+        version = self._data_version()
+        while (left := end - time.monotonic()) > 0:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(event.wait(), min(left, _GLANCE))
+                return
+            if version is None or self._data_version() != version:
+                return
+
+    def _data_version(self) -> int | None:
+        """The storage's data version, or ``None`` when it cannot be read
+        (the next round then runs, and reports the storage's error)."""
+        try:
+            return self.storage.data_version()
+        except StorageError:
+            return None
 
     # -- timers --------------------------------------------------------------------------------
 

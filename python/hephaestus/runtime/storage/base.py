@@ -225,6 +225,12 @@ class Storage(Protocol):
     def due(self, now: float, limit: int) -> list[tuple[int, Timer]]:
         """Timers due at ``now``, earliest first."""
 
+    def data_version(self) -> int:
+        """A number that changes whenever the stored runs may have changed
+        (anyone's commit, a new run, a fired timer, a release), and is cheap
+        to read: an idle app glances at it to notice work that another
+        process made without running its queries."""
+
     def next_wake(self, owner: str) -> float | None:
         """The earliest time something may need ``owner``: a timer falls due,
         or a runnable run's lease held by someone else expires."""

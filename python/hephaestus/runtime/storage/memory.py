@@ -82,6 +82,8 @@ class MemoryStorage:
         self._unique: dict[str, int] = {}
         self._last_run_id = 0
         self._state: str = "new"
+        #: Counts the writes that may make work (see ``data_version``).
+        self._version = 0
 
     def open(self) -> None:
         with self._lock:
@@ -125,6 +127,7 @@ class MemoryStorage:
             )
             if key is not None:
                 self._unique[key] = run_id
+            self._version += 1
             return run_id
 
     def commit(self, changes: Sequence[Append]) -> list[ConflictError | None]:
@@ -135,6 +138,7 @@ class MemoryStorage:
         ]
         with self._lock:
             self._check_open()
+            self._version += 1
             return [self._apply(change, records, snap) for change, records, snap in copies]
 
     def _apply(
@@ -172,6 +176,7 @@ class MemoryStorage:
     def fire(self, firings: Sequence[Firing], now: float) -> list[bool]:
         with self._lock:
             self._check_open()
+            self._version += 1
             fired = []
             for firing in firings:
                 run = self._runs.get(firing.run_id)
@@ -213,10 +218,16 @@ class MemoryStorage:
     def release(self, owner: str, run_ids: Collection[int] | None) -> None:
         with self._lock:
             self._check_open()
+            self._version += 1
             runs = self._runs.values() if run_ids is None else map(self._runs.get, run_ids)
             for run in runs:
                 if run is not None and run.lease_owner == owner:
                     run.lease_owner = run.lease_expires = None
+
+    def data_version(self) -> int:
+        with self._lock:
+            self._check_open()
+            return self._version
 
     def lease_owners(self) -> set[str]:
         with self._lock:

@@ -684,6 +684,14 @@ class SQLiteStorage:
 
         return self._read(work)
 
+    def data_version(self) -> int:
+        # SQLite's own counter of commits by other connections, read on this
+        # thread's connection: from the WAL index, no disk I/O.
+        def work(conn: sqlite3.Connection) -> int:
+            return int(conn.execute("PRAGMA data_version").fetchone()[0])
+
+        return self._read(work)
+
     def next_wake(self, owner: str) -> float | None:
         def work(conn: sqlite3.Connection) -> float | None:
             (timer,) = conn.execute(_Q["next_timer"]).fetchone()
