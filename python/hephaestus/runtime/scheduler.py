@@ -58,7 +58,7 @@ _SNAPSHOT_MIN_BYTES = 16 * 1024
 
 #: Seconds between an idle app's glances at the storage's data version (one
 #: cheap read): how soon it notices work another process made.
-_GLANCE = 0.25
+_GLANCE = 0.5
 
 
 # -- the owner of leases ---------------------------------------------------------------
