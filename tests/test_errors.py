@@ -81,6 +81,7 @@ VARIANTS = {
     "UndeclaredEvent": InvalidTransitionError,
     "StepNotInWorkflow": InvalidTransitionError,
     "UndeclaredTarget": InvalidTransitionError,
+    "TooManyTargets": InvalidTransitionError,
     "NoTarget": InvalidTransitionError,
     "InvalidField": ValueError,
     "Serialization": SerializationError,

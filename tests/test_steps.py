@@ -841,6 +841,7 @@ def test_every_public_name_is_in_all():
             "Ok",
             "Retry",
             "Step",
+            "Terminate",
             "StepResult",
             "StepReturn",
             "Wait",

@@ -194,8 +194,8 @@ class WorkflowGraph:
         workflow: str,
         start: type,
         start_config: Any,
-        steps: Iterable[tuple[type, Sequence[str], bool]],
-        transitions: Iterable[tuple[type, str, Sequence[tuple[type, Any]], Any]],
+        steps: Iterable[tuple[type, Sequence[str], str | None, str]],
+        transitions: Iterable[tuple[type, str, Sequence[tuple[type, Any]], Any, bool]],
     ) -> Self: ...
     @property
     def workflow(self) -> str: ...

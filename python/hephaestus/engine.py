@@ -169,10 +169,15 @@ def run(instance: Instance) -> Instance:
 
 
 async def arun(instance: Instance) -> Instance:
-    """:func:`run` as a coroutine, for code inside an event loop. The steps
-    runnable at the same time run concurrently; their outcomes are applied
-    in graph order."""
-    driver = _core.Run(graph_of(instance), instance)
+    """:func:`run` as a coroutine, for code inside an event loop. Runnable
+    steps run concurrently, and each outcome is applied as soon as its step
+    finishes (outcomes that finish together in graph order), so what it
+    activates starts at once. A step that can no longer matter (withdrawn
+    by a first-wins join or ``Terminate``, or the instance failed) is
+    cancelled, and its result, if any, discarded."""
+    graph = graph_of(instance)
+    order = {step: position for position, step in enumerate(graph.steps)}
+    driver = _core.Run(graph, instance)
 
     async def outcome_of(current: Instance, step: type) -> tuple[bool, Any]:
         try:
@@ -183,15 +188,30 @@ async def arun(instance: Instance) -> Instance:
             return False, exc
         return True, result
 
-    while True:
-        runnable = driver.take_runnable()
-        if not runnable:
-            break
-        current = driver.instance
-        outcomes = await asyncio.gather(*(outcome_of(current, step) for step in runnable))
-        for step, (returned, value) in zip(runnable, outcomes, strict=True):
-            if returned:
-                driver.complete(step, value)
-            else:
-                driver.fail(step, value)
+    running: dict[asyncio.Future[tuple[bool, Any]], type] = {}
+    try:
+        while True:
+            runnable = driver.take_runnable()
+            if runnable:
+                current = driver.instance
+                for step in runnable:
+                    running[asyncio.ensure_future(outcome_of(current, step))] = step
+            if not running:
+                break
+            finished, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            for task in sorted(finished, key=lambda t: order[running[t]]):
+                step = running.pop(task)
+                returned, value = task.result()
+                if returned:
+                    driver.complete(step, value)
+                else:
+                    driver.fail(step, value)
+            current = driver.instance
+            for task, step in list(running.items()):
+                if current.status.is_terminal or not current.is_active(step):
+                    task.cancel()
+                    del running[task]
+    finally:
+        for task in running:
+            task.cancel()
     return driver.finish()

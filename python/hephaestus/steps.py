@@ -17,8 +17,9 @@ defines ``execute(self, instance, config, context)``, either as ``def`` or as
 timer) or :class:`Error` (failed); :func:`normalize_result` turns any of them
 into an ``Ok``, ``Async`` or ``Error``.
 
-The built-in steps are :class:`Done` (the only allowed leaf of a workflow),
-:class:`Wait` (a timer), :class:`WaitForEvent` and :class:`Debug`.
+The built-in steps are :class:`Done` (the usual leaf of a workflow),
+:class:`Terminate` (a leaf that ends the whole workflow early), :class:`Wait`
+(a timer), :class:`WaitForEvent` and :class:`Debug`.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ __all__ = [
     "Step",
     "StepResult",
     "StepReturn",
+    "Terminate",
     "Wait",
     "WaitForEvent",
     "is_step_class",
@@ -373,6 +375,13 @@ class Step:
             (the default) for no limit. An attempt that runs longer fails
             (an ``async`` step is cancelled; a ``def`` step's late result is
             discarded) and the retry policy applies.
+        join: When a step with several predecessors becomes active:
+            ``"all"`` (the default; the join rule of ``hephaestus.engine``)
+            or ``"first"``: as soon as the first predecessor's transition
+            reaches it, and the other branches into it are withdrawn (steps
+            not started never run, waiting ones stop waiting, running ones'
+            results are discarded). A first-wins join needs at least two
+            predecessors.
 
     The attributes and the signature of ``execute`` are checked when a
     subclass is created; a violation raises ``TypeError`` (wrong type or
@@ -383,6 +392,7 @@ class Step:
     step_key: ClassVar[str | None] = None
     retry: ClassVar[Retry | None] = None
     timeout: ClassVar[float | None] = None
+    join: ClassVar[Literal["all", "first"]] = "all"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -409,6 +419,11 @@ class Step:
                     f"{name}.timeout must be a positive number of seconds, got {timeout!r}"
                 )
             cls.timeout = float(timeout)
+        join: object = cls.join
+        if not isinstance(join, str):
+            raise TypeError(f"{name}.join must be 'all' or 'first', got {type(join).__name__}")
+        if join not in ("all", "first"):
+            raise ValueError(f"{name}.join must be 'all' or 'first', got {join!r}")
         if "execute" in cls.__dict__:
             _check_execute(cls)
 
@@ -446,6 +461,20 @@ def is_step_class(obj: object) -> TypeGuard[type[Step]]:
 
 class Done(Step):
     """The end of a path: every leaf of a workflow must be ``Done``."""
+
+    events = ("done",)
+
+    def execute(self, instance: Instance, config: Any, context: Context) -> str:
+        """Emits ``"done"``."""
+        return "done"
+
+
+class Terminate(Step):
+    """Ends the whole workflow early: a leaf like :class:`Done`, accepted
+    wherever ``Done`` is. When a transition activates it, it runs, the
+    instance completes, and every other active, waiting or reached step is
+    withdrawn (it ends in ``skipped_steps`` and never runs). A branch that
+    ends in ``Terminate`` need not join the others."""
 
     events = ("done",)
 

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from hephaestus._core import Context, Instance, WorkflowGraph
 from hephaestus.errors import DefinitionProblem, WorkflowDefinitionError
-from hephaestus.steps import Done, is_step_class
+from hephaestus.steps import Done, Terminate, is_step_class
 from hephaestus.unique import Unique
 
 __all__ = ["Route", "Workflow", "transit"]
@@ -45,22 +45,28 @@ class Route:
         event: The event.
         targets: Every step the route may choose; anything else is refused
             when the route runs.
-        function: ``function(context) -> step_class``.
+        function: ``function(context) -> target``, where a target is a step
+            class or ``(step_class, config)``; with ``many``, also a list
+            of those.
+        many: Whether the route may choose several targets (a
+            multi-choice): the chosen branches run in parallel, the others
+            are skipped.
     """
 
     source: type
     event: str
     targets: tuple[type, ...]
-    function: Callable[[Context], type]
+    function: Callable[[Context], Any]
+    many: bool = False
 
-    def __call__(self, context: Context) -> type:
-        """Chooses the target for ``context``."""
+    def __call__(self, context: Context) -> Any:
+        """Chooses the target (or, with ``many``, the targets) for ``context``."""
         return self.function(context)
 
 
 def transit(
-    source: type, event: str, *, targets: list[type] | tuple[type, ...]
-) -> Callable[[Callable[[Context], type]], Route]:
+    source: type, event: str, *, targets: list[type] | tuple[type, ...], many: bool = False
+) -> Callable[[Callable[[Context], Any]], Route]:
     """Declares a dynamic route: ``event`` from ``source`` goes where the
     decorated function says, one of ``targets``.
 
@@ -69,22 +75,36 @@ def transit(
         @transit(Triage, "routed", targets=[FastTrack, Standard])
         def route(context):
             return FastTrack if context.initial.get("priority") == "high" else Standard
+
+    With ``many=True`` the function may return a list of targets, and every
+    chosen branch runs in parallel (a join after them waits only for the
+    chosen ones). Like a static fan-out, such a route's targets must join
+    before ``Done`` (rule 4).
     """
 
-    def decorate(function: Callable[[Context], type]) -> Route:
+    def decorate(function: Callable[[Context], Any]) -> Route:
         if not callable(function):
             raise TypeError(f"@transit decorates a function, got {type(function).__name__}")
         if not isinstance(event, str) or not event:
             raise TypeError(f"@transit event must be a non-empty str, got {event!r}")
         if isinstance(targets, (str, bytes)) or not isinstance(targets, (list, tuple)):
             raise TypeError(f"@transit targets must be a list of step classes, got {targets!r}")
-        return Route(source, event, tuple(targets), function)
+        if not isinstance(many, bool):
+            raise TypeError(f"@transit many must be a bool, got {many!r}")
+        return Route(source, event, tuple(targets), function, many)
 
     return decorate
 
 
 def _name(obj: object) -> str:
     return obj.__qualname__ if isinstance(obj, type) else repr(obj)
+
+
+def _leaf(step: type) -> str | None:
+    """Which built-in leaf ``step`` is: ``"terminate"``, ``"done"`` or ``None``."""
+    if issubclass(step, Terminate):
+        return "terminate"
+    return "done" if issubclass(step, Done) else None
 
 
 def _invalid(name: str, problems: list[DefinitionProblem]) -> WorkflowDefinitionError:
@@ -257,7 +277,7 @@ class Workflow:
         if not isinstance(table, Mapping):
             raise _option(name, f"transitions must be a dict, got {table!r}")
         steps: dict[type, None] = {start: None}
-        edges: list[tuple[type, str, list[tuple[type, Any]], Route | None]] = []
+        edges: list[tuple[type, str, list[tuple[type, Any]], Route | None, bool]] = []
         problems: list[DefinitionProblem] = []
         for source, by_event in table.items():
             if not isinstance(by_event, Mapping):
@@ -279,12 +299,14 @@ class Workflow:
                 pairs = _targets(target, f"transitions[{_name(source)}][{event!r}]", name)
                 for step, _ in pairs:
                     steps.setdefault(step, None)
-                edges.append((source, event, pairs, None))
+                edges.append((source, event, pairs, None, False))
         for route in (v for v in vars(cls).values() if isinstance(v, Route)):
             steps.setdefault(route.source, None)
             for step in route.targets:
                 steps.setdefault(step, None)
-            edges.append((route.source, route.event, [(t, None) for t in route.targets], route))
+            edges.append(
+                (route.source, route.event, [(t, None) for t in route.targets], route, route.many)
+            )
         problems.extend(
             DefinitionProblem(
                 "not_a_step",
@@ -297,7 +319,7 @@ class Workflow:
         if problems:
             raise _invalid(name, problems)
         specs = [
-            (step, tuple(step.events), issubclass(step, Done))
+            (step, tuple(step.events), _leaf(step), step.join)
             for step in steps
             if is_step_class(step)
         ]

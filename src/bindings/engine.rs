@@ -165,9 +165,11 @@ fn missing_route(step: &str, event: &str) -> PyErr {
 }
 
 /// Calls a dynamic route with the instance's context and reads its answer:
-/// a step class or a `(step_class, config)` pair. Exceptions the route
-/// raises propagate; an answer that is not a class raises
-/// `InvalidTransitionError`, like a class the route does not declare.
+/// a step class or a `(step_class, config)` pair, or a list of those (which
+/// the core accepts only from a route declared with `many=True`).
+/// Exceptions the route raises propagate; an answer that is not a class
+/// raises `InvalidTransitionError`, like a class the route does not
+/// declare.
 fn choose(
     py: Python<'_>,
     route: &Bound<'_, PyAny>,
@@ -178,6 +180,22 @@ fn choose(
 ) -> PyResult<Vec<Target>> {
     let context = Bound::new(py, PyContext::from(instance.context().clone()))?;
     let answer = route.call1((context,))?;
+    match answer.cast::<PyList>() {
+        Ok(list) => list
+            .iter()
+            .map(|item| chosen_target(&item, graph, from, event))
+            .collect(),
+        Err(_) => Ok(vec![chosen_target(&answer, graph, from, event)?]),
+    }
+}
+
+/// One target a route chose: a step class or a `(step_class, config)` pair.
+fn chosen_target(
+    answer: &Bound<'_, PyAny>,
+    graph: &PyWorkflowGraph,
+    from: usize,
+    event: &str,
+) -> PyResult<Target> {
     let (class, config_value) = match answer.cast::<PyTuple>() {
         Ok(pair) if pair.len() == 2 => (pair.get_item(0)?, Some(pair.get_item(1)?)),
         _ => (answer.clone(), None),
@@ -193,7 +211,7 @@ fn choose(
     }
     let step = info(&class, "route target")?.name;
     let config = config(config_value.as_ref(), &step)?;
-    Ok(vec![Target { step, config }])
+    Ok(Target { step, config })
 }
 
 fn declared_targets(
@@ -244,7 +262,7 @@ struct Driver {
     graph: Py<PyWorkflowGraph>,
     workflow: Py<PyType>,
     instance: Instance,
-    queue: BinaryHeap<Reverse<usize>>,
+    queue: BinaryHeap<Reverse<(bool, usize)>>,
     effects: Effects,
     records: Option<Vec<Vec<u8>>>,
 }
@@ -285,8 +303,7 @@ impl Driver {
         if self.instance.status() != before {
             self.record(&Record::Advance)?;
         }
-        self.queue
-            .extend(self.effects.activated.drain(..).map(Reverse));
+        self.queue_activated();
         Ok(())
     }
 
@@ -299,8 +316,19 @@ impl Driver {
             .active_steps()
             .filter(|(_, waiting)| !waiting)
             .filter_map(|(step, _)| graph.position(step))
-            .map(Reverse)
+            .map(|p| Reverse(queue_order(graph, p)))
             .collect();
+    }
+
+    /// Queues the steps the last operation activated.
+    fn queue_activated(&mut self) {
+        let graph = &self.graph.get().inner;
+        self.queue.extend(
+            self.effects
+                .activated
+                .drain(..)
+                .map(|p| Reverse(queue_order(graph, p))),
+        );
     }
 
     fn record(&mut self, record: &Record) -> PyResult<()> {
@@ -317,7 +345,7 @@ impl Driver {
             return None;
         }
         let graph = self.graph.get();
-        while let Some(Reverse(position)) = self.queue.pop() {
+        while let Some(Reverse((_, position))) = self.queue.pop() {
             let step = graph.inner.step_at(position).name;
             if self.instance.step_state(&step) == Some(StepState::Active { waiting: false }) {
                 return Some(position);
@@ -326,11 +354,15 @@ impl Driver {
         None
     }
 
-    /// Every runnable step, in graph order, taken off the queue.
+    /// Every runnable step, in graph order, taken off the queue; a runnable
+    /// `Terminate` alone (it withdraws the others once it has run).
     fn take_all(&mut self) -> Vec<usize> {
         let mut batch = Vec::new();
         while let Some(position) = self.pop() {
             batch.push(position);
+            if self.graph.get().inner.step_at(position).terminates {
+                break;
+            }
         }
         batch.dedup();
         batch
@@ -390,14 +422,16 @@ impl Driver {
             &mut self.effects,
         )
         .py()?;
+        if applied == Applied::Discarded {
+            return Ok(());
+        }
         if let Some(record) = record {
             push_record(&mut self.records, &record)?;
         }
         if let Applied::Route { event } = applied {
             self.route(py, position, &event)?;
         }
-        self.queue
-            .extend(self.effects.activated.drain(..).map(Reverse));
+        self.queue_activated();
         Ok(())
     }
 
@@ -478,8 +512,7 @@ impl Driver {
         if let Applied::Route { event } = applied {
             self.route(py, position, &event)?;
         }
-        self.queue
-            .extend(self.effects.activated.drain(..).map(Reverse));
+        self.queue_activated();
         Ok(true)
     }
 
@@ -627,6 +660,12 @@ impl Driver {
             self.workflow.clone_ref(py),
         ))
     }
+}
+
+/// Where the step at `position` goes in a driver's queue: `Terminate`
+/// first (it runs at once and withdraws everything else), then graph order.
+fn queue_order(graph: &crate::core::graph::WorkflowGraph, position: usize) -> (bool, usize) {
+    (!graph.step_at(position).terminates, position)
 }
 
 /// Appends `record` to `records` when recording.

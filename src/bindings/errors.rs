@@ -56,6 +56,7 @@ pub fn to_py_err(error: &CoreError) -> PyErr {
         | CoreError::UndeclaredEvent { .. }
         | CoreError::StepNotInWorkflow { .. }
         | CoreError::UndeclaredTarget { .. }
+        | CoreError::TooManyTargets { .. }
         | CoreError::NoTarget { .. } => INVALID_TRANSITION.err(message),
         CoreError::InvalidField { .. } => PyValueError::new_err(message),
         CoreError::Serialization { .. } | CoreError::UnresolvedClass { .. } => {
@@ -144,6 +145,11 @@ fn samples() -> Vec<(&'static str, CoreError)> {
                 target: "m:T".into(),
                 declared: "A, B".into(),
             },
+            "TooManyTargets" => CoreError::TooManyTargets {
+                from: "m:S".into(),
+                event: "routed".into(),
+                chosen: "A, B".into(),
+            },
             "NoTarget" => CoreError::NoTarget {
                 from: "m:S".into(),
                 event: "routed".into(),
@@ -166,6 +172,7 @@ fn samples() -> Vec<(&'static str, CoreError)> {
         "UndeclaredEvent",
         "StepNotInWorkflow",
         "UndeclaredTarget",
+        "TooManyTargets",
         "NoTarget",
         "InvalidField",
         "Serialization",
@@ -181,6 +188,7 @@ fn samples() -> Vec<(&'static str, CoreError)> {
             CoreError::UndeclaredEvent { .. } => "UndeclaredEvent",
             CoreError::StepNotInWorkflow { .. } => "StepNotInWorkflow",
             CoreError::UndeclaredTarget { .. } => "UndeclaredTarget",
+            CoreError::TooManyTargets { .. } => "TooManyTargets",
             CoreError::NoTarget { .. } => "NoTarget",
             CoreError::InvalidField { .. } => "InvalidField",
             CoreError::Serialization { .. } => "Serialization",

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use pyo3::exceptions::PyTypeError;
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyFrozenSet, PyList, PyString, PyTuple, PyType};
 use pyo3::{PyTraverseError, PyVisit};
@@ -16,7 +16,7 @@ use crate::bindings::convert::{to_py, to_value, Path};
 use crate::bindings::errors::IntoPyResult;
 use crate::bindings::registry::{describe, info, resolve};
 use crate::core::class_ref::ClassRef;
-use crate::core::graph::{GraphSpec, StepSpec, Target, Transition, WorkflowGraph};
+use crate::core::graph::{GraphSpec, Join, StepSpec, Target, Transition, WorkflowGraph};
 use crate::core::value::Value;
 
 /// A validated workflow graph; immutable.
@@ -89,10 +89,13 @@ impl PyWorkflowGraph {
 impl PyWorkflowGraph {
     /// Builds and validates a graph.
     ///
-    /// `steps` holds `(step_class, events, is_done)`; `transitions` holds
-    /// `(from_class, event, targets, route)` where `targets` is a list of
-    /// `(step_class, config)` and `route` is `None` or the dynamic route
-    /// that picks among them (its configs are ignored). Raises
+    /// `steps` holds `(step_class, events, leaf, join)`, where `leaf` is
+    /// `"done"`, `"terminate"` or `None` and `join` is `"all"` or
+    /// `"first"`; `transitions` holds `(from_class, event, targets, route,
+    /// many)` where `targets` is a list of `(step_class, config)`, `route`
+    /// is `None` or the dynamic route that picks among them (its configs
+    /// are ignored), and `many` says whether the route may pick several.
+    /// Raises
     /// `WorkflowDefinitionError` listing every problem.
     #[new]
     #[pyo3(signature = (workflow, start, start_config, steps, transitions))]
@@ -108,25 +111,42 @@ impl PyWorkflowGraph {
         let mut step_specs = Vec::new();
         let mut classes = Vec::new();
         for item in steps.try_iter()? {
-            let (class, events, is_done): (Bound<'_, PyType>, Vec<String>, bool) =
-                item?.extract()?;
+            let (class, events, leaf, join): (
+                Bound<'_, PyType>,
+                Vec<String>,
+                Option<String>,
+                String,
+            ) = item?.extract()?;
             let class_info = info(class.as_any(), "step")?;
+            let join = match join.as_str() {
+                "all" => Join::All,
+                "first" => Join::First,
+                other => {
+                    return Err(PyValueError::new_err(format!(
+                        "{}.join must be \"all\" or \"first\", got {other:?}",
+                        class_info.name.short_name()
+                    )))
+                }
+            };
             step_specs.push(StepSpec {
                 name: class_info.name,
                 key: class_info.key,
                 events: events.iter().map(|e| Arc::from(e.as_str())).collect(),
-                is_done,
+                is_done: leaf.is_some(),
+                terminates: leaf.as_deref() == Some("terminate"),
+                join,
             });
             classes.push(class.unbind());
         }
         let mut edges = Vec::new();
         let mut route_fns = Vec::new();
         for item in transitions.try_iter()? {
-            let (from, event, targets, route): (
+            let (from, event, targets, route, many): (
                 Bound<'_, PyAny>,
                 String,
                 Bound<'_, PyAny>,
                 Bound<'_, PyAny>,
+                bool,
             ) = item?.extract()?;
             let from = info(&from, "transition source")?.name;
             let pairs = target_pairs(&targets)?;
@@ -135,7 +155,10 @@ impl PyWorkflowGraph {
                 Transition::Static(pairs)
             } else {
                 route_fns.push((from, Arc::clone(&event), route.unbind()));
-                Transition::Dynamic(pairs.into_iter().map(|t| t.step).collect())
+                Transition::Dynamic {
+                    targets: pairs.into_iter().map(|t| t.step).collect(),
+                    many,
+                }
             };
             edges.push((from, event, transition));
         }

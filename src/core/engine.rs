@@ -31,7 +31,7 @@ use std::sync::Arc;
 
 use crate::core::class_ref::ClassRef;
 use crate::core::error::{CoreError, CoreResult};
-use crate::core::graph::{Target, Transition, WorkflowGraph};
+use crate::core::graph::{Join, Target, Transition, WorkflowGraph};
 use crate::core::instance::{Completion, Instance, StepState};
 use crate::core::status::Status;
 use crate::core::value::{Map, Value};
@@ -62,6 +62,10 @@ pub enum Outcome {
 pub enum Applied {
     /// Nothing: the instance holds the outcome.
     Done,
+    /// Nothing: the step had been withdrawn (another branch won a
+    /// first-wins join, or the workflow terminated), so its late outcome
+    /// is discarded and the instance is unchanged.
+    Discarded,
     /// The step completed with `event`, whose targets a dynamic route
     /// chooses: call the route with the instance's context (which now holds
     /// the step's result), then [`route_mut`].
@@ -296,9 +300,9 @@ pub fn activate_transitions_mut(
         Some((Transition::Static(targets), positions)) => {
             follow(instance, graph, from, targets, positions, effects)
         }
-        Some((Transition::Dynamic(declared), _)) => {
+        Some((Transition::Dynamic { targets, many }, _)) => {
             let chosen = chosen.unwrap_or_default();
-            check_chosen(graph, from, event, declared, &chosen)?;
+            check_chosen(graph, from, event, targets, *many, &chosen)?;
             let positions: Vec<usize> = chosen
                 .iter()
                 .filter_map(|t| graph.position(&t.step))
@@ -321,6 +325,15 @@ fn follow(
 ) -> CoreResult<()> {
     for (target, &p) in taken.iter().zip(positions) {
         match instance.step_state(&target.step) {
+            None | Some(StepState::Reached) if graph.step_at(p).join == Join::First => {
+                // The first arrival wins; the other branches into it are
+                // withdrawn.
+                instance.activate_step_mut(&target.step, target.config.clone())?;
+                effects.activated.push(p);
+                for &w in graph.withdrawn_by(p) {
+                    instance.withdraw_step_mut(&graph.step_at(w).name)?;
+                }
+            }
             None | Some(StepState::Reached) => {
                 if predecessors_resolved(instance, graph, p) {
                     instance.activate_step_mut(&target.step, target.config.clone())?;
@@ -371,15 +384,28 @@ fn follow(
     Ok(())
 }
 
-/// Fails unless a route's choice is non-empty and declared.
+/// Fails unless a route's choice is non-empty and declared, and holds one
+/// target unless the route may choose `many`.
 fn check_chosen(
     graph: &WorkflowGraph,
     from: usize,
     event: &str,
     declared: &[ClassRef],
+    many: bool,
     chosen: &[Target],
 ) -> CoreResult<()> {
     let from = graph.step_at(from).name;
+    if !many && chosen.len() > 1 {
+        return Err(CoreError::TooManyTargets {
+            from: from.to_string(),
+            event: event.to_string(),
+            chosen: chosen
+                .iter()
+                .map(|t| t.step.short_name())
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    }
     if let Some(bad) = chosen.iter().find(|t| !declared.contains(&t.step)) {
         return Err(CoreError::UndeclaredTarget {
             from: from.to_string(),
@@ -437,6 +463,9 @@ pub fn apply_at(
             status: instance.status(),
         });
     }
+    if instance.step_state(step) == Some(StepState::Skipped) {
+        return Ok(Applied::Discarded);
+    }
     let key = &graph.step_at(p).key;
     match outcome {
         Outcome::Completed(mut completion) => {
@@ -462,12 +491,15 @@ pub fn apply_at(
             completion.event = Arc::clone(declared);
             let event = Arc::clone(&completion.event);
             instance.complete_step_mut(step, key, completion)?;
+            if spec.terminates {
+                terminate(instance)?;
+            }
             match graph.targets_at(p, &event) {
                 None => {}
                 Some((Transition::Static(targets), positions)) => {
                     follow(instance, graph, p, targets, positions, effects)?;
                 }
-                Some((Transition::Dynamic(_), _)) => return Ok(Applied::Route { event }),
+                Some((Transition::Dynamic { .. }, _)) => return Ok(Applied::Route { event }),
             }
         }
         Outcome::Waiting => instance.wait_step_mut(step)?,
@@ -523,9 +555,11 @@ pub fn route_at(
         Ok(chosen) => {
             match activate_transitions_mut(instance, graph, p, event, Some(chosen), effects) {
                 Ok(()) => return Ok(None),
-                Err(err @ (CoreError::UndeclaredTarget { .. } | CoreError::NoTarget { .. })) => {
-                    err.to_string()
-                }
+                Err(
+                    err @ (CoreError::UndeclaredTarget { .. }
+                    | CoreError::TooManyTargets { .. }
+                    | CoreError::NoTarget { .. }),
+                ) => err.to_string(),
                 Err(err) => return Err(err),
             }
         }
@@ -596,11 +630,29 @@ pub fn resume_at(
         Completion::event(Arc::clone(&event), timestamp),
     )?;
     instance.set_status_mut(Status::Running, Some(None))?;
-    if matches!(graph.transition_at(p, &event), Some(Transition::Dynamic(_))) {
+    if matches!(
+        graph.transition_at(p, &event),
+        Some(Transition::Dynamic { .. })
+    ) {
         return Ok(Resumed::Applied(Applied::Route { event }));
     }
     activate_transitions_mut(instance, graph, p, &event, None, effects)?;
     Ok(Resumed::Applied(Applied::Done))
+}
+
+/// Ends the workflow early (a completed `Terminate`): every active,
+/// waiting or reached step is withdrawn, so nothing more runs and the
+/// instance completes.
+fn terminate(instance: &mut Instance) -> CoreResult<()> {
+    let open: Vec<ClassRef> = instance
+        .steps()
+        .filter(|(_, state)| matches!(state, StepState::Active { .. } | StepState::Reached))
+        .map(|(step, _)| *step)
+        .collect();
+    for step in &open {
+        instance.withdraw_step_mut(step)?;
+    }
+    Ok(())
 }
 
 /// Fails the instance with `error`: status `Failed`, active steps cleared.
@@ -627,7 +679,7 @@ fn failure<const N: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::graph::{GraphSpec, StepSpec};
+    use crate::core::graph::{GraphSpec, Join, StepSpec};
 
     fn r(name: &str) -> ClassRef {
         ClassRef::parse(&format!("shop:{name}")).unwrap()
@@ -644,7 +696,13 @@ mod tests {
                     name: r(name),
                     key: crate::core::class_ref::underscore(name).into(),
                     events: events.iter().map(|e| Arc::from(*e)).collect(),
-                    is_done: *name == "Done",
+                    is_done: *name == "Done" || *name == "Terminate",
+                    terminates: *name == "Terminate",
+                    join: if name.starts_with("First") {
+                        crate::core::graph::Join::First
+                    } else {
+                        crate::core::graph::Join::All
+                    },
                 })
                 .collect(),
             transitions: transitions
@@ -989,14 +1047,23 @@ mod tests {
                     name: r(n),
                     key: n.to_lowercase().into(),
                     events: vec![Arc::from(if *n == "T" { "routed" } else { "done" })],
-                    is_done: *n == "Done",
+                    is_done: *n == "Done" || *n == "Terminate",
+                    terminates: *n == "Terminate",
+                    join: if n.starts_with("First") {
+                        crate::core::graph::Join::First
+                    } else {
+                        crate::core::graph::Join::All
+                    },
                 })
                 .collect(),
             transitions: vec![
                 (
                     r("T"),
                     "routed".into(),
-                    Transition::Dynamic(vec![r("F"), r("S")]),
+                    Transition::Dynamic {
+                        targets: vec![r("F"), r("S")],
+                        many: false,
+                    },
                 ),
                 (
                     r("F"),
@@ -1080,6 +1147,203 @@ mod tests {
         assert_eq!(
             raised.error().and_then(|e| e.get("message")),
             Some(&Value::Str("boom".into()))
+        );
+    }
+
+    /// Applies `event` as the outcome of the step `name`.
+    fn step(inst: &mut Instance, g: &WorkflowGraph, name: &str, event: &str) -> Applied {
+        apply_mut(inst, g, &r(name), done(event, 0), &mut Effects::default()).unwrap()
+    }
+
+    fn race() -> WorkflowGraph {
+        graph(
+            &[
+                ("A", &["go"]),
+                ("B", &["ok"]),
+                ("C", &["ok"]),
+                ("C2", &["ok"]),
+                ("FirstJ", &["ok"]),
+                ("Done", &["done"]),
+            ],
+            &[
+                ("A", "go", &["B", "C"]),
+                ("B", "ok", &["FirstJ"]),
+                ("C", "ok", &["C2"]),
+                ("C2", "ok", &["FirstJ"]),
+                ("FirstJ", "ok", &["Done"]),
+            ],
+        )
+    }
+
+    #[test]
+    fn a_first_wins_join_runs_once_and_withdraws_the_other_branches() {
+        let g = race();
+        let withdrawn: Vec<_> = g
+            .withdrawn_by(g.position(&r("FirstJ")).unwrap())
+            .iter()
+            .map(|&p| g.step_at(p).name.short_name())
+            .collect();
+        assert_eq!(
+            withdrawn,
+            ["A", "B", "C", "C2"],
+            "every step that only feeds it"
+        );
+        let mut inst = advance(&new(), &g).unwrap();
+        step(&mut inst, &g, "A", "go");
+        step(&mut inst, &g, "B", "ok");
+        assert_eq!(
+            inst.step_state(&r("FirstJ")),
+            Some(StepState::Active { waiting: false })
+        );
+        assert_eq!(names(&inst, StepState::Skipped), ["C", "C2"]);
+        assert_eq!(names(&inst, StepState::Completed), ["A", "B"]);
+        // C was running: its late result is discarded, and changes nothing.
+        let before = inst.clone();
+        assert_eq!(step(&mut inst, &g, "C", "ok"), Applied::Discarded);
+        assert_eq!(inst, before);
+        step(&mut inst, &g, "FirstJ", "ok");
+        step(&mut inst, &g, "Done", "done");
+        let inst = check_completion(&inst).unwrap();
+        assert_eq!(inst.status(), Status::Completed);
+        assert_eq!(inst.history_len(), 4);
+    }
+
+    #[test]
+    fn a_first_wins_join_withdraws_a_waiting_branch() {
+        let g = race();
+        let mut inst = advance(&new(), &g).unwrap();
+        step(&mut inst, &g, "A", "go");
+        apply_mut(
+            &mut inst,
+            &g,
+            &r("C"),
+            Outcome::Waiting,
+            &mut Effects::default(),
+        )
+        .unwrap();
+        assert_eq!(inst.waiting_count(), 1);
+        step(&mut inst, &g, "B", "ok");
+        assert_eq!(
+            inst.waiting_count(),
+            0,
+            "the waiting branch stopped waiting"
+        );
+        assert_eq!(inst.status(), Status::Running);
+        assert_eq!(names(&inst, StepState::Skipped), ["C", "C2"]);
+        let resumed = resume_mut(&mut inst, &g, &r("C"), "ok", 0, &mut Effects::default());
+        assert_eq!(resumed.unwrap(), Resumed::NotWaiting);
+    }
+
+    #[test]
+    fn terminate_withdraws_every_open_step_and_completes() {
+        let g = graph(
+            &[
+                ("A", &["go"]),
+                ("B", &["ok", "stop"]),
+                ("C", &["ok"]),
+                ("J", &["ok"]),
+                ("Terminate", &["done"]),
+                ("Done", &["done"]),
+            ],
+            &[
+                ("A", "go", &["B", "C"]),
+                ("B", "ok", &["J"]),
+                ("B", "stop", &["Terminate"]),
+                ("C", "ok", &["J"]),
+                ("J", "ok", &["Done"]),
+            ],
+        );
+        let mut inst = advance(&new(), &g).unwrap();
+        step(&mut inst, &g, "A", "go");
+        step(&mut inst, &g, "B", "stop");
+        assert!(
+            names(&inst, StepState::Skipped).is_empty(),
+            "J still waits for C"
+        );
+        step(&mut inst, &g, "Terminate", "done");
+        assert_eq!(names(&inst, StepState::Skipped), ["C"]);
+        assert_eq!(inst.active_count(), 0);
+        let inst = check_completion(&inst).unwrap();
+        assert_eq!(inst.status(), Status::Completed);
+        assert_eq!(names(&inst, StepState::Completed), ["A", "B", "Terminate"]);
+    }
+
+    #[test]
+    fn a_route_chooses_several_targets_only_when_declared_many() {
+        let build = |many: bool| {
+            let mut spec = GraphSpec {
+                workflow: "Flow".into(),
+                start: r("T"),
+                start_config: None,
+                steps: ["T", "F", "S", "X", "J", "Done"]
+                    .iter()
+                    .map(|n| StepSpec {
+                        name: r(n),
+                        key: crate::core::class_ref::underscore(n).into(),
+                        events: vec![Arc::from(if *n == "T" { "routed" } else { "ok" })],
+                        is_done: *n == "Done",
+                        terminates: false,
+                        join: Join::All,
+                    })
+                    .collect(),
+                transitions: Vec::new(),
+            };
+            spec.steps[5].events = vec![Arc::from("done")];
+            let to = |t: &str| {
+                Transition::Static(vec![Target {
+                    step: r(t),
+                    config: None,
+                }])
+            };
+            spec.transitions = vec![
+                (
+                    r("T"),
+                    Arc::from("routed"),
+                    Transition::Dynamic {
+                        targets: vec![r("F"), r("S"), r("X")],
+                        many,
+                    },
+                ),
+                (r("F"), Arc::from("ok"), to("J")),
+                (r("S"), Arc::from("ok"), to("J")),
+                (r("X"), Arc::from("ok"), to("J")),
+                (r("J"), Arc::from("ok"), to("Done")),
+            ];
+            WorkflowGraph::build(spec).unwrap()
+        };
+        let two = || {
+            Some(
+                ["F", "S"]
+                    .iter()
+                    .map(|n| Target {
+                        step: r(n),
+                        config: None,
+                    })
+                    .collect(),
+            )
+        };
+        let single = build(false);
+        let mut inst = advance(&new(), &single).unwrap();
+        step(&mut inst, &single, "T", "routed");
+        let err = activate_transitions(&inst, &single, &r("T"), "routed", two()).unwrap_err();
+        assert!(matches!(err, CoreError::TooManyTargets { .. }), "{err}");
+        assert!(err.to_string().contains("many=True"), "{err}");
+
+        let g = build(true);
+        let mut inst = advance(&new(), &g).unwrap();
+        step(&mut inst, &g, "T", "routed");
+        let mut inst = activate_transitions(&inst, &g, &r("T"), "routed", two()).unwrap();
+        assert_eq!(names(&inst, StepState::Skipped), ["X"]);
+        step(&mut inst, &g, "F", "ok");
+        assert_eq!(
+            inst.step_state(&r("J")),
+            Some(StepState::Reached),
+            "J waits for S"
+        );
+        step(&mut inst, &g, "S", "ok");
+        assert_eq!(
+            inst.step_state(&r("J")),
+            Some(StepState::Active { waiting: false })
         );
     }
 

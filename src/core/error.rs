@@ -64,6 +64,15 @@ pub enum CoreError {
         /// The targets the route declares, comma-separated.
         declared: String,
     },
+    /// A dynamic route that chooses one target chose several.
+    TooManyTargets {
+        /// The step whose event the route handles.
+        from: String,
+        /// The event.
+        event: String,
+        /// The targets chosen, comma-separated.
+        chosen: String,
+    },
     /// A dynamic route chose no target at all.
     NoTarget {
         /// The step whose event the route handles.
@@ -160,6 +169,15 @@ impl fmt::Display for CoreError {
                 f,
                 "the route for {event:?} from {from} chose {target}, which it does not declare; \
                  it may choose {declared}"
+            ),
+            Self::TooManyTargets {
+                from,
+                event,
+                chosen,
+            } => write!(
+                f,
+                "the route for {event:?} from {from} chose {chosen}, but it may choose only one \
+                 target (declare it with many=True to take several branches)"
             ),
             Self::NoTarget { from, event } => {
                 write!(f, "the route for {event:?} from {from} chose no target")

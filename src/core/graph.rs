@@ -27,8 +27,26 @@ pub struct StepSpec {
     pub key: Arc<str>,
     /// The events it declares.
     pub events: Vec<Arc<str>>,
-    /// Whether it is the built-in `Done` (the only allowed leaf).
+    /// Whether it is a built-in leaf: `Done`, or `Terminate` (see
+    /// `terminates`).
     pub is_done: bool,
+    /// Whether it is the built-in `Terminate`: when it completes, every
+    /// other unfinished step is withdrawn and the instance completes.
+    pub terminates: bool,
+    /// When it becomes active as the target of several predecessors.
+    pub join: Join,
+}
+
+/// When a step with several predecessors becomes active.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Join {
+    /// Once each predecessor is completed or skipped and a taken transition
+    /// reached it (the join rule).
+    #[default]
+    All,
+    /// As soon as the first predecessor's transition reaches it; the other
+    /// branches into it are withdrawn.
+    First,
 }
 
 /// A target of a static transition, with the config it activates with.
@@ -46,7 +64,13 @@ pub enum Transition {
     /// Fixed targets: one, or several for a fan-out.
     Static(Vec<Target>),
     /// A route chosen at run time among these declared targets.
-    Dynamic(Vec<ClassRef>),
+    Dynamic {
+        /// Every target the route may choose.
+        targets: Vec<ClassRef>,
+        /// Whether it may choose several at once (a multi-choice: the
+        /// chosen branches run in parallel).
+        many: bool,
+    },
 }
 
 impl Transition {
@@ -54,7 +78,7 @@ impl Transition {
     pub fn steps(&self) -> impl Iterator<Item = &ClassRef> {
         let (fixed, routed): (&[Target], &[ClassRef]) = match self {
             Transition::Static(targets) => (targets, &[]),
-            Transition::Dynamic(targets) => (&[], targets),
+            Transition::Dynamic { targets, .. } => (&[], targets),
         };
         fixed.iter().map(|t| &t.step).chain(routed)
     }
@@ -128,6 +152,14 @@ pub enum GraphProblem {
         /// The event.
         event: Arc<str>,
     },
+    /// A first-wins join (`join = "first"`) with fewer than two
+    /// predecessors.
+    FirstJoinWithoutRace {
+        /// The join.
+        step: ClassRef,
+        /// Its predecessors.
+        predecessors: Vec<ClassRef>,
+    },
 }
 
 impl GraphProblem {
@@ -146,6 +178,7 @@ impl GraphProblem {
             GraphProblem::UndeclaredEvent { .. } => "undeclared_event",
             GraphProblem::UnknownStep(_) => "unknown_step",
             GraphProblem::DuplicateTransition { .. } => "duplicate_transition",
+            GraphProblem::FirstJoinWithoutRace { .. } => "first_join_without_race",
         }
     }
 
@@ -167,6 +200,9 @@ impl GraphProblem {
                 .chain(branches.iter().copied())
                 .collect(),
             GraphProblem::DuplicateKey { steps, .. } => steps.clone(),
+            GraphProblem::FirstJoinWithoutRace { step, predecessors } => std::iter::once(*step)
+                .chain(predecessors.iter().copied())
+                .collect(),
         }
     }
 
@@ -259,6 +295,16 @@ impl fmt::Display for GraphProblem {
                 "{} has more than one transition for {event:?}",
                 step.short_name()
             ),
+            GraphProblem::FirstJoinWithoutRace { step, predecessors } => write!(
+                f,
+                "{} joins with join = \"first\" but has {} (a first-wins join needs at least two predecessors)",
+                step.short_name(),
+                match predecessors.as_slice() {
+                    [] => "no predecessor".to_string(),
+                    [only] => format!("one predecessor, {}", only.short_name()),
+                    more => format!("the predecessors {}", join_short(more, ", ")),
+                }
+            ),
         }
     }
 }
@@ -290,6 +336,9 @@ pub struct WorkflowGraph {
     /// By step: the steps with a transition into it, in definition order
     /// (the engine's join cursor walks them in this order).
     predecessors: Vec<Vec<usize>>,
+    /// By step: for a first-wins join, the steps its first arrival
+    /// withdraws (see [`WorkflowGraph::withdrawn_by`]); empty otherwise.
+    withdrawn: Vec<Vec<usize>>,
 }
 
 impl WorkflowGraph {
@@ -356,7 +405,7 @@ impl WorkflowGraph {
             .enumerate()
             .map(|(i, step)| (Arc::clone(&step.key), i))
             .collect();
-        let graph = WorkflowGraph {
+        let mut graph = WorkflowGraph {
             workflow: spec.workflow,
             keys,
             start,
@@ -366,8 +415,12 @@ impl WorkflowGraph {
             outgoing,
             successors: flatten(successors),
             predecessors: flatten(predecessors),
+            withdrawn: vec![Vec::new(); n],
         };
         graph.check(&mut problems);
+        if problems.is_empty() {
+            graph.withdrawn = (0..n).map(|i| graph.withdraw_set(i)).collect();
+        }
         if problems.is_empty() {
             Ok(graph)
         } else {
@@ -410,9 +463,26 @@ impl WorkflowGraph {
                         declared: step.events.clone(),
                     });
                 }
-                if let Transition::Static(targets) = transition {
-                    self.check_fan_out(&step.name, event, targets, problems);
+                match transition {
+                    Transition::Static(targets) => {
+                        let branches: Vec<ClassRef> = targets.iter().map(|t| t.step).collect();
+                        self.check_fan_out(&step.name, event, &branches, problems);
+                    }
+                    Transition::Dynamic {
+                        targets,
+                        many: true,
+                    } => self.check_fan_out(&step.name, event, targets, problems),
+                    Transition::Dynamic { many: false, .. } => {}
                 }
+            }
+        }
+        for (i, step) in self.steps.iter().enumerate() {
+            let preds = &self.predecessors[i];
+            if step.join == Join::First && preds.len() < 2 {
+                problems.push(GraphProblem::FirstJoinWithoutRace {
+                    step: step.name,
+                    predecessors: preds.iter().map(|&p| self.steps[p].name).collect(),
+                });
             }
         }
         let mut by_key: HashMap<&str, Vec<ClassRef>> = HashMap::new();
@@ -429,24 +499,29 @@ impl WorkflowGraph {
         }
     }
 
-    /// Static fan-out branches must share a step other than `Done`.
+    /// Branches that run in parallel (a static fan-out, or a route that
+    /// may choose several) must share a step other than a leaf. A branch
+    /// that can reach `Terminate` is exempt: it may end the workflow early.
     fn check_fan_out(
         &self,
         from: &ClassRef,
         event: &Arc<str>,
-        targets: &[Target],
+        branches: &[ClassRef],
         problems: &mut Vec<GraphProblem>,
     ) {
-        if targets.len() < 2 {
+        if branches.len() < 2 {
             return;
         }
         let mut common: Option<BTreeSet<usize>> = None;
-        for target in targets {
-            let Some(&t) = self.index.get(&target.step) else {
+        for branch in branches {
+            let Some(&t) = self.index.get(branch) else {
                 return;
             };
-            let reached: BTreeSet<usize> = self
-                .reachable_from(t)
+            let reachable = self.reachable_from(t);
+            if reachable.iter().any(|&s| self.steps[s].terminates) {
+                continue;
+            }
+            let reached: BTreeSet<usize> = reachable
                 .into_iter()
                 .filter(|&s| !self.steps[s].is_done)
                 .collect();
@@ -459,9 +534,49 @@ impl WorkflowGraph {
             problems.push(GraphProblem::FanOutDoesNotJoin {
                 from: *from,
                 event: event.clone(),
-                branches: targets.iter().map(|t| t.step).collect(),
+                branches: branches.to_vec(),
             });
         }
+    }
+
+    /// For a first-wins join at `join`, the steps its first arrival
+    /// withdraws: those with a path into the join and none to a leaf that
+    /// avoids it (the branches that exist only to race for it). Empty for
+    /// other steps.
+    fn withdraw_set(&self, join: usize) -> Vec<usize> {
+        if self.steps[join].join != Join::First {
+            return Vec::new();
+        }
+        // Steps that reach a leaf without passing through the join.
+        let mut escapes = vec![false; self.steps.len()];
+        let mut queue: VecDeque<usize> = (0..self.steps.len())
+            .filter(|&s| s != join && self.successors[s].is_empty())
+            .collect();
+        for &leaf in &queue {
+            escapes[leaf] = true;
+        }
+        while let Some(s) = queue.pop_front() {
+            for &p in &self.predecessors[s] {
+                if p != join && !escapes[p] {
+                    escapes[p] = true;
+                    queue.push_back(p);
+                }
+            }
+        }
+        // Steps with a path into the join.
+        let mut feeds = vec![false; self.steps.len()];
+        let mut queue = VecDeque::from([join]);
+        while let Some(s) = queue.pop_front() {
+            for &p in &self.predecessors[s] {
+                if !feeds[p] {
+                    feeds[p] = true;
+                    queue.push_back(p);
+                }
+            }
+        }
+        (0..self.steps.len())
+            .filter(|&s| s != join && feeds[s] && !escapes[s])
+            .collect()
     }
 
     fn reachable_from(&self, from: usize) -> BTreeSet<usize> {
@@ -614,6 +729,14 @@ impl WorkflowGraph {
         self.predecessors.get(position).map_or(&[], Vec::as_slice)
     }
 
+    /// The positions of the steps that the first arrival at the first-wins
+    /// join at `position` withdraws: every step with a path into the join
+    /// and none to a leaf that avoids it. Empty for other steps.
+    #[must_use]
+    pub fn withdrawn_by(&self, position: usize) -> &[usize] {
+        self.withdrawn.get(position).map_or(&[], Vec::as_slice)
+    }
+
     /// The positions of the steps a transition from the step at `position`
     /// may lead to, in definition order.
     #[must_use]
@@ -628,7 +751,7 @@ impl WorkflowGraph {
                 move |Edge {
                           event, transition, ..
                       }| {
-                    let dynamic = matches!(transition, Transition::Dynamic(_));
+                    let dynamic = matches!(transition, Transition::Dynamic { .. });
                     transition
                         .steps()
                         .map(move |to| (&self.steps[i].name, &**event, to, dynamic))
@@ -656,7 +779,9 @@ impl WorkflowGraph {
         set.into_iter().flatten().map(|&s| &self.steps[s].name)
     }
 
-    /// A Mermaid flowchart; dynamic routes are dotted arrows.
+    /// A Mermaid flowchart: the start step is a stadium, `Done` a circle,
+    /// `Terminate` a double circle, a first-wins join a hexagon; dynamic
+    /// routes are dotted arrows.
     #[must_use]
     pub fn to_mermaid(&self) -> String {
         let mut out = String::from("flowchart TD\n");
@@ -664,8 +789,12 @@ impl WorkflowGraph {
             let label = mermaid_label(step.name.short_name());
             let _ = if i == self.start {
                 writeln!(out, "    s{i}([\"{label}\"])")
+            } else if step.terminates {
+                writeln!(out, "    s{i}(((\"{label}\")))")
             } else if step.is_done {
                 writeln!(out, "    s{i}((\"{label}\"))")
+            } else if step.join == Join::First {
+                writeln!(out, "    s{i}{{{{\"{label}\"}}}}")
             } else {
                 writeln!(out, "    s{i}[\"{label}\"]")
             };
@@ -683,7 +812,9 @@ impl WorkflowGraph {
         out
     }
 
-    /// A Graphviz DOT digraph; dynamic routes are dashed edges.
+    /// A Graphviz DOT digraph: the start step is an oval, `Done` a double
+    /// circle, `Terminate` a double octagon, a first-wins join a hexagon;
+    /// dynamic routes are dashed edges.
     #[must_use]
     pub fn to_dot(&self) -> String {
         let mut out = format!("digraph {} {{\n", dot_string(&self.workflow));
@@ -691,8 +822,12 @@ impl WorkflowGraph {
         for (i, step) in self.steps.iter().enumerate() {
             let shape = if i == self.start {
                 ", shape=oval"
+            } else if step.terminates {
+                ", shape=doubleoctagon"
             } else if step.is_done {
                 ", shape=doublecircle"
+            } else if step.join == Join::First {
+                ", shape=hexagon"
             } else {
                 ""
             };
@@ -740,7 +875,9 @@ mod tests {
             name: r(name),
             key: crate::core::class_ref::underscore(name).into(),
             events: events.iter().map(|e| Arc::from(*e)).collect(),
-            is_done: name == "Done",
+            is_done: name == "Done" || name == "Terminate",
+            terminates: name == "Terminate",
+            join: Join::All,
         }
     }
 
@@ -959,7 +1096,10 @@ mod tests {
                 (
                     "Triage",
                     "routed",
-                    Transition::Dynamic(vec![r("Fast"), r("Slow")]),
+                    Transition::Dynamic {
+                        targets: vec![r("Fast"), r("Slow")],
+                        many: false,
+                    },
                 ),
                 ("Fast", "done", to(&["Done"])),
                 ("Slow", "done", to(&["Done"])),
@@ -976,6 +1116,100 @@ mod tests {
         assert!(graph
             .to_dot()
             .contains("s0 -> s1 [label=\"routed\", style=dashed];"));
+    }
+
+    #[test]
+    fn first_joins_terminate_and_multi_choice_routes_are_validated() {
+        let mut first = step("J", &["ok"]);
+        first.join = Join::First;
+        let found = problems(spec(
+            vec![step("A", &["go"]), first.clone(), step("Done", &["done"])],
+            &[("A", "go", to(&["J"])), ("J", "ok", to(&["Done"]))],
+        ));
+        assert_eq!(
+            found,
+            ["J joins with join = \"first\" but has one predecessor, A (a first-wins join needs at least two predecessors)"]
+        );
+        // A branch that can end in Terminate need not join the others.
+        let graph = WorkflowGraph::build(spec(
+            vec![
+                step("A", &["go"]),
+                step("X", &["stop"]),
+                step("Y", &["y"]),
+                step("Terminate", &["done"]),
+                step("Done", &["done"]),
+            ],
+            &[
+                ("A", "go", to(&["X", "Y"])),
+                ("X", "stop", to(&["Terminate"])),
+                ("Y", "y", to(&["Done"])),
+            ],
+        ));
+        assert!(graph.is_ok(), "{graph:?}");
+        // A route that may choose several targets is a fan-out: rule 4.
+        let many = |many: bool| {
+            spec(
+                vec![
+                    step("A", &["go"]),
+                    step("X", &["x"]),
+                    step("Y", &["y"]),
+                    step("Done", &["done"]),
+                ],
+                &[
+                    (
+                        "A",
+                        "go",
+                        Transition::Dynamic {
+                            targets: vec![r("X"), r("Y")],
+                            many,
+                        },
+                    ),
+                    ("X", "x", to(&["Done"])),
+                    ("Y", "y", to(&["Done"])),
+                ],
+            )
+        };
+        assert!(WorkflowGraph::build(many(false)).is_ok());
+        assert_eq!(
+            problems(many(true)),
+            ["the fan-out of A on \"go\" to X, Y never joins before Done"]
+        );
+    }
+
+    #[test]
+    fn a_first_join_withdraws_only_steps_that_lead_nowhere_else() {
+        let mut first = step("J", &["ok"]);
+        first.join = Join::First;
+        let graph = WorkflowGraph::build(spec(
+            vec![
+                step("A", &["go"]),
+                step("B", &["ok"]),
+                step("C", &["ok", "other"]),
+                step("D", &["ok"]),
+                first,
+                step("E", &["ok"]),
+                step("Done", &["done"]),
+            ],
+            &[
+                ("A", "go", to(&["B", "C", "D"])),
+                ("B", "ok", to(&["J"])),
+                ("C", "ok", to(&["J"])),
+                ("C", "other", to(&["E"])),
+                ("D", "ok", to(&["J"])),
+                ("J", "ok", to(&["E"])),
+                ("E", "ok", to(&["Done"])),
+            ],
+        ))
+        .unwrap();
+        let withdrawn: Vec<_> = graph
+            .withdrawn_by(graph.position(&r("J")).unwrap())
+            .iter()
+            .map(|&p| graph.step_at(p).name.short_name())
+            .collect();
+        assert_eq!(withdrawn, ["B", "D"], "A and C can still reach E without J");
+        assert!(graph
+            .withdrawn_by(graph.position(&r("E")).unwrap())
+            .is_empty());
     }
 
     #[test]

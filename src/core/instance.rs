@@ -494,6 +494,24 @@ impl Instance {
         }
     }
 
+    /// Withdraws `step`, which can no longer run because another branch won
+    /// a race or the workflow terminated: a step not yet started, active,
+    /// waiting or reached becomes skipped and loses its config. A completed
+    /// or skipped step is left as it is. Fails when the instance is
+    /// terminal.
+    pub fn withdraw_step_mut(&mut self, step: &ClassRef) -> CoreResult<()> {
+        self.check_not_terminal("withdraw_step")?;
+        let current = self.steps.get(step).copied();
+        if matches!(current, Some(StepState::Completed | StepState::Skipped)) {
+            return Ok(());
+        }
+        self.set_state(step, current, StepState::Skipped);
+        if !self.step_configs.is_empty() {
+            self.step_configs.remove_mut(step);
+        }
+        Ok(())
+    }
+
     /// Records that a taken transition reached the join `step`, which waits
     /// for its other predecessors, storing `config` when given
     /// (idempotent). Fails when the instance is terminal or the step is

@@ -332,7 +332,13 @@ mod tests {
             name: r(name),
             key: name.to_lowercase().into(),
             events: events.iter().map(|e| Arc::from(*e)).collect(),
-            is_done: name == "Done",
+            is_done: name == "Done" || name == "Terminate",
+            terminates: name == "Terminate",
+            join: if name.starts_with("First") {
+                crate::core::graph::Join::First
+            } else {
+                crate::core::graph::Join::All
+            },
         };
         let to = |names: &[&str]| {
             Transition::Static(
@@ -364,7 +370,10 @@ mod tests {
                 (
                     r("R"),
                     "routed".into(),
-                    Transition::Dynamic(vec![r("X"), r("Y")]),
+                    Transition::Dynamic {
+                        targets: vec![r("X"), r("Y")],
+                        many: false,
+                    },
                 ),
                 (r("X"), "ok".into(), to(&["J"])),
                 (r("Y"), "ok".into(), to(&["J"])),

@@ -15,6 +15,7 @@ from hephaestus import (
     Ok,
     Retry,
     Step,
+    Terminate,
     Unique,
     Wait,
     WaitForEvent,
@@ -247,6 +248,55 @@ class TwoWaitsFlow(Workflow, unique=Unique("twowaits")):
         LeftWait: {"received": Ship},
         RightWait: {"received": Ship},
         Ship: {"shipped": Done},
+    }
+
+
+class PayDeadline(Wait):
+    pass
+
+
+class Settle(Step):
+    """Joins the first of the payment event and the deadline."""
+
+    events = ("settled",)
+    join = "first"
+
+    def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        record()
+        return "settled"
+
+
+class DeadlineFlow(Workflow, unique=Unique("deadline")):
+    """A deferred choice: the payment event or a one-day deadline."""
+
+    start = Quick
+    transitions = {
+        Quick: {"ok": [AwaitPayment, (PayDeadline, {"duration": 1, "unit": "day"})]},
+        AwaitPayment: {"received": Settle},
+        PayDeadline: {"timeout": Settle},
+        Settle: {"settled": Done},
+    }
+
+
+class Gatekeeper(Step):
+    """Ends the workflow once Blocker has started."""
+
+    events = ("stop",)
+
+    def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        record()
+        STARTED.wait(30)
+        return "stop"
+
+
+class StopFlow(Workflow, unique=Unique("stop")):
+    """Terminate while another branch (Blocker) still runs."""
+
+    start = Quick
+    transitions = {
+        Quick: {"ok": [Gatekeeper, Blocker]},
+        Gatekeeper: {"stop": Terminate},
+        Blocker: {"ok": Done},
     }
 
 

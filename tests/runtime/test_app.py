@@ -437,6 +437,51 @@ def test_a_thirty_day_wait_fires_when_the_clock_says(app: Hephaestus, clock: Vir
     assert nap.timestamp == clock.datetime()
 
 
+def test_a_deferred_choice_takes_the_event_and_drops_the_deadline(
+    app: Hephaestus, clock: VirtualClock
+) -> None:
+    iid = app.start_instance(rf.DeadlineFlow, id="deadline::paid")
+    waiting = app.wait(iid, timeout=10)
+    assert waiting.waiting_steps == {rf.AwaitPayment, rf.PayDeadline}
+    run_id = app.storage.newest(iid).run_id
+    assert [t.step for t in app.storage.load(run_id).timers] == ["pay_deadline"]
+    app.resume(iid, "received", step=rf.AwaitPayment)
+    done = app.wait(iid, timeout=10)
+    assert done.status is Status.COMPLETED
+    assert steps_of(done) == ["Quick", "AwaitPayment", "Settle", "Done"]
+    assert done.skipped_steps == {rf.PayDeadline}
+    assert app.storage.load(run_id).timers == []
+    clock.advance(2 * 86400)
+    assert app.get(iid) == done, "the dropped deadline never fires"
+
+
+def test_a_deferred_choice_takes_the_deadline_when_no_event_comes(
+    app: Hephaestus, clock: VirtualClock
+) -> None:
+    iid = app.start_instance(rf.DeadlineFlow, id="deadline::late")
+    app.wait(iid, timeout=10)
+    clock.advance(86400)
+    done = app.wait(iid, timeout=10)
+    assert done.status is Status.COMPLETED
+    assert steps_of(done) == ["Quick", "PayDeadline", "Settle", "Done"]
+    assert done.skipped_steps == {rf.AwaitPayment}
+    assert [c[0] for c in rf.CALLS].count("Settle") == 1
+    with pytest.raises(InvalidTransitionError):
+        app.resume(iid, "received", step=rf.AwaitPayment)
+
+
+def test_terminate_discards_the_result_of_a_step_still_running(app: Hephaestus) -> None:
+    iid = app.start_instance(rf.StopFlow, id="stop::a")
+    done = app.wait(iid, timeout=10)
+    assert done.status is Status.COMPLETED
+    assert steps_of(done) == ["Quick", "Gatekeeper", "Terminate"]
+    assert done.skipped_steps == {rf.Blocker}
+    rf.RELEASE.set()  # Blocker returns now; its result must change nothing
+    time.sleep(0.1)
+    assert app.get(iid) == done
+    assert len(app.get(iid).execution_history) == 3
+
+
 def test_a_timer_that_fell_due_while_no_app_ran_fires_at_start(
     tmp_path: Path, clock: VirtualClock
 ) -> None:

@@ -591,6 +591,14 @@ class _Scheduler:
             self._outcome(live, step, attempted, now, stamp, timers, attempts)
         # Nothing left to run completes the instance (a recorded change).
         instance = live.driver.finish()
+        # Steps withdrawn (by a first-wins join or Terminate) or resumed
+        # stop waiting, and withdrawn ones stop backing off: their timers go.
+        gone = [step_key(step) for step in waiting_before - instance.waiting_steps]
+        gone.extend(key for key in live.backoff if not _is_active(instance, key))
+        if gone:
+            for key in gone:
+                live.backoff.pop(key, None)
+            drop_timers = (*drop_timers, *(key for key in gone if key not in drop_timers))
         for step in instance.waiting_steps - waiting_before:
             if issubclass(step, Wait):
                 try:
@@ -678,8 +686,11 @@ class _Scheduler:
         """Applies one attempt's end: its result, or a retry, or the failure."""
         key = step_key(step)
         if attempted.kind == "returned":
+            # (A step withdrawn meanwhile has its result discarded.)
             live.driver.complete(step, attempted.value, timestamp=stamp)
             return
+        if not live.driver.instance.is_active(step):
+            return  # withdrawn meanwhile: the failed attempt does not count
         attempt = live.attempts.get(key, 0) + 1
         error: dict[str, Any]
         if attempted.kind == "raised":
@@ -748,6 +759,11 @@ class _Scheduler:
         for task in others:
             task.cancel()
         await asyncio.gather(*others, return_exceptions=True)
+
+
+def _is_active(instance: Instance, key: str) -> bool:
+    """Whether the step with ``key`` is still active in ``instance``."""
+    return any(step_key(step) == key for step in instance.active_steps)
 
 
 def _live(stored: Stored, workflow: type) -> _Live:

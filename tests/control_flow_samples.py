@@ -1,0 +1,230 @@
+"""Workflows for the control-flow tests (CONTRACT §14), at module level so
+that instances of them can be saved and loaded. ``RAN`` records which steps
+executed, in order."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from hephaestus import (
+    Done,
+    Ok,
+    Step,
+    Terminate,
+    Unique,
+    Wait,
+    WaitForEvent,
+    Workflow,
+    transit,
+)
+
+#: The keys of the steps that executed, in order.
+RAN: list[str] = []
+
+
+def _ran(step: Step) -> None:
+    RAN.append(type(step).__name__)
+
+
+class Begin(Step):
+    events = ("go",)
+
+    def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        _ran(self)
+        return "go"
+
+
+class Check(Step):
+    events = ("ok", "refused")
+
+    def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        _ran(self)
+        return "refused" if context.initial.get("refuse") else "ok"
+
+
+class Work(Step):
+    events = ("worked",)
+
+    def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        _ran(self)
+        return Ok("worked", {"by": "work"})
+
+
+class Finish(Step):
+    events = ("finished",)
+
+    def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        _ran(self)
+        return "finished"
+
+
+# -- Terminate ----------------------------------------------------------------------------------
+
+
+class StopFlow(Workflow, unique=Unique("stop")):
+    """Two branches; the checking one may end the whole workflow."""
+
+    start = Begin
+    transitions = {
+        Begin: {"go": [Check, Work]},
+        Check: {"ok": Finish, "refused": Terminate},
+        Work: {"worked": Finish},
+        Finish: {"finished": Done},
+    }
+
+
+# -- first-wins joins -----------------------------------------------------------------------------
+
+
+class Quick(Step):
+    events = ("answered",)
+
+    async def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        await asyncio.sleep(context.initial.get("quick", 0.0))
+        _ran(self)
+        return Ok("answered", {"by": "quick"})
+
+
+class Slow(Step):
+    events = ("answered",)
+
+    async def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        await asyncio.sleep(context.initial.get("slow", 0.0))
+        _ran(self)
+        return Ok("answered", {"by": "slow"})
+
+
+class SlowTail(Step):
+    events = ("answered",)
+
+    def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        _ran(self)
+        return "answered"
+
+
+class FirstAnswer(Step):
+    events = ("chosen",)
+    join = "first"
+
+    def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        _ran(self)
+        return Ok("chosen", {"steps": sorted(context.steps)})
+
+
+class RaceFlow(Workflow, unique=Unique("race")):
+    """A discriminator: Slow is first in graph order, Quick answers first."""
+
+    start = Begin
+    transitions = {
+        Begin: {"go": [Slow, Quick]},
+        Slow: {"answered": SlowTail},
+        SlowTail: {"answered": FirstAnswer},
+        Quick: {"answered": FirstAnswer},
+        FirstAnswer: {"chosen": Done},
+    }
+
+
+class AwaitPayment(WaitForEvent):
+    pass
+
+
+class PaymentDeadline(Wait):
+    pass
+
+
+class Settle(Step):
+    events = ("settled",)
+    join = "first"
+
+    def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        _ran(self)
+        return "settled"
+
+
+class DeadlineFlow(Workflow, unique=Unique("deadline")):
+    """A deferred choice: a payment event or a deadline, whichever comes first."""
+
+    start = Begin
+    transitions = {
+        Begin: {"go": [AwaitPayment, (PaymentDeadline, {"duration": 2, "unit": "day"})]},
+        AwaitPayment: {"received": Settle},
+        PaymentDeadline: {"timeout": Settle},
+        Settle: {"settled": Done},
+    }
+
+
+# -- multi-choice -------------------------------------------------------------------------------
+
+
+class Notify(Step):
+    events = ("routed",)
+
+    def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        _ran(self)
+        return "routed"
+
+
+class Email(Step):
+    events = ("sent",)
+
+    def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        _ran(self)
+        return Ok("sent", {"config": config})
+
+
+class Sms(Step):
+    events = ("sent",)
+
+    def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        _ran(self)
+        return "sent"
+
+
+class Push(Step):
+    events = ("sent",)
+
+    def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        _ran(self)
+        return "sent"
+
+
+class Gather(Step):
+    events = ("gathered",)
+
+    def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        _ran(self)
+        return "gathered"
+
+
+class NotifyFlow(Workflow, unique=Unique("notify")):
+    """Sends on every channel the data asks for, then gathers."""
+
+    start = Notify
+    transitions = {
+        Email: {"sent": Gather},
+        Sms: {"sent": Gather},
+        Push: {"sent": Gather},
+        Gather: {"gathered": Done},
+    }
+
+    @transit(Notify, "routed", targets=[Email, Sms, Push], many=True)
+    def channels(context: Any) -> Any:
+        chosen = {"email": (Email, {"to": "a@b.c"}), "sms": Sms, "push": Push}
+        wanted = context.initial["channels"]
+        return [chosen[c] for c in wanted] if isinstance(wanted, list) else chosen[wanted]
+
+
+class SingleNotifyFlow(Workflow, unique=Unique("single")):
+    """The same route without many=True: a list of targets is refused."""
+
+    start = Notify
+    transitions = {
+        Email: {"sent": Gather},
+        Sms: {"sent": Gather},
+        Gather: {"gathered": Done},
+    }
+
+    @transit(Notify, "routed", targets=[Email, Sms])
+    def channels(context: Any) -> Any:
+        return [Email, Sms]
