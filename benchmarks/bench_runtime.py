@@ -469,11 +469,11 @@ def driven(app: Hephaestus, flow: type, id: str) -> tuple[Any, list[bytes], str,
     now = app.clock.now()
     stamp = dt.datetime.fromtimestamp(now, tz=dt.timezone.utc)
     driver.start()
-    while steps := driver.take_runnable():
-        for step in steps:
+    while units := driver.take_runnable():
+        for step, iteration in units:
             current = driver.instance
-            value = step().execute(current, current.step_configs.get(step), current.context)
-            driver.complete(step, value, timestamp=stamp)
+            value = step().execute(current, driver.config(step, iteration), current.context)
+            driver.complete(step, value, iteration=iteration, timestamp=stamp)
     instance = driver.finish()
     timers = [
         Timer(step_key(step), "wait", now + PAUSE_SECONDS)

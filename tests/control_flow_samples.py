@@ -9,7 +9,9 @@ from typing import Any
 
 from hephaestus import (
     Done,
+    ForEach,
     Ok,
+    Repeat,
     Step,
     Terminate,
     Unique,
@@ -228,3 +230,99 @@ class SingleNotifyFlow(Workflow, unique=Unique("single")):
     @transit(Notify, "routed", targets=[Email, Sms])
     def channels(context: Any) -> Any:
         return [Email, Sms]
+
+
+# -- ForEach ------------------------------------------------------------------------------------
+
+
+class Load(Step):
+    events = ("loaded",)
+
+    def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        _ran(self)
+        return Ok("loaded", {"extra": ["x", "y"]})
+
+
+class Reserve(Step):
+    events = ("reserved",)
+
+    def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        RAN.append(f"Reserve[{config['index']}]")
+        if config["item"] == "broken":
+            raise ValueError(f"cannot reserve {config['item']}")
+        return Ok("reserved", {"sku": config["item"], "warehouse": config.get("warehouse")})
+
+
+class LinesFlow(Workflow, unique=Unique("lines")):
+    """Reserves each line of the order, with a node config."""
+
+    start = Load
+    transitions = {
+        Load: {"loaded": (ForEach(Reserve, items="lines"), {"warehouse": "north"})},
+        Reserve: {"reserved": Finish},
+        Finish: {"finished": Done},
+    }
+
+
+def _extra_lines(context: Any) -> Any:
+    return [*context.initial.get("lines", []), *context.steps["load"]["extra"]]
+
+
+class ComputedFlow(Workflow, unique=Unique("computed")):
+    """Items from a function of the context, as it is when the node activates."""
+
+    start = Load
+    transitions = {
+        Load: {"loaded": ForEach(Reserve, items=_extra_lines, max_items=3)},
+        Reserve: {"reserved": Done},
+    }
+
+
+class Pack(Step):
+    events = ("packed",)
+
+    async def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        ACTIVE["now"] += 1
+        ACTIVE["most"] = max(ACTIVE["most"], ACTIVE["now"])
+        await asyncio.sleep(0.001 * (10 - config["index"] % 10))
+        ACTIVE["now"] -= 1
+        return Ok("packed", {"box": config["index"]})
+
+
+#: Async runs of `Pack` going on now, and the most at once.
+ACTIVE = {"now": 0, "most": 0}
+
+
+class PackFlow(Workflow, unique=Unique("pack")):
+    """Packs every item, at most three at once."""
+
+    start = Load
+    transitions = {
+        Load: {"loaded": ForEach(Pack, items="items", concurrency=3)},
+        Pack: {"packed": Done},
+    }
+
+
+# -- Repeat -------------------------------------------------------------------------------------
+
+
+class Poll(Step):
+    events = ("pending", "settled", "refused")
+
+    def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        answers = context.initial["answers"]
+        previous = context.steps.get("poll", {}).get("run", -1)
+        run = previous + 1
+        RAN.append(f"Poll[{run}]")
+        return Ok(answers[run] if run < len(answers) else "pending", {"run": run})
+
+
+class PollFlow(Workflow, unique=Unique("poll")):
+    """Polls until settled (at most four times); a refusal ends the workflow."""
+
+    start = Begin
+    transitions = {
+        Begin: {"go": Repeat(Poll, again="pending", max_iterations=4)},
+        Poll: {"settled": Finish, "refused": Terminate},
+        Finish: {"finished": Done},
+    }

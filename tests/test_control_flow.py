@@ -12,13 +12,17 @@ import control_flow_samples as cf
 import pytest
 from hephaestus import (
     Done,
+    ForEach,
     Instance,
+    InvalidTransitionError,
+    Repeat,
     Status,
     Step,
     Terminate,
     Unique,
     Workflow,
     WorkflowDefinitionError,
+    _core,
     engine,
     transit,
 )
@@ -230,6 +234,246 @@ def test_a_multi_choice_route_must_join_like_a_fan_out() -> None:
 def test_transit_many_must_be_a_bool() -> None:
     with pytest.raises(TypeError, match="many must be a bool"):
         transit(cf.Notify, "routed", targets=[cf.Email], many="yes")(lambda c: cf.Email)  # type: ignore[arg-type]
+
+
+# -- ForEach ----------------------------------------------------------------------------------
+
+
+def runs_of(instance: Instance, step: type) -> list[tuple[int | None, dict[str, Any] | None]]:
+    return [
+        (entry.iteration, entry.context_updates)
+        for entry in instance.execution_history
+        if entry.step_ref is step
+    ]
+
+
+def test_for_each_runs_the_step_once_per_item_in_order() -> None:
+    done = engine.run(new(cf.LinesFlow, {"lines": ["a", "b", "c"]}))
+    assert done.status is Status.COMPLETED
+    expected = [{"sku": sku, "warehouse": "north"} for sku in "abc"]
+    assert done.context.steps["reserve"] == expected
+    assert runs_of(done, cf.Reserve) == list(enumerate(expected))
+    assert [e.iteration for e in done.execution_history] == [None, 0, 1, 2, None, None]
+    assert cf.RAN == ["Load", "Reserve[0]", "Reserve[1]", "Reserve[2]", "Finish"]
+    assert Instance.from_json(done.to_json()) == done
+    assert Instance.from_bytes(done.to_bytes()) == done
+
+
+def test_for_each_over_no_items_completes_at_once_with_an_empty_list() -> None:
+    done = engine.run(new(cf.LinesFlow, {"lines": []}))
+    assert done.status is Status.COMPLETED
+    assert done.context.steps["reserve"] == []
+    assert runs_of(done, cf.Reserve) == []
+    assert cf.Reserve in done.completed_steps
+
+
+def test_a_failing_item_fails_the_instance_with_its_index() -> None:
+    failed = engine.run(new(cf.LinesFlow, {"lines": ["a", "broken", "c"]}))
+    assert failed.status is Status.FAILED
+    assert failed.error == {
+        "kind": "exception",
+        "step": "reserve",
+        "type": "builtins.ValueError",
+        "message": "cannot reserve broken",
+        "index": 1,
+    }
+    assert runs_of(failed, cf.Reserve) == [(0, {"sku": "a", "warehouse": "north"})]
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        ("abc", 'context.initial["lines"] is a str, not a list'),
+        (None, 'context.initial["lines"] is a None, not a list'),
+        (list(range(10_001)), "10001 items, more than max_items=10000"),
+    ],
+)
+def test_bad_items_fail_the_instance_before_any_item_runs(lines: Any, message: str) -> None:
+    failed = engine.run(new(cf.LinesFlow, {"lines": lines}))
+    assert failed.status is Status.FAILED
+    assert failed.error == {"kind": "items", "step": "reserve", "message": message}
+    assert cf.RAN == ["Load"]
+
+
+def test_missing_items_are_named() -> None:
+    failed = engine.run(new(cf.LinesFlow))
+    assert failed.error == {
+        "kind": "items",
+        "step": "reserve",
+        "message": 'context.initial has no key "lines"',
+    }
+
+
+def test_items_can_come_from_the_context_when_the_node_activates() -> None:
+    done = engine.run(new(cf.ComputedFlow, {"lines": ["a"]}))
+    assert [r["sku"] for r in done.context.steps["reserve"]] == ["a", "x", "y"]
+    too_many = engine.run(new(cf.ComputedFlow, {"lines": ["a", "b"]}))
+    assert too_many.error == {
+        "kind": "items",
+        "step": "reserve",
+        "message": "4 items, more than max_items=3",
+    }
+
+
+def test_for_each_under_arun_honours_its_concurrency() -> None:
+    cf.ACTIVE.update(now=0, most=0)
+    done = asyncio.run(engine.arun(new(cf.PackFlow, {"items": list(range(20))})))
+    assert done.status is Status.COMPLETED
+    assert done.context.steps["pack"] == [{"box": i} for i in range(20)]
+    assert cf.ACTIVE["most"] == 3
+    assert sorted(i for i, _ in runs_of(done, cf.Pack)) == list(range(20))
+
+
+# -- Repeat ----------------------------------------------------------------------------------
+
+
+def test_repeat_runs_again_until_another_event_and_counts_its_runs() -> None:
+    done = engine.run(new(cf.PollFlow, {"answers": ["pending", "pending", "settled"]}))
+    assert done.status is Status.COMPLETED
+    assert runs_of(done, cf.Poll) == [(0, {"run": 0}), (1, {"run": 1}), (2, {"run": 2})]
+    assert [e.event for e in done.execution_history if e.step_ref is cf.Poll] == [
+        "pending",
+        "pending",
+        "settled",
+    ]
+    assert done.context.steps["poll"] == {"run": 2}, "the last run's updates"
+    assert history(done) == ["Begin", "Poll", "Poll", "Poll", "Finish", "Done"]
+
+
+def test_repeat_fails_after_max_iterations() -> None:
+    failed = engine.run(new(cf.PollFlow, {"answers": []}))
+    assert failed.status is Status.FAILED
+    assert failed.error == {
+        "kind": "max_iterations",
+        "step": "poll",
+        "max_iterations": 4,
+        "iteration": 3,
+    }
+    assert len(runs_of(failed, cf.Poll)) == 4
+
+
+def test_repeat_can_leave_by_terminate() -> None:
+    done = engine.run(new(cf.PollFlow, {"answers": ["pending", "refused"]}))
+    assert done.status is Status.COMPLETED
+    assert history(done)[-1] == "Terminate"
+    assert cf.Finish not in done.completed_steps
+
+
+def test_an_instance_stopped_in_the_middle_of_a_for_each_goes_on_where_it_was() -> None:
+    instance = new(cf.LinesFlow, {"lines": ["a", "b", "c"]})
+    driver = _core.Run(engine.graph_of(instance), instance)
+    [(load, none)] = driver.take_runnable()
+    assert (load, none) == (cf.Load, None)
+    driver.complete(load, "loaded")
+    units = driver.take_runnable()
+    assert units == [(cf.Reserve, 0), (cf.Reserve, 1), (cf.Reserve, 2)]
+    config = driver.config(cf.Reserve, 1)
+    assert config == {"warehouse": "north", "item": "b", "index": 1}
+    driver.complete(cf.Reserve, cf.Reserve().execute(instance, config, None), iteration=1)
+    middle = driver.instance
+    assert middle.active_steps == {cf.Reserve}
+    assert Instance.from_json(middle.to_json()) == middle
+    assert Instance.from_bytes(middle.to_bytes()) == middle
+    cf.RAN.clear()
+    done = engine.run(Instance.from_json(middle.to_json()))
+    assert cf.RAN == ["Reserve[0]", "Reserve[2]", "Finish"], "item 1 does not run again"
+    assert [i for i, _ in runs_of(done, cf.Reserve)] == [1, 0, 2]
+    assert [r["sku"] for r in done.context.steps["reserve"]] == ["a", "b", "c"]
+    with pytest.raises(InvalidTransitionError):
+        driver.complete(cf.Reserve, "reserved", iteration=1)
+
+
+# -- validation ------------------------------------------------------------------------------
+
+
+def problems_of(body: dict[str, Any]) -> list[tuple[str, str]]:
+    with pytest.raises(WorkflowDefinitionError) as info:
+        type("Bad", (Workflow,), body, unique=Unique("bad"))
+    return [(p.kind, p.message) for p in info.value.problems]
+
+
+def test_a_for_each_step_declares_exactly_one_event() -> None:
+    found = problems_of(
+        {
+            "start": cf.Begin,
+            "transitions": {
+                cf.Begin: {"go": ForEach(cf.Check, items="lines")},
+                cf.Check: {"ok": Done, "refused": Done},
+            },
+        }
+    )
+    assert found == [
+        (
+            "for_each_events",
+            'ForEach(Check) needs a step that declares exactly one event, but it declares "ok", '
+            '"refused"',
+        )
+    ]
+
+
+def test_repeat_again_must_be_an_event_of_the_step_and_take_no_transition() -> None:
+    found = problems_of(
+        {
+            "start": cf.Begin,
+            "transitions": {
+                cf.Begin: {"go": Repeat(cf.Work, again="pending", max_iterations=0)},
+                cf.Work: {"worked": Done},
+            },
+        }
+    )
+    assert ("limit_below_one", "max_iterations of Work must be at least 1") in found
+    assert any(kind == "repeat_again_undeclared" and '"pending"' in m for kind, m in found)
+    found = problems_of(
+        {
+            "start": cf.Begin,
+            "transitions": {
+                cf.Begin: {"go": Repeat(cf.Check, again="refused", max_iterations=3)},
+                cf.Check: {"ok": Done, "refused": Done},
+            },
+        }
+    )
+    assert found == [
+        (
+            "repeat_again_has_transition",
+            'Repeat(Check) runs the step again on "refused", so that event takes no transition',
+        )
+    ]
+
+
+def test_a_step_is_one_node() -> None:
+    found = problems_of(
+        {
+            "start": cf.Begin,
+            "transitions": {
+                cf.Begin: {"go": [ForEach(cf.Work, items="a"), cf.Check]},
+                cf.Check: {"ok": cf.Work, "refused": Done},
+                cf.Work: {"worked": Done},
+            },
+        }
+    )
+    assert [kind for kind, _ in found] == ["node_conflict"]
+    assert "Work is used as" in found[0][1]
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "match"),
+    [
+        (lambda: ForEach(int, items="a"), TypeError, "wraps a Step subclass"),
+        (lambda: ForEach(cf.Work, items=3), TypeError, "items must be a key"),
+        (lambda: ForEach(cf.Work, items=""), ValueError, "non-empty key"),
+        (lambda: ForEach(cf.Work, items="a", concurrency=1.5), TypeError, "concurrency"),
+        (lambda: Repeat(cf.Work, again=None, max_iterations=1), TypeError, "again"),
+        (
+            lambda: Repeat(cf.Work, again="x", every={"duration": 1}, max_iterations=1),
+            (TypeError, ValueError),
+            "unit",
+        ),
+        (lambda: Repeat(cf.Work, again="x", max_iterations="3"), TypeError, "max_iterations"),
+    ],
+)
+def test_bad_node_arguments_are_refused_at_once(make: Any, error: Any, match: str) -> None:
+    with pytest.raises(error, match=match):
+        make()
 
 
 # -- drawings ------------------------------------------------------------------------------

@@ -78,7 +78,7 @@ def test_typed_usage() -> None:
     assert inst.is_completed(TypedStep)
     assert inst.completed_count == 1
     assert isinstance(hephaestus.__version__, str)
-    assert hephaestus.FORMAT_VERSION == 1
+    assert hephaestus.FORMAT_VERSION == 2
 
 
 def test_typed_construction_and_round_trips() -> None:

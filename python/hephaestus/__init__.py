@@ -14,6 +14,7 @@ from hephaestus._core import (
     __version__,
     step_key,
 )
+from hephaestus.control import ForEach, Repeat
 from hephaestus.errors import (
     AlreadyRunningError,
     DefinitionProblem,
@@ -59,6 +60,7 @@ __all__ = [
     "Error",
     "Execution",
     "ExecutionEntry",
+    "ForEach",
     "Hephaestus",
     "HephaestusError",
     "Instance",
@@ -66,6 +68,7 @@ __all__ = [
     "InvalidTransitionError",
     "MemoryStorage",
     "Ok",
+    "Repeat",
     "Retry",
     "SQLiteStorage",
     "SerializationError",

@@ -179,35 +179,38 @@ async def arun(instance: Instance) -> Instance:
     order = {step: position for position, step in enumerate(graph.steps)}
     driver = _core.Run(graph, instance)
 
-    async def outcome_of(current: Instance, step: type) -> tuple[bool, Any]:
+    async def outcome_of(current: Instance, step: type, config: Any) -> tuple[bool, Any]:
         try:
-            result = step().execute(current, current.step_configs.get(step), current.context)
+            result = step().execute(current, config, current.context)
             if inspect.isawaitable(result):
                 result = await result
         except Exception as exc:  # a failing step fails the instance
             return False, exc
         return True, result
 
-    running: dict[asyncio.Future[tuple[bool, Any]], type] = {}
+    # Each running run, by task: (step, iteration).
+    running: dict[asyncio.Task[tuple[bool, Any]], tuple[type, int | None]] = {}
     try:
         while True:
             runnable = driver.take_runnable()
             if runnable:
                 current = driver.instance
-                for step in runnable:
-                    running[asyncio.ensure_future(outcome_of(current, step))] = step
+                for step, iteration in runnable:
+                    config = driver.config(step, iteration)
+                    task = asyncio.create_task(outcome_of(current, step, config))
+                    running[task] = (step, iteration)
             if not running:
                 break
             finished, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-            for task in sorted(finished, key=lambda t: order[running[t]]):
-                step = running.pop(task)
+            for task in sorted(finished, key=lambda t: (order[running[t][0]], running[t][1] or 0)):
+                step, iteration = running.pop(task)
                 returned, value = task.result()
                 if returned:
-                    driver.complete(step, value)
+                    driver.complete(step, value, iteration=iteration)
                 else:
-                    driver.fail(step, value)
+                    driver.fail(step, value, iteration=iteration)
             current = driver.instance
-            for task, step in list(running.items()):
+            for task, (step, _) in list(running.items()):
                 if current.status.is_terminal or not current.is_active(step):
                     task.cancel()
                     del running[task]

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from hephaestus._core import Context, Instance, WorkflowGraph
+from hephaestus.control import ForEach, Repeat
 from hephaestus.errors import DefinitionProblem, WorkflowDefinitionError
 from hephaestus.steps import Done, Terminate, is_step_class
 from hephaestus.unique import Unique
@@ -118,24 +119,62 @@ def _option(name: str, message: str) -> WorkflowDefinitionError:
     return _invalid(name, [DefinitionProblem("option", message)])
 
 
-def _targets(value: object, where: str, workflow: str) -> list[tuple[type, Any]]:
-    """``Step``, ``(Step, config)`` or a list of those, as ``(step, config)`` pairs."""
+def _targets(
+    value: object, where: str, workflow: str
+) -> list[tuple[type, Any, ForEach | Repeat | None]]:
+    """A target (``Step``, ``ForEach(...)``, ``Repeat(...)``, or one of those
+    paired with a config) or a list of them, as ``(step, config, node)``."""
     items = value if isinstance(value, list) else [value]
     if not items:
         raise _option(workflow, f"{where}: an empty list of targets")
-    pairs: list[tuple[type, Any]] = []
+    triples: list[tuple[type, Any, ForEach | Repeat | None]] = []
     for item in items:
-        if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], type):
-            pairs.append((item[0], item[1]))
-        elif isinstance(item, type):
-            pairs.append((item, None))
+        target, config = item if isinstance(item, tuple) and len(item) == 2 else (item, None)
+        if isinstance(target, (ForEach, Repeat)):
+            triples.append((target.step, config, target))
+        elif isinstance(target, type):
+            triples.append((target, config, None))
         else:
             raise _option(
                 workflow,
-                f"{where}: a target is a step class, (step_class, config) or a list of "
-                f"those, got {item!r}",
+                f"{where}: a target is a step class, ForEach(...), Repeat(...), one of those "
+                f"with a config as (target, config), or a list of those; got {item!r}",
             )
-    return pairs
+    return triples
+
+
+class _Nodes:
+    """Collects how each step is used (plainly, or wrapped in one node) and
+    reports a step used in two ways."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[type, ForEach | Repeat] = {}
+        self.plain: set[type] = set()
+        self.problems: list[DefinitionProblem] = []
+
+    def use(self, step: type, node: ForEach | Repeat | None) -> None:
+        known = self.nodes.get(step)
+        clash = (
+            (node is None and known is not None)
+            or (node is not None and step in self.plain)
+            or (node is not None and known is not None and known != node)
+        )
+        if clash:
+            ways = {repr(n) for n in (known, node) if n is not None}
+            if step in self.plain or node is None:
+                ways.add(f"{_name(step)} itself")
+            self.problems.append(
+                DefinitionProblem(
+                    "node_conflict",
+                    f"{_name(step)} is used as {' and as '.join(sorted(ways))}; a step is one "
+                    "node of the graph, so use it one way",
+                    (step,),
+                )
+            )
+        if node is None:
+            self.plain.add(step)
+        else:
+            self.nodes.setdefault(step, node)
 
 
 def _check_json_safe(value: object, path: str, workflow: str) -> None:
@@ -183,6 +222,8 @@ class Workflow:
     metadata: ClassVar[dict[str, Any]]
     versions: ClassVar[dict[int, type[Workflow]] | None] = None
     current: ClassVar[int | None] = None
+    #: The ForEach and Repeat nodes of the graph, by the step they wrap.
+    _nodes: ClassVar[dict[type, ForEach | Repeat]] = {}
 
     def __init_subclass__(
         cls,
@@ -254,25 +295,29 @@ class Workflow:
         cls.current = current
         cls.version = current
         cls.graph = versions[current].graph
+        cls._nodes = versions[current]._nodes
 
     @classmethod
     def _build_graph(cls) -> WorkflowGraph:
         name = cls.__qualname__
         # The body's `start` moves into `graph.start`, so that `cls.start`
         # is the runtime facade; a subclass without one keeps its base's.
+        nodes = _Nodes()
         if "start" in cls.__dict__:
-            start_pairs = _targets(cls.__dict__["start"], "start", name)
+            start_targets = _targets(cls.__dict__["start"], "start", name)
             delattr(cls, "start")
         else:
-            inherited = next(
-                (b.__dict__["graph"] for b in cls.__mro__[1:] if "graph" in b.__dict__), None
-            )
+            inherited = next((b for b in cls.__mro__[1:] if "graph" in b.__dict__), None)
             if inherited is None:
                 raise _option(name, "a workflow needs a start step")
-            start_pairs = [(inherited.start, inherited.start_config)]
-        if len(start_pairs) != 1:
+            graph = inherited.__dict__["graph"]
+            start_targets = [
+                (graph.start, graph.start_config, inherited.__dict__["_nodes"].get(graph.start))
+            ]
+        if len(start_targets) != 1:
             raise _option(name, "start: one start step, not a list")
-        start, start_config = start_pairs[0]
+        start, start_config, start_node = start_targets[0]
+        nodes.use(start, start_node)
         table = getattr(cls, "transitions", {})
         if not isinstance(table, Mapping):
             raise _option(name, f"transitions must be a dict, got {table!r}")
@@ -296,16 +341,19 @@ class Workflow:
                         )
                     )
                     continue
-                pairs = _targets(target, f"transitions[{_name(source)}][{event!r}]", name)
-                for step, _ in pairs:
+                triples = _targets(target, f"transitions[{_name(source)}][{event!r}]", name)
+                for step, _, node in triples:
                     steps.setdefault(step, None)
-                edges.append((source, event, pairs, None, False))
+                    nodes.use(step, node)
+                edges.append((source, event, [(s, c) for s, c, _ in triples], None, False))
         for route in (v for v in vars(cls).values() if isinstance(v, Route)):
             steps.setdefault(route.source, None)
-            for step in route.targets:
+            declared = _targets(list(route.targets), f"the route {route.function.__name__}", name)
+            for step, _, node in declared:
                 steps.setdefault(step, None)
+                nodes.use(step, node)
             edges.append(
-                (route.source, route.event, [(t, None) for t in route.targets], route, route.many)
+                (route.source, route.event, [(s, None) for s, _, _ in declared], route, route.many)
             )
         problems.extend(
             DefinitionProblem(
@@ -316,14 +364,23 @@ class Workflow:
             for s in steps
             if not is_step_class(s)
         )
+        problems.extend(nodes.problems)
         if problems:
             raise _invalid(name, problems)
         specs = [
-            (step, tuple(step.events), _leaf(step), step.join)
+            (
+                step,
+                tuple(step.events),
+                _leaf(step),
+                step.join,
+                nodes.nodes[step].spec() if step in nodes.nodes else None,
+            )
             for step in steps
             if is_step_class(step)
         ]
-        return WorkflowGraph(name, start, start_config, specs, edges)
+        graph = WorkflowGraph(name, start, start_config, specs, edges)
+        cls._nodes = nodes.nodes
+        return graph
 
     @classmethod
     def resolve_version(

@@ -2,11 +2,12 @@
 
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyMapping, PyString, PyTuple};
+use pyo3::types::{PyDict, PyList, PyMapping, PyString, PyTuple};
 
-use crate::bindings::convert::{map_to_py, to_map, Path};
+use crate::bindings::convert::{map_to_py, to_map, to_py, to_value, Path};
 use crate::bindings::registry::describe;
 use crate::core::context::Context;
+use crate::core::value::Value;
 
 /// Initial data plus step results; immutable.
 #[pyclass(name = "Context", module = "hephaestus._core", frozen)]
@@ -21,7 +22,7 @@ impl From<Context> for PyContext {
 }
 
 /// Builds a core context from an `initial` dict and an optional `steps` dict
-/// of `step_key -> result dict`.
+/// of `step_key -> result` (a dict, or a `ForEach` step's list of dicts).
 pub fn context_from_py(
     initial: &Bound<'_, PyAny>,
     steps: Option<&Bound<'_, PyAny>>,
@@ -46,8 +47,22 @@ pub fn context_from_py(
             )));
         };
         let key = key.to_str()?;
-        let result = to_map(&result, Path::Key(&Path::Root("steps"), key))?;
-        context.put_step_result_mut(key.into(), result);
+        let path = Path::Key(&Path::Root("steps"), key);
+        if result.cast::<PyList>().is_ok() {
+            // A ForEach step's result: the list of its runs' dicts.
+            let value = to_value(&result, path)?;
+            if let Value::List(items) = &value {
+                if !items.iter().all(|i| matches!(i, Value::Dict(_))) {
+                    return Err(PyTypeError::new_err(format!(
+                        "steps[{key:?}]: a list result holds dicts (one per ForEach run)"
+                    )));
+                }
+            }
+            context.put_step_value_mut(key.into(), value);
+        } else {
+            let result = to_map(&result, path)?;
+            context.put_step_result_mut(key.into(), result);
+        }
     }
     Ok(context)
 }
@@ -123,7 +138,7 @@ impl PyContext {
 pub fn steps_to_py<'py>(py: Python<'py>, context: &Context) -> PyResult<Bound<'py, PyDict>> {
     let dict = PyDict::new(py);
     for (key, result) in context.steps() {
-        dict.set_item(key, map_to_py(py, result)?)?;
+        dict.set_item(key, to_py(py, result)?)?;
     }
     Ok(dict)
 }

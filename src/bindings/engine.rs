@@ -7,7 +7,7 @@
 //! core [`Outcome`] or route choice.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 
 use pyo3::exceptions::{PyBaseException, PyException};
 use pyo3::prelude::*;
@@ -25,8 +25,8 @@ use std::sync::Arc;
 
 use crate::core::engine::{self, Applied, Effects, Outcome, Resumed};
 use crate::core::error::CoreError;
-use crate::core::graph::Target;
-use crate::core::instance::{Completion, Instance, StepState};
+use crate::core::graph::{Node, Target};
+use crate::core::instance::{Completion, Instance, Loop, StepState};
 use crate::core::journal::{self, Record};
 use crate::core::value::Map;
 use crate::core::value::Value;
@@ -255,14 +255,27 @@ fn result_classes(py: Python<'_>) -> PyResult<&ResultClasses> {
     })
 }
 
+/// One run to hand out: a step's graph position and, for a `ForEach` or
+/// `Repeat` step, which run (the item's index, or the repetition).
+pub type Unit = (usize, Option<u32>);
+
+/// The runs of one `ForEach` step not handed out yet, and how many are out.
+#[derive(Debug, Default)]
+struct ItemQueue {
+    pending: VecDeque<u32>,
+    out: u32,
+}
+
 /// An instance being driven: the instance itself, owned (so the core
 /// updates it in place), the runnable steps by graph position, lowest
-/// first, and, when recording, the journal records of what was applied.
+/// first, the runs of its `ForEach` steps, and, when recording, the
+/// journal records of what was applied.
 struct Driver {
     graph: Py<PyWorkflowGraph>,
     workflow: Py<PyType>,
     instance: Instance,
     queue: BinaryHeap<Reverse<(bool, usize)>>,
+    items: HashMap<usize, ItemQueue, foldhash::fast::RandomState>,
     effects: Effects,
     records: Option<Vec<Vec<u8>>>,
 }
@@ -284,44 +297,62 @@ impl Driver {
             workflow: this.workflow_class(graph.py()).clone().unbind(),
             instance: inner,
             queue: BinaryHeap::new(),
+            items: HashMap::default(),
             effects: Effects::default(),
             records: record.then(Vec::new),
         };
         if start {
-            driver.start()?;
+            driver.start(graph.py())?;
         }
-        driver.requeue();
+        driver.requeue(graph.py())?;
         Ok(driver)
     }
 
     /// Starts a pending instance (and completes one with nothing left to
     /// do), recording it when that changed anything.
-    fn start(&mut self) -> PyResult<()> {
+    fn start(&mut self, py: Python<'_>) -> PyResult<()> {
         let before = self.instance.status();
         let graph = self.graph.get();
         engine::advance_mut(&mut self.instance, &graph.inner, &mut self.effects).py()?;
         if self.instance.status() != before {
             self.record(&Record::Advance)?;
         }
-        self.queue_activated();
-        Ok(())
+        self.queue_activated(py)
     }
 
     /// Queues every runnable step afresh (after records were replayed).
-    fn requeue(&mut self) {
+    fn requeue(&mut self, py: Python<'_>) -> PyResult<()> {
         let graph = &self.graph.get().inner;
-        self.effects.activated.clear();
-        self.queue = self
+        self.queue.clear();
+        self.items.clear();
+        self.effects.activated = self
             .instance
             .active_steps()
             .filter(|(_, waiting)| !waiting)
             .filter_map(|(step, _)| graph.position(step))
-            .map(|p| Reverse(queue_order(graph, p)))
             .collect();
+        self.queue_activated(py)
     }
 
-    /// Queues the steps the last operation activated.
-    fn queue_activated(&mut self) {
+    /// Gives the `ForEach` steps the last operation activated their items
+    /// (which may activate more steps), then queues every step it
+    /// activated.
+    fn queue_activated(&mut self, py: Python<'_>) -> PyResult<()> {
+        loop {
+            let graph = &self.graph.get().inner;
+            let unexpanded: Vec<usize> = engine::unexpanded(
+                &self.instance,
+                graph,
+                self.effects.activated.iter().copied(),
+            )
+            .collect();
+            if unexpanded.is_empty() || self.instance.status().is_terminal() {
+                break;
+            }
+            for p in unexpanded {
+                self.expand(py, p)?;
+            }
+        }
         let graph = &self.graph.get().inner;
         self.queue.extend(
             self.effects
@@ -329,6 +360,43 @@ impl Driver {
                 .drain(..)
                 .map(|p| Reverse(queue_order(graph, p))),
         );
+        Ok(())
+    }
+
+    /// Takes the items of the `ForEach` step at `p` (from `context.initial`
+    /// or by calling its items function with the context) and gives them
+    /// to the core, recording them.
+    fn expand(&mut self, py: Python<'_>, p: usize) -> PyResult<()> {
+        if self.instance.status().is_terminal() {
+            return Ok(());
+        }
+        let graph = self.graph.get();
+        let items = match engine::items_from_initial(&self.instance, &graph.inner, p) {
+            Some(items) => items,
+            None => match graph.items_fn(p) {
+                Some(function) => call_items(py, function.bind(py), &self.instance)?,
+                None => Err("the step has no items function".to_string()),
+            },
+        };
+        let record = self.records.is_some().then(|| Record::Items {
+            step: self.key(p),
+            items: items.clone(),
+        });
+        let applied = engine::expand_at(
+            &mut self.instance,
+            &graph.inner,
+            p,
+            items,
+            &mut self.effects,
+        )
+        .py()?;
+        if let Some(record) = record {
+            push_record(&mut self.records, &record)?;
+        }
+        if let Applied::Route { event } = applied {
+            self.route(py, p, &event)?;
+        }
+        Ok(())
     }
 
     fn record(&mut self, record: &Record) -> PyResult<()> {
@@ -339,33 +407,89 @@ impl Driver {
         Arc::clone(&self.graph.get().inner.step_at(position).key)
     }
 
-    /// The next step to run, lowest graph position first.
-    fn pop(&mut self) -> Option<usize> {
+    /// The next run, lowest graph position first: an ordinary step, the
+    /// current run of a `Repeat` step, or the next item of a `ForEach` step
+    /// while fewer than its `concurrency` are out.
+    fn pop(&mut self) -> Option<Unit> {
         if self.instance.status().is_terminal() {
             return None;
         }
-        let graph = self.graph.get();
+        let graph = &self.graph.get().inner;
         while let Some(Reverse((_, position))) = self.queue.pop() {
-            let step = graph.inner.step_at(position).name;
-            if self.instance.step_state(&step) == Some(StepState::Active { waiting: false }) {
-                return Some(position);
+            let spec = graph.step_at(position);
+            if self.instance.step_state(&spec.name) != Some(StepState::Active { waiting: false }) {
+                continue;
+            }
+            match (&spec.node, self.instance.loop_of(&spec.name)) {
+                (Node::Step, _) => return Some((position, None)),
+                (Node::Repeat { .. }, state) => {
+                    let n = match state {
+                        Some(Loop::Repeat { iteration }) => *iteration,
+                        _ => 0,
+                    };
+                    return Some((position, Some(n)));
+                }
+                (Node::ForEach { concurrency, .. }, Some(Loop::ForEach { items, results })) => {
+                    let queue = self.items.entry(position).or_insert_with(|| ItemQueue {
+                        pending: (0..u32::try_from(items.len()).unwrap_or(u32::MAX))
+                            .filter(|i| results.get(i).is_none())
+                            .collect(),
+                        out: 0,
+                    });
+                    if concurrency.is_some_and(|limit| queue.out >= limit) {
+                        continue; // queued again when one of its runs ends
+                    }
+                    let Some(index) = queue.pending.pop_front() else {
+                        continue;
+                    };
+                    queue.out += 1;
+                    if !queue.pending.is_empty() {
+                        self.queue.push(Reverse(queue_order(graph, position)));
+                    }
+                    return Some((position, Some(index)));
+                }
+                (Node::ForEach { .. }, _) => {}
             }
         }
         None
     }
 
-    /// Every runnable step, in graph order, taken off the queue; a runnable
+    /// Every runnable unit, in graph order, taken off the queue; a runnable
     /// `Terminate` alone (it withdraws the others once it has run).
-    fn take_all(&mut self) -> Vec<usize> {
+    fn take_all(&mut self) -> Vec<Unit> {
         let mut batch = Vec::new();
-        while let Some(position) = self.pop() {
-            batch.push(position);
-            if self.graph.get().inner.step_at(position).terminates {
+        while let Some(unit) = self.pop() {
+            batch.push(unit);
+            if self.graph.get().inner.step_at(unit.0).terminates {
                 break;
             }
         }
         batch.dedup();
         batch
+    }
+
+    /// The config a run gets: the step's config, and for a `ForEach` item
+    /// its `"item"` and `"index"` merged over it (a config that is not a
+    /// dict goes under `"config"`).
+    fn config(&self, (position, iteration): Unit) -> PyResult<Option<Value>> {
+        let graph = &self.graph.get().inner;
+        let step = graph.step_at(position).name;
+        let config = self.instance.step_config(&step).cloned();
+        let (Some(index), Some(Loop::ForEach { items, .. })) =
+            (iteration, self.instance.loop_of(&step))
+        else {
+            return Ok(config);
+        };
+        let mut entries: Vec<(Box<str>, Value)> = match config {
+            Some(Value::Dict(map)) => map.iter().map(|(k, v)| (Box::from(k), v.clone())).collect(),
+            Some(other) => vec![("config".into(), other)],
+            None => Vec::new(),
+        };
+        entries.retain(|(k, _)| &**k != "item" && &**k != "index");
+        let item = items.get(index as usize).cloned().unwrap_or(Value::Null);
+        entries.push(("item".into(), item));
+        entries.push(("index".into(), Value::Int(index.into())));
+        Ok(Some(Value::Dict(Map::from_entries(entries).py()?)))
     }
 
     /// The instance as a new Python object, for a step to look at.
@@ -382,12 +506,11 @@ impl Driver {
     fn execute<'py>(
         &self,
         py: Python<'py>,
-        position: usize,
+        unit: Unit,
     ) -> PyResult<Result<Bound<'py, PyAny>, PyErr>> {
-        let class = self.graph.get().class_at(py, position).clone();
-        let step = self.graph.get().inner.step_at(position).name;
-        let config = match self.instance.step_config(&step) {
-            Some(value) => crate::bindings::convert::to_py(py, value)?,
+        let class = self.graph.get().class_at(py, unit.0).clone();
+        let config = match self.config(unit)? {
+            Some(value) => crate::bindings::convert::to_py(py, &value)?,
             None => py.None().into_bound(py),
         };
         let snapshot = self.snapshot(py)?;
@@ -404,7 +527,9 @@ impl Driver {
 
     /// Applies what the step at `position` produced. Nothing happens when
     /// another branch already failed the instance.
-    fn apply_outcome(&mut self, py: Python<'_>, position: usize, outcome: Outcome) -> PyResult<()> {
+    fn apply_outcome(&mut self, py: Python<'_>, unit: Unit, outcome: Outcome) -> PyResult<()> {
+        let (position, iteration) = unit;
+        self.run_ended(unit);
         if self.instance.status().is_terminal() {
             return Ok(());
         }
@@ -412,12 +537,14 @@ impl Driver {
         // Recorded once applied: a refused outcome leaves no record behind.
         let record = self.records.is_some().then(|| Record::Outcome {
             step: Arc::clone(&graph.inner.step_at(position).key),
+            iteration,
             outcome: outcome.clone(),
         });
         let applied = engine::apply_at(
             &mut self.instance,
             &graph.inner,
             position,
+            iteration,
             outcome,
             &mut self.effects,
         )
@@ -431,8 +558,24 @@ impl Driver {
         if let Applied::Route { event } = applied {
             self.route(py, position, &event)?;
         }
-        self.queue_activated();
-        Ok(())
+        self.queue_activated(py)
+    }
+
+    /// Notes that a handed-out run of a `ForEach` step ended, so that its
+    /// next item may go out.
+    fn run_ended(&mut self, (position, iteration): Unit) {
+        if iteration.is_none() {
+            return;
+        }
+        if let Some(queue) = self.items.get_mut(&position) {
+            queue.out = queue.out.saturating_sub(1);
+            if queue.pending.is_empty() && queue.out == 0 {
+                self.items.remove(&position);
+            } else {
+                let graph = &self.graph.get().inner;
+                self.queue.push(Reverse(queue_order(graph, position)));
+            }
+        }
     }
 
     /// Calls the dynamic route for `event` from the step at `position` and
@@ -512,7 +655,7 @@ impl Driver {
         if let Applied::Route { event } = applied {
             self.route(py, position, &event)?;
         }
-        self.queue_activated();
+        self.queue_activated(py)?;
         Ok(true)
     }
 
@@ -698,6 +841,43 @@ fn exception_outcome(exc: &Bound<'_, PyBaseException>) -> Outcome {
     }
 }
 
+/// Calls a `ForEach` step's items function with the instance's context:
+/// `Ok` with the items (a list or tuple of values), or `Err` saying why
+/// there are none (the function raised, returned something else, or an
+/// item cannot be stored). A `BaseException` that is not an `Exception`
+/// propagates.
+fn call_items(
+    py: Python<'_>,
+    function: &Bound<'_, PyAny>,
+    instance: &Instance,
+) -> PyResult<Result<Vec<Value>, String>> {
+    let context = Bound::new(py, PyContext::from(instance.context().clone()))?;
+    let answer = match function.call1((context,)) {
+        Ok(answer) => answer,
+        Err(err) if err.is_instance_of::<PyException>(py) => {
+            return Ok(Err(match exception_outcome(err.value(py)) {
+                Outcome::Exception { type_name, message } => {
+                    format!("the items function raised {type_name}: {message}")
+                }
+                _ => err.to_string(),
+            }))
+        }
+        Err(err) => return Err(err),
+    };
+    if answer.cast::<PyList>().is_err() && answer.cast::<PyTuple>().is_err() {
+        return Ok(Err(format!(
+            "the items function returned {}, not a list",
+            answer.get_type().name()?
+        )));
+    }
+    match to_value(&answer, Path::Root("items")) {
+        Ok(Value::List(items)) => Ok(Ok(items.to_vec())),
+        Ok(_) => Ok(Err("the items function did not return a list".into())),
+        Err(err) if err.is_instance_of::<PyException>(py) => Ok(Err(err.value(py).to_string())),
+        Err(err) => Err(err),
+    }
+}
+
 /// Why a route failed, for the instance's `error`.
 fn route_problem(py: Python<'_>, err: &PyErr) -> String {
     let value = err.value(py);
@@ -729,8 +909,9 @@ pub fn run(
 ) -> PyResult<PyInstance> {
     let py = graph.py();
     let mut driver = Driver::new(graph, instance, false, true)?;
-    while let Some(position) = driver.pop() {
-        let outcome = match driver.execute(py, position)? {
+    while let Some(unit) = driver.pop() {
+        let position = unit.0;
+        let outcome = match driver.execute(py, unit)? {
             Ok(value) => match driver.classify(py, position, &value, now_micros()?)? {
                 Classified::Outcome(outcome) => outcome,
                 Classified::Awaitable => {
@@ -746,7 +927,7 @@ pub fn run(
             },
             Err(err) => exception_outcome(err.value(py)),
         };
-        driver.apply_outcome(py, position, outcome)?;
+        driver.apply_outcome(py, unit, outcome)?;
     }
     driver.finish(py)
 }
@@ -798,46 +979,74 @@ impl PyRun {
     }
 
     /// Starts a pending instance (see `hephaestus.engine.advance`).
-    fn start(&mut self) -> PyResult<()> {
-        self.driver.start()
+    fn start(&mut self, py: Python<'_>) -> PyResult<()> {
+        self.driver.start(py)
     }
 
-    /// Every runnable step, in graph order; each is handed out once.
+    /// Every runnable run as `(step, iteration)`, in graph order; each is
+    /// handed out once. `iteration` is `None` for an ordinary step, the
+    /// item's index for a `ForEach` step (at most its `concurrency` out at
+    /// once) and the repetition for a `Repeat` step.
     fn take_runnable<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let positions = self.driver.take_all();
+        let units = self.driver.take_all();
         let graph = self.driver.graph.get();
-        PyList::new(py, positions.into_iter().map(|p| graph.class_at(py, p)))
+        let pairs = units
+            .into_iter()
+            .map(|(p, iteration)| (graph.class_at(py, p).clone(), iteration))
+            .collect::<Vec<_>>();
+        PyList::new(py, pairs)
     }
 
-    /// Applies what `step`'s `execute` returned (already awaited), as of
-    /// `timestamp` (default: now).
-    #[pyo3(signature = (step, result, *, timestamp=None))]
+    /// The config the run `(step, iteration)` gets: the step's config, and
+    /// for a `ForEach` item its `"item"` and `"index"` merged over it.
+    #[pyo3(signature = (step, iteration=None))]
+    fn config<'py>(
+        &self,
+        step: &Bound<'py, PyAny>,
+        iteration: Option<u32>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = step.py();
+        match self.driver.config((self.position(step)?, iteration))? {
+            Some(value) => crate::bindings::convert::to_py(py, &value),
+            None => Ok(py.None().into_bound(py)),
+        }
+    }
+
+    /// Applies what the run `(step, iteration)`'s `execute` returned
+    /// (already awaited), as of `timestamp` (default: now).
+    #[pyo3(signature = (step, result, *, iteration=None, timestamp=None))]
     fn complete(
         &mut self,
         step: &Bound<'_, PyAny>,
         result: &Bound<'_, PyAny>,
+        iteration: Option<u32>,
         timestamp: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         let py = step.py();
         let position = self.position(step)?;
         if self.driver.instance.status().is_terminal() {
+            self.driver.run_ended((position, iteration));
             return Ok(());
         }
         let outcome = self
             .driver
             .outcome(py, position, result, timestamp_or_now(timestamp)?)?;
-        self.driver.apply_outcome(py, position, outcome)
+        self.driver
+            .apply_outcome(py, (position, iteration), outcome)
     }
 
-    /// Applies the exception `step`'s `execute` raised: the instance fails.
+    /// Applies the exception the run `(step, iteration)`'s `execute`
+    /// raised: the instance fails.
+    #[pyo3(signature = (step, error, *, iteration=None))]
     fn fail(
         &mut self,
         step: &Bound<'_, PyAny>,
         error: &Bound<'_, PyBaseException>,
+        iteration: Option<u32>,
     ) -> PyResult<()> {
         let position = self.position(step)?;
         self.driver
-            .apply_outcome(step.py(), position, exception_outcome(error))
+            .apply_outcome(step.py(), (position, iteration), exception_outcome(error))
     }
 
     /// Fails the instance with `error` (a dict); `False` when it had
@@ -883,8 +1092,7 @@ impl PyRun {
                 .map_err(|_| pyo3::exceptions::PyTypeError::new_err("journal records are bytes"))?;
             self.driver.replay(bytes.as_bytes())?;
         }
-        self.driver.requeue();
-        Ok(())
+        self.driver.requeue(records.py())
     }
 
     /// The instance once nothing more can run: completed when nothing is

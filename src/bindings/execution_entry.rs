@@ -1,8 +1,9 @@
 //! `hephaestus.ExecutionEntry`: a wrapper around the core
 //! [`ExecutionEntry`].
 
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDateTime, PyDict, PyString, PyTuple, PyType};
+use pyo3::types::{PyBool, PyDateTime, PyDict, PyInt, PyString, PyTuple, PyType};
 use pyo3::{PyTraverseError, PyVisit};
 
 use crate::bindings::convert::{
@@ -30,17 +31,37 @@ impl PyExecutionEntry {
 #[pymethods]
 impl PyExecutionEntry {
     #[new]
-    #[pyo3(signature = (step_ref, event, timestamp, context_updates=None))]
+    #[pyo3(signature = (step_ref, event, timestamp, context_updates=None, iteration=None))]
     fn py_new(
         step_ref: &Bound<'_, PyAny>,
         event: &Bound<'_, PyString>,
         timestamp: &Bound<'_, PyAny>,
         context_updates: Option<&Bound<'_, PyAny>>,
+        iteration: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let step = info(step_ref, "step_ref")?.name;
         let timestamp = timestamp_from_py(timestamp, "timestamp")?;
         let updates = to_optional_map(context_updates, Path::Root("context_updates"))?;
-        let inner = ExecutionEntry::new(step, event.to_str()?, timestamp, updates).py()?;
+        let iteration = match iteration {
+            Some(value) if !value.is_none() => {
+                if value.is_instance_of::<PyBool>() || !value.is_instance_of::<PyInt>() {
+                    return Err(PyTypeError::new_err(format!(
+                        "iteration must be an int or None, got {}",
+                        value.get_type().name()?
+                    )));
+                }
+                Some(value.extract::<u32>().map_err(|_| {
+                    PyValueError::new_err(format!(
+                        "iteration must be between 0 and {}, got {value}",
+                        u32::MAX
+                    ))
+                })?)
+            }
+            _ => None,
+        };
+        let inner = ExecutionEntry::new(step, event.to_str()?, timestamp, updates)
+            .py()?
+            .with_iteration(iteration);
         // `info` accepted it, so it is a class.
         let class = step_ref.cast::<PyType>()?.clone().unbind();
         Ok(Self::new(inner, class))
@@ -77,6 +98,13 @@ impl PyExecutionEntry {
             .transpose()
     }
 
+    /// Which run of a `ForEach` step (the item's index) or a `Repeat` step
+    /// (the repetition, from 0) this was; `None` for an ordinary step.
+    #[getter]
+    fn iteration(&self) -> Option<u32> {
+        self.inner.iteration()
+    }
+
     /// Equal by value; other types get `NotImplemented` (`PyO3` returns it
     /// when `other` is not a `Self`).
     fn __eq__(&self, other: &Bound<'_, Self>) -> bool {
@@ -88,8 +116,12 @@ impl PyExecutionEntry {
             Some(dict) => dict.repr()?.to_string(),
             None => "None".to_string(),
         };
+        let iteration = self
+            .inner
+            .iteration()
+            .map_or_else(String::new, |i| format!(", iteration={i}"));
         Ok(format!(
-            "ExecutionEntry(step_ref={}, event={}, timestamp={}, context_updates={updates})",
+            "ExecutionEntry(step_ref={}, event={}, timestamp={}, context_updates={updates}{iteration})",
             self.inner.step().short_name(),
             PyString::new(py, self.inner.event()).repr()?,
             self.timestamp(py)?.str()?,
@@ -109,6 +141,7 @@ impl PyExecutionEntry {
                 this.timestamp(py)?.into_any(),
                 this.context_updates(py)?
                     .map_or_else(|| py.None().into_bound(py), Bound::into_any),
+                this.inner.iteration().into_pyobject(py)?.into_any(),
             ],
         )?;
         Ok((slf.get_type().into_any(), args))

@@ -16,7 +16,9 @@ use crate::bindings::convert::{to_py, to_value, Path};
 use crate::bindings::errors::IntoPyResult;
 use crate::bindings::registry::{describe, info, resolve};
 use crate::core::class_ref::ClassRef;
-use crate::core::graph::{GraphSpec, Join, StepSpec, Target, Transition, WorkflowGraph};
+use crate::core::graph::{
+    GraphSpec, Items, Join, Node, StepSpec, Target, Transition, WorkflowGraph,
+};
 use crate::core::value::Value;
 
 /// A validated workflow graph; immutable.
@@ -29,6 +31,9 @@ pub struct PyWorkflowGraph {
     /// The dynamic routes (`route(context) -> target`), by source position,
     /// then event.
     routes: HashMap<usize, Vec<Route>, foldhash::fast::RandomState>,
+    /// The items functions (`items(context) -> list`) of `ForEach` steps
+    /// whose items are computed, by position.
+    items: HashMap<usize, Py<PyAny>, foldhash::fast::RandomState>,
 }
 
 /// A dynamic route: the event it handles and the function that chooses.
@@ -63,6 +68,50 @@ pub fn config(value: Option<&Bound<'_, PyAny>>, step: &ClassRef) -> PyResult<Opt
     }
 }
 
+/// A step's node as the core needs it, and the items function of a
+/// `ForEach` whose items are computed: `None`, `("for_each", items,
+/// concurrency, max_items)` with `items` a key or a callable, or
+/// `("repeat", again, max_iterations)`. Limits below 1 reach the core as 0,
+/// which reports them.
+fn node_spec(node: &Bound<'_, PyAny>) -> PyResult<(Node, Option<Py<PyAny>>)> {
+    let limit = |value: i64| u32::try_from(value.max(0)).unwrap_or(u32::MAX);
+    if node.is_none() {
+        return Ok((Node::Step, None));
+    }
+    let kind: String = node.get_item(0)?.extract()?;
+    match kind.as_str() {
+        "for_each" => {
+            let (_, items, concurrency, max_items): (String, Bound<'_, PyAny>, Option<i64>, i64) =
+                node.extract()?;
+            let (items, items_fn) = match items.cast::<PyString>() {
+                Ok(key) => (Items::Key(Arc::from(key.to_str()?)), None),
+                Err(_) => (Items::Computed, Some(items.unbind())),
+            };
+            Ok((
+                Node::ForEach {
+                    items,
+                    concurrency: concurrency.map(limit),
+                    max_items: limit(max_items),
+                },
+                items_fn,
+            ))
+        }
+        "repeat" => {
+            let (_, again, max_iterations): (String, String, i64) = node.extract()?;
+            Ok((
+                Node::Repeat {
+                    again: Arc::from(again.as_str()),
+                    max_iterations: limit(max_iterations),
+                },
+                None,
+            ))
+        }
+        other => Err(PyValueError::new_err(format!(
+            "a node is None, ('for_each', ...) or ('repeat', ...), not {other:?}"
+        ))),
+    }
+}
+
 impl PyWorkflowGraph {
     /// The step class at `position`.
     pub fn class_at<'py>(&self, py: Python<'py>, position: usize) -> &Bound<'py, PyType> {
@@ -73,6 +122,12 @@ impl PyWorkflowGraph {
     pub fn route(&self, position: usize, event: &str) -> Option<&Py<PyAny>> {
         let routes = self.routes.get(&position)?;
         routes.iter().find(|(e, _)| &**e == event).map(|(_, r)| r)
+    }
+
+    /// The items function of the `ForEach` step at `position`, if its
+    /// items are computed.
+    pub fn items_fn(&self, position: usize) -> Option<&Py<PyAny>> {
+        self.items.get(&position)
     }
 
     /// The live class of a step of this graph (by position), else by the
@@ -89,9 +144,9 @@ impl PyWorkflowGraph {
 impl PyWorkflowGraph {
     /// Builds and validates a graph.
     ///
-    /// `steps` holds `(step_class, events, leaf, join)`, where `leaf` is
-    /// `"done"`, `"terminate"` or `None` and `join` is `"all"` or
-    /// `"first"`; `transitions` holds `(from_class, event, targets, route,
+    /// `steps` holds `(step_class, events, leaf, join, node)`, where `leaf`
+    /// is `"done"`, `"terminate"` or `None`, `join` is `"all"` or
+    /// `"first"`, and `node` says how the step runs (see [`node_spec`]); `transitions` holds `(from_class, event, targets, route,
     /// many)` where `targets` is a list of `(step_class, config)`, `route`
     /// is `None` or the dynamic route that picks among them (its configs
     /// are ignored), and `many` says whether the route may pick several.
@@ -110,14 +165,20 @@ impl PyWorkflowGraph {
         let start_config = config(start_config, &start)?;
         let mut step_specs = Vec::new();
         let mut classes = Vec::new();
+        let mut item_fns = Vec::new();
         for item in steps.try_iter()? {
-            let (class, events, leaf, join): (
+            let (class, events, leaf, join, node): (
                 Bound<'_, PyType>,
                 Vec<String>,
                 Option<String>,
                 String,
+                Bound<'_, PyAny>,
             ) = item?.extract()?;
             let class_info = info(class.as_any(), "step")?;
+            let (node, items_fn) = node_spec(&node)?;
+            if let Some(items_fn) = items_fn {
+                item_fns.push((class_info.name, items_fn));
+            }
             let join = match join.as_str() {
                 "all" => Join::All,
                 "first" => Join::First,
@@ -135,6 +196,7 @@ impl PyWorkflowGraph {
                 is_done: leaf.is_some(),
                 terminates: leaf.as_deref() == Some("terminate"),
                 join,
+                node,
             });
             classes.push(class.unbind());
         }
@@ -176,10 +238,15 @@ impl PyWorkflowGraph {
                 routes.entry(position).or_default().push((event, route));
             }
         }
+        let items = item_fns
+            .into_iter()
+            .filter_map(|(step, f)| Some((inner.position(&step)?, f)))
+            .collect();
         Ok(Self {
             inner,
             classes,
             routes,
+            items,
         })
     }
 
@@ -189,6 +256,9 @@ impl PyWorkflowGraph {
         }
         for (_, route) in self.routes.values().flatten() {
             visit.call(route)?;
+        }
+        for items in self.items.values() {
+            visit.call(items)?;
         }
         Ok(())
     }

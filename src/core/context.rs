@@ -1,20 +1,21 @@
 //! The data an instance carries (Elixir: `Hephaestus.Core.Context`).
 //!
 //! `initial` is what the instance was started with and never changes;
-//! `steps` holds each completed step's result under its step key.
+//! `steps` holds each completed step's result under its step key: a dict,
+//! or for a `ForEach` step the list of its runs' dicts, in item order.
 
 use std::sync::Arc;
 
 use crate::core::name::Name;
 use crate::core::sorted_map::SortedMap;
-use crate::core::value::Map;
+use crate::core::value::{Map, Value};
 
 /// Initial data plus step results. Updates share structure with the
 /// original, so storing a result costs O(log n) whatever the context's size.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Context {
     initial: Map,
-    steps: SortedMap<Name, Map>,
+    steps: SortedMap<Name, Value>,
 }
 
 impl Context {
@@ -30,7 +31,7 @@ impl Context {
     /// A context with `initial` data and the given step results; for a
     /// repeated step key the last result wins.
     #[must_use]
-    pub fn with_results(initial: Map, results: Vec<(Arc<str>, Map)>) -> Context {
+    pub fn with_results(initial: Map, results: Vec<(Arc<str>, Value)>) -> Context {
         Context {
             initial,
             steps: SortedMap::from_pairs(
@@ -49,7 +50,7 @@ impl Context {
     }
 
     /// Step results by step key, in key order.
-    pub fn steps(&self) -> impl Iterator<Item = (&str, &Map)> {
+    pub fn steps(&self) -> impl Iterator<Item = (&str, &Value)> {
         self.steps.iter().map(|(k, v)| (k.as_str(), v))
     }
 
@@ -61,7 +62,7 @@ impl Context {
 
     /// The result stored under `step_key`.
     #[must_use]
-    pub fn step_result(&self, step_key: &str) -> Option<&Map> {
+    pub fn step_result(&self, step_key: &str) -> Option<&Value> {
         self.steps.get(step_key)
     }
 
@@ -76,6 +77,12 @@ impl Context {
 
     /// [`Context::put_step_result`] in place.
     pub fn put_step_result_mut(&mut self, step_key: Arc<str>, result: Map) {
+        self.put_step_value_mut(step_key, Value::Dict(result));
+    }
+
+    /// Stores any value under `step_key` (a `ForEach` step's list of
+    /// results), in place.
+    pub fn put_step_value_mut(&mut self, step_key: Arc<str>, result: Value) {
         self.steps.insert_mut(Name::new(step_key), result);
     }
 }
@@ -101,8 +108,14 @@ mod tests {
         let one = ctx.put_step_result("validate".into(), map(&[("ok", 1)]));
         let two = one.put_step_result("validate".into(), map(&[("ok", 2)]));
         assert_eq!(ctx.step_count(), 0);
-        assert_eq!(one.step_result("validate"), Some(&map(&[("ok", 1)])));
-        assert_eq!(two.step_result("validate"), Some(&map(&[("ok", 2)])));
+        assert_eq!(
+            one.step_result("validate"),
+            Some(&Value::Dict(map(&[("ok", 1)])))
+        );
+        assert_eq!(
+            two.step_result("validate"),
+            Some(&Value::Dict(map(&[("ok", 2)])))
+        );
         assert_eq!(two.step_count(), 1);
         assert_eq!(two.initial(), &map(&[("order", 1)]));
     }

@@ -31,8 +31,9 @@ use std::sync::Arc;
 
 use crate::core::class_ref::ClassRef;
 use crate::core::error::{CoreError, CoreResult};
-use crate::core::graph::{Join, Target, Transition, WorkflowGraph};
-use crate::core::instance::{Completion, Instance, StepState};
+use crate::core::graph::{Items, Join, Node, Target, Transition, WorkflowGraph};
+use crate::core::instance::{Completion, Instance, Loop, StepState};
+use crate::core::sorted_map::SortedMap;
 use crate::core::status::Status;
 use crate::core::value::{Map, Value};
 
@@ -62,6 +63,9 @@ pub enum Outcome {
 pub enum Applied {
     /// Nothing: the instance holds the outcome.
     Done,
+    /// The `Repeat` step's run returned `again`: the step stays active
+    /// for its next run (a driver may delay it by the step's interval).
+    Again,
     /// Nothing: the step had been withdrawn (another branch won a
     /// first-wins join, or the workflow terminated), so its late outcome
     /// is discarded and the instance is unchanged.
@@ -432,7 +436,8 @@ fn check_chosen(
 /// `error` that names the step and the cause (`kind` `"error"`,
 /// `"exception"`, `"invalid_result"` or `"invalid_event"`). A completion
 /// whose event a dynamic route handles stops after the completion and
-/// returns [`Applied::Route`].
+/// returns [`Applied::Route`]. For a `Repeat` step this applies its current
+/// run (see [`apply_at`]).
 ///
 /// Fails (changing nothing) when the instance is terminal, or the step is
 /// not an active step of the workflow.
@@ -444,19 +449,35 @@ pub fn apply_mut(
     effects: &mut Effects,
 ) -> CoreResult<Applied> {
     let p = position(graph, step, "apply")?;
-    apply_at(instance, graph, p, outcome, effects)
+    apply_at(instance, graph, p, None, outcome, effects)
 }
 
-/// [`apply_mut`] for the step at graph position `p`.
+/// [`apply_mut`] for the step at graph position `p`, and for one run of a
+/// `ForEach` or `Repeat` step: `iteration` is the item's index (required
+/// for a `ForEach` step) or the repetition (optional for a `Repeat` step,
+/// whose current run it must be). Each run gets its own history entry
+/// (with its iteration) and the step itself none:
+/// - a `ForEach` step completes with its event once every item's run has,
+///   its result the list of the runs' results in item order;
+/// - a `Repeat` step whose run returns `again` stays active for the next
+///   run ([`Applied::Again`]), and fails the instance with `kind`
+///   `"max_iterations"` after `max_iterations` such runs; any other event
+///   completes it.
+///
+/// A failed run's `error` carries `"index"` (`ForEach`) or `"iteration"`
+/// (`Repeat`). The runs of these steps cannot wait: `Async` fails the
+/// instance (`kind` `"invalid_result"`).
 pub fn apply_at(
     instance: &mut Instance,
     graph: &WorkflowGraph,
     p: usize,
+    iteration: Option<u32>,
     outcome: Outcome,
     effects: &mut Effects,
 ) -> CoreResult<Applied> {
     const OP: &str = "apply";
-    let step = &graph.step_at(p).name;
+    let spec = graph.step_at(p);
+    let step = &spec.name;
     if instance.status().is_terminal() {
         return Err(CoreError::Terminal {
             operation: OP,
@@ -466,61 +487,367 @@ pub fn apply_at(
     if instance.step_state(step) == Some(StepState::Skipped) {
         return Ok(Applied::Discarded);
     }
-    let key = &graph.step_at(p).key;
+    let run = run_of(instance, spec, iteration)?;
+    instance.check_active(step, OP)?;
+    if let Some(Run::Item(index)) = run {
+        check_item(instance, step, index)?;
+    }
+    let key = &spec.key;
+    let fail = |instance: &mut Instance, kind: &str, fields: Vec<(&str, Value)>| {
+        let error = failure(kind, key, [])?;
+        let error = with_fields(&error, fields.into_iter().chain(run.map(Run::field)))?;
+        instance.fail_mut(error).map(|()| Applied::Done)
+    };
     match outcome {
         Outcome::Completed(mut completion) => {
-            let spec = graph.step_at(p);
             let Some(declared) = spec.events.iter().find(|e| **e == completion.event) else {
                 let declared = spec
                     .events
                     .iter()
                     .map(|e| Value::Str(e.as_ref().into()))
                     .collect();
-                let error = failure(
+                return fail(
+                    instance,
                     "invalid_event",
-                    key,
-                    [
+                    vec![
                         ("event", Value::Str(completion.event.as_ref().into())),
                         ("declared", Value::List(declared)),
                     ],
-                )?;
-                instance.fail_mut(error)?;
-                return Ok(Applied::Done);
+                );
             };
             // The history shares the graph's copy of the event name.
             completion.event = Arc::clone(declared);
-            let event = Arc::clone(&completion.event);
+            complete_run(instance, graph, p, run, completion, effects)
+        }
+        Outcome::Waiting if run.is_some() => fail(
+            instance,
+            "invalid_result",
+            vec![(
+                "message",
+                Value::Str(
+                    format!(
+                        "{} returned Async, but the runs of a ForEach or Repeat step cannot wait",
+                        step.short_name()
+                    )
+                    .into(),
+                ),
+            )],
+        ),
+        Outcome::Waiting => instance.wait_step_mut(step).map(|()| Applied::Done),
+        Outcome::Error(reason) => fail(instance, "error", vec![("reason", reason)]),
+        Outcome::Exception { type_name, message } => fail(
+            instance,
+            "exception",
+            vec![
+                ("type", Value::Str(type_name.into())),
+                ("message", Value::Str(message.into())),
+            ],
+        ),
+        Outcome::InvalidResult(message) => fail(
+            instance,
+            "invalid_result",
+            vec![("message", Value::Str(message.into()))],
+        ),
+    }
+}
+
+/// Applies a completion with a declared event: of an ordinary step (which
+/// completes; a `Terminate` then withdraws every open step), of a
+/// `ForEach` item (the step completes with its last item), or of a
+/// `Repeat` run (`again` runs it again, up to `max_iterations`).
+fn complete_run(
+    instance: &mut Instance,
+    graph: &WorkflowGraph,
+    p: usize,
+    run: Option<Run>,
+    completion: Completion,
+    effects: &mut Effects,
+) -> CoreResult<Applied> {
+    let spec = graph.step_at(p);
+    let (step, key) = (&spec.name, &spec.key);
+    let event = Arc::clone(&completion.event);
+    match run {
+        None => {
             instance.complete_step_mut(step, key, completion)?;
             if spec.terminates {
                 terminate(instance)?;
             }
-            match graph.targets_at(p, &event) {
-                None => {}
-                Some((Transition::Static(targets), positions)) => {
-                    follow(instance, graph, p, targets, positions, effects)?;
-                }
-                Some((Transition::Dynamic { .. }, _)) => return Ok(Applied::Route { event }),
+        }
+        Some(Run::Item(index)) => {
+            let stored = instance.record_run_mut(step, key, completion, index, false)?;
+            let done = instance.put_item_result_mut(step, index, stored)?;
+            let Some(Loop::ForEach { items, results }) = instance.loop_of(step) else {
+                unreachable!("put_item_result_mut checked the loop");
+            };
+            if done < items.len() {
+                return Ok(Applied::Done);
             }
+            let list: Vec<Value> = results
+                .iter()
+                .map(|(_, m)| Value::Dict(m.clone()))
+                .collect();
+            instance.finish_loop_mut(step, key, Some(Value::List(list.into())))?;
         }
-        Outcome::Waiting => instance.wait_step_mut(step)?,
-        Outcome::Error(reason) => {
-            instance.fail_mut(failure("error", key, [("reason", reason)])?)?;
+        Some(Run::Repetition(n)) => {
+            let Node::Repeat {
+                again,
+                max_iterations,
+            } = &spec.node
+            else {
+                unreachable!("a repetition is of a Repeat step");
+            };
+            instance.record_run_mut(step, key, completion, n, true)?;
+            if event == *again {
+                if n + 1 >= *max_iterations {
+                    let error = failure(
+                        "max_iterations",
+                        key,
+                        [
+                            ("max_iterations", Value::Int((*max_iterations).into())),
+                            ("iteration", Value::Int(n.into())),
+                        ],
+                    )?;
+                    instance.fail_mut(error)?;
+                    return Ok(Applied::Done);
+                }
+                instance.set_loop_mut(step, Loop::Repeat { iteration: n + 1 })?;
+                effects.activated.push(p);
+                return Ok(Applied::Again);
+            }
+            instance.finish_loop_mut(step, key, None)?;
         }
-        Outcome::Exception { type_name, message } => instance.fail_mut(failure(
-            "exception",
-            key,
-            [
-                ("type", Value::Str(type_name.into())),
-                ("message", Value::Str(message.into())),
-            ],
-        )?)?,
-        Outcome::InvalidResult(message) => instance.fail_mut(failure(
-            "invalid_result",
-            key,
-            [("message", Value::Str(message.into()))],
-        )?)?,
+    }
+    follow_event(instance, graph, p, event, effects)
+}
+
+/// Which run an outcome for `spec` with `iteration` is for: none for an
+/// ordinary step, the item for a `ForEach` step (which needs one), the
+/// current repetition for a `Repeat` step (which `iteration`, if given,
+/// must be).
+fn run_of(
+    instance: &Instance,
+    spec: &crate::core::graph::StepSpec,
+    iteration: Option<u32>,
+) -> CoreResult<Option<Run>> {
+    let step = &spec.name;
+    Ok(match (&spec.node, iteration) {
+        (Node::Step, None) => None,
+        (Node::ForEach { .. }, Some(index)) => Some(Run::Item(index)),
+        (Node::Repeat { .. }, requested) => {
+            let current = match instance.loop_of(step) {
+                Some(Loop::Repeat { iteration }) => *iteration,
+                _ => 0,
+            };
+            if requested.is_some_and(|r| r != current) {
+                return Err(CoreError::invalid(
+                    "iteration",
+                    format!("{step} is at run {current}, not {}", requested.unwrap_or(0)),
+                ));
+            }
+            Some(Run::Repetition(current))
+        }
+        (Node::Step, Some(_)) | (Node::ForEach { .. }, None) => {
+            return Err(CoreError::invalid(
+                "iteration",
+                format!(
+                    "{step} is {}",
+                    if iteration.is_some() {
+                        "an ordinary step: its outcome has no iteration"
+                    } else {
+                        "a ForEach step: each outcome names its item's index"
+                    }
+                ),
+            ));
+        }
+    })
+}
+
+/// Fails unless item `index` of the active `ForEach` step `step` exists
+/// and has no result yet.
+fn check_item(instance: &Instance, step: &ClassRef, index: u32) -> CoreResult<()> {
+    match instance.loop_of(step) {
+        Some(Loop::ForEach { items, results }) if (index as usize) < items.len() => {
+            if results.get(&index).is_some() {
+                return Err(CoreError::StepState {
+                    operation: "apply",
+                    step: format!("{step}[{index}]"),
+                    actual: "completed",
+                    allowed: "active",
+                });
+            }
+            Ok(())
+        }
+        Some(Loop::ForEach { items, .. }) => Err(CoreError::invalid(
+            "iteration",
+            format!("{step} has {} items, not an item {index}", items.len()),
+        )),
+        _ => Err(CoreError::invalid(
+            "iteration",
+            format!("{step} has no items yet"),
+        )),
+    }
+}
+
+/// Which run of a `ForEach` or `Repeat` step an outcome is for.
+#[derive(Debug, Clone, Copy)]
+enum Run {
+    /// A `ForEach` item's run, by index.
+    Item(u32),
+    /// A `Repeat` step's run, counted from 0.
+    Repetition(u32),
+}
+
+impl Run {
+    /// The field a failed run adds to the instance's `error`.
+    fn field(self) -> (&'static str, Value) {
+        match self {
+            Run::Item(index) => ("index", Value::Int(index.into())),
+            Run::Repetition(n) => ("iteration", Value::Int(n.into())),
+        }
+    }
+}
+
+/// Activates what `event` from the completed step at `p` leads to: its
+/// static targets, or (for a dynamic route) nothing yet but
+/// [`Applied::Route`].
+fn follow_event(
+    instance: &mut Instance,
+    graph: &WorkflowGraph,
+    p: usize,
+    event: Arc<str>,
+    effects: &mut Effects,
+) -> CoreResult<Applied> {
+    match graph.targets_at(p, &event) {
+        None => {}
+        Some((Transition::Static(targets), positions)) => {
+            follow(instance, graph, p, targets, positions, effects)?;
+        }
+        Some((Transition::Dynamic { .. }, _)) => return Ok(Applied::Route { event }),
     }
     Ok(Applied::Done)
+}
+
+/// The `ForEach` steps at `positions` that are active but have no items
+/// yet: each needs [`expand_at`] before any of its runs.
+pub fn unexpanded<'a>(
+    instance: &'a Instance,
+    graph: &'a WorkflowGraph,
+    positions: impl IntoIterator<Item = usize> + 'a,
+) -> impl Iterator<Item = usize> + 'a {
+    positions.into_iter().filter(move |&p| {
+        let spec = graph.step_at(p);
+        matches!(spec.node, Node::ForEach { .. })
+            && matches!(
+                instance.step_state(&spec.name),
+                Some(StepState::Active { .. })
+            )
+            && instance.loop_of(&spec.name).is_none()
+    })
+}
+
+/// The items of the `ForEach` step at `p` when they come from a key of
+/// `context.initial`: the list there, or why there is none. `None` when
+/// its items are computed by the caller.
+#[must_use]
+pub fn items_from_initial(
+    instance: &Instance,
+    graph: &WorkflowGraph,
+    p: usize,
+) -> Option<Result<Vec<Value>, String>> {
+    let Node::ForEach {
+        items: Items::Key(key),
+        ..
+    } = &graph.step_at(p).node
+    else {
+        return None;
+    };
+    Some(match instance.context().initial().get(key) {
+        Some(Value::List(items)) => Ok(items.to_vec()),
+        Some(other) => Err(format!(
+            "context.initial[{key:?}] is a {}, not a list",
+            other.type_name()
+        )),
+        None => Err(format!("context.initial has no key {key:?}")),
+    })
+}
+
+/// Gives the active `ForEach` step at `p` its items, as they were taken
+/// when it activated (or why they could not be: `Err(message)`). Too many
+/// items (more than its `max_items`) or none to be had fail the instance
+/// with `kind` `"items"` before any run. No items complete the step at
+/// once with `[]` and follow its event.
+pub fn expand_at(
+    instance: &mut Instance,
+    graph: &WorkflowGraph,
+    p: usize,
+    items: Result<Vec<Value>, String>,
+    effects: &mut Effects,
+) -> CoreResult<Applied> {
+    let spec = graph.step_at(p);
+    let Node::ForEach { max_items, .. } = &spec.node else {
+        return Err(CoreError::invalid(
+            "items",
+            format!("{} is not a ForEach step", spec.name),
+        ));
+    };
+    if unexpanded(instance, graph, [p]).next().is_none() {
+        return Err(CoreError::invalid(
+            "items",
+            format!(
+                "{} is not an active ForEach step waiting for its items",
+                spec.name
+            ),
+        ));
+    }
+    let problem = match items {
+        Ok(items) if items.len() > *max_items as usize => Some(format!(
+            "{} items, more than max_items={max_items}",
+            items.len()
+        )),
+        Ok(items) if items.is_empty() => {
+            instance.finish_loop_mut(
+                &spec.name,
+                &spec.key,
+                Some(Value::List(Vec::new().into())),
+            )?;
+            return follow_event(instance, graph, p, Arc::clone(&spec.events[0]), effects);
+        }
+        Ok(items) => {
+            instance.set_loop_mut(
+                &spec.name,
+                Loop::ForEach {
+                    items: items.into(),
+                    results: SortedMap::new(),
+                },
+            )?;
+            effects.activated.push(p);
+            return Ok(Applied::Done);
+        }
+        Err(message) => Some(message),
+    };
+    let error = failure(
+        "items",
+        &spec.key,
+        [("message", Value::Str(problem.unwrap_or_default().into()))],
+    )?;
+    instance.fail_mut(error)?;
+    Ok(Applied::Done)
+}
+
+/// `error` with `fields` added (later keys win).
+fn with_fields<'a>(
+    error: &Map,
+    fields: impl IntoIterator<Item = (&'a str, Value)>,
+) -> CoreResult<Map> {
+    let mut entries: Vec<(Box<str>, Value)> = error
+        .iter()
+        .map(|(k, v)| (Box::from(k), v.clone()))
+        .collect();
+    for (key, value) in fields {
+        entries.retain(|(k, _)| &**k != key);
+        entries.push((Box::from(key), value));
+    }
+    Map::from_entries(entries)
 }
 
 /// Finishes a completion that a dynamic route handles: activates the
@@ -703,6 +1030,7 @@ mod tests {
                     } else {
                         crate::core::graph::Join::All
                     },
+                    node: crate::core::graph::Node::Step,
                 })
                 .collect(),
             transitions: transitions
@@ -1054,6 +1382,7 @@ mod tests {
                     } else {
                         crate::core::graph::Join::All
                     },
+                    node: crate::core::graph::Node::Step,
                 })
                 .collect(),
             transitions: vec![
@@ -1284,6 +1613,7 @@ mod tests {
                         is_done: *n == "Done",
                         terminates: false,
                         join: Join::All,
+                        node: crate::core::graph::Node::Step,
                     })
                     .collect(),
                 transitions: Vec::new(),

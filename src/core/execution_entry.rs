@@ -9,13 +9,15 @@ use crate::core::datetime::check_timestamp;
 use crate::core::error::{CoreError, CoreResult};
 use crate::core::value::Map;
 
-/// A completed step: which, with what event, when, and what it stored.
+/// A completed step (or one run of a `ForEach` or `Repeat` step): which,
+/// with what event, when, what it stored, and which run it was.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExecutionEntry {
     step: ClassRef,
     event: Arc<str>,
     timestamp: i64,
     context_updates: Option<Map>,
+    iteration: Option<u32>,
 }
 
 impl ExecutionEntry {
@@ -36,7 +38,23 @@ impl ExecutionEntry {
             event,
             timestamp: check_timestamp(timestamp)?,
             context_updates,
+            iteration: None,
         })
+    }
+
+    /// The entry of run `iteration` of a `ForEach` (the item's index) or
+    /// `Repeat` (the repetition, from 0) step.
+    #[must_use]
+    pub fn with_iteration(mut self, iteration: Option<u32>) -> ExecutionEntry {
+        self.iteration = iteration;
+        self
+    }
+
+    /// Which run of a `ForEach` or `Repeat` step this was; `None` for an
+    /// ordinary step.
+    #[must_use]
+    pub fn iteration(&self) -> Option<u32> {
+        self.iteration
     }
 
     /// The completed step.

@@ -26,14 +26,19 @@ use crate::core::context::Context;
 use crate::core::datetime::{format_timestamp, parse_timestamp};
 use crate::core::error::{CoreError, CoreResult};
 use crate::core::execution_entry::ExecutionEntry;
-use crate::core::instance::{Instance, InstanceFields};
+use crate::core::instance::{Instance, InstanceFields, Loop};
+use crate::core::sorted_map::SortedMap;
 use crate::core::status::Status;
 use crate::core::value::{Map, MapSeed, Value, ValueSeed};
 
 /// The marker every serialized instance starts with.
 pub const FORMAT: &str = "hephaestus.instance";
-/// The format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version this build writes. It reads this one and every
+/// earlier one (see [`READS_VERSIONS`]).
+pub const FORMAT_VERSION: u32 = 2;
+/// The format versions this build reads: 1 (before `ForEach` and `Repeat`)
+/// and 2.
+pub const READS_VERSIONS: [u32; 2] = [1, 2];
 /// Nesting limit for whole documents (values nest at most
 /// [`MAX_DEPTH`](crate::core::value::MAX_DEPTH) inside that).
 const DOCUMENT_DEPTH: usize = 128;
@@ -161,10 +166,11 @@ fn explain(error: String, probe: Option<Probe>, foreign: &str) -> CoreError {
         Some(Probe { format, .. }) if format != FORMAT => CoreError::serialization(format!(
             "not a serialized instance (format is {format:?}, expected {FORMAT:?})"
         )),
-        Some(Probe { version, .. }) if version != FORMAT_VERSION => {
+        Some(Probe { version, .. }) if !READS_VERSIONS.contains(&version) => {
             CoreError::serialization(format!(
-            "format version {version} is not supported (this build reads version {FORMAT_VERSION})"
-        ))
+                "format version {version} is not supported (this build reads versions {})",
+                READS_VERSIONS.map(|v| v.to_string()).join(" and ")
+            ))
         }
         Some(_) => CoreError::serialization(error),
     }
@@ -221,11 +227,41 @@ impl Serialize for Timestamp {
 
 impl Serialize for ExecutionEntry {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut s = serializer.serialize_struct("ExecutionEntry", 4)?;
+        // `iteration` is written only when set: it is the last field, so
+        // the binary form (an array) stays positional.
+        let fields = 4 + usize::from(self.iteration().is_some());
+        let mut s = serializer.serialize_struct("ExecutionEntry", fields)?;
         s.serialize_field("step", self.step().as_str())?;
         s.serialize_field("event", self.event())?;
         s.serialize_field("timestamp", &Timestamp(self.timestamp()))?;
         s.serialize_field("context_updates", &self.context_updates())?;
+        if let Some(iteration) = self.iteration() {
+            s.serialize_field("iteration", &iteration)?;
+        }
+        s.end()
+    }
+}
+
+/// A loop's progress: `{"kind", "iteration", "items", "results"}`.
+struct LoopOut<'a>(&'a Loop);
+
+impl Serialize for LoopOut<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut s = serializer.serialize_struct("Loop", 4)?;
+        match self.0 {
+            Loop::Repeat { iteration } => {
+                s.serialize_field("kind", "repeat")?;
+                s.serialize_field("iteration", iteration)?;
+                s.serialize_field("items", &None::<()>)?;
+                s.serialize_field("results", &SeqOf(std::iter::empty::<()>))?;
+            }
+            Loop::ForEach { items, results } => {
+                s.serialize_field("kind", "for_each")?;
+                s.serialize_field("iteration", &0)?;
+                s.serialize_field("items", &Some(&**items))?;
+                s.serialize_field("results", &SeqOf(|| results.iter()))?;
+            }
+        }
         s.end()
     }
 }
@@ -241,7 +277,9 @@ impl Serialize for Document<'_> {
             entries.reverse();
             entries
         };
-        let mut s = serializer.serialize_struct("Instance", 19)?;
+        let mut loops: Vec<(&ClassRef, &Loop)> = inst.loops().collect();
+        loops.sort_by(|a, b| a.0.cmp_names(b.0));
+        let mut s = serializer.serialize_struct("Instance", 20)?;
         s.serialize_field("format", FORMAT)?;
         s.serialize_field("format_version", &FORMAT_VERSION)?;
         s.serialize_field("id", inst.id())?;
@@ -279,6 +317,10 @@ impl Serialize for Document<'_> {
         s.serialize_field("telemetry_start_time", &inst.telemetry_start_time())?;
         s.serialize_field("execution_history", &SeqOf(|| history.iter()))?;
         s.serialize_field("error", &inst.error())?;
+        s.serialize_field(
+            "loops",
+            &MapOf(|| loops.iter().map(|(k, v)| (k.as_str(), LoopOut(v)))),
+        )?;
         s.end()
     }
 }
@@ -389,13 +431,76 @@ struct EntryIn {
     timestamp: TimestampIn,
     #[serde(deserialize_with = "nullable")]
     context_updates: Option<AnyMap>,
+    #[serde(default)]
+    iteration: Option<u32>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ContextIn {
     initial: AnyMap,
-    steps: Pairs<AnyMap>,
+    steps: Pairs<AnyValue>,
+}
+
+impl ContextIn {
+    /// The context, checking that each step result is a dict (or, since
+    /// version 2, a `ForEach` step's list of dicts).
+    fn into_context(self, v1: bool) -> CoreResult<Context> {
+        let mut results = Vec::with_capacity(self.steps.0.len());
+        for (key, value) in self.steps.0 {
+            let ok = match &value.0 {
+                Value::Dict(_) => true,
+                Value::List(items) => !v1 && items.iter().all(|i| matches!(i, Value::Dict(_))),
+                _ => false,
+            };
+            if !ok {
+                return Err(CoreError::serialization(format!(
+                    "context.steps[{key:?}] must be a dict{}",
+                    if v1 { "" } else { " or a list of dicts" }
+                )));
+            }
+            results.push((key.into(), value.0));
+        }
+        Ok(Context::with_results(self.initial.0, results))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoopIn {
+    kind: String,
+    iteration: u32,
+    #[serde(deserialize_with = "nullable")]
+    items: Option<Vec<AnyValue>>,
+    results: Vec<(u32, AnyMap)>,
+}
+
+impl LoopIn {
+    fn into_loop(self, step: &str) -> CoreResult<Loop> {
+        match (self.kind.as_str(), self.items) {
+            ("repeat", None) if self.results.is_empty() => Ok(Loop::Repeat {
+                iteration: self.iteration,
+            }),
+            ("for_each", Some(items)) => {
+                let items: Vec<Value> = items.into_iter().map(|v| v.0).collect();
+                let mut results: Vec<(u32, Map)> =
+                    self.results.into_iter().map(|(i, m)| (i, m.0)).collect();
+                results.sort_by_key(|(i, _)| *i);
+                if results.windows(2).any(|w| w[0].0 == w[1].0) {
+                    return Err(CoreError::serialization(format!(
+                        "loops[{step:?}]: an item has two results"
+                    )));
+                }
+                Ok(Loop::ForEach {
+                    items: items.into(),
+                    results: SortedMap::from_pairs(results),
+                })
+            }
+            (kind, _) => Err(CoreError::serialization(format!(
+                "loops[{step:?}]: not a loop of kind \"repeat\" (without items or results) or \"for_each\" (with items), got kind {kind:?}"
+            ))),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -423,6 +528,9 @@ struct DocumentIn {
     execution_history: Vec<EntryIn>,
     #[serde(deserialize_with = "nullable")]
     error: Option<AnyMap>,
+    /// Since version 2, where it is required.
+    #[serde(default)]
+    loops: Option<Pairs<LoopIn>>,
 }
 
 /// Resolves each distinct step name once.
@@ -468,7 +576,7 @@ impl DocumentIn {
                 "",
             ));
         }
-        if self.format_version != FORMAT_VERSION {
+        if !READS_VERSIONS.contains(&self.format_version) {
             return Err(explain(
                 String::new(),
                 Some(Probe {
@@ -478,23 +586,36 @@ impl DocumentIn {
                 "",
             ));
         }
+        let v1 = self.format_version == 1;
+        if v1
+            && (self.loops.is_some()
+                || self.execution_history.iter().any(|e| e.iteration.is_some()))
+        {
+            return Err(CoreError::serialization(
+                "a version 1 document has no loops and no iterations",
+            ));
+        }
+        let Some(loops) = self.loops.or_else(|| v1.then(|| Pairs(Vec::new()))) else {
+            return Err(CoreError::serialization("missing field `loops`"));
+        };
         let workflow = names.workflow(&self.workflow)?;
-        let results = self
-            .context
-            .steps
-            .0
-            .into_iter()
-            .map(|(k, m)| (k.into(), m.0))
-            .collect();
-        let context = Context::with_results(self.context.initial.0, results);
+        let context = self.context.into_context(v1)?;
         let mut execution_history = Vec::with_capacity(self.execution_history.len());
         for e in self.execution_history {
-            execution_history.push(ExecutionEntry::new(
-                names.get(&e.step)?,
-                e.event.as_str(),
-                e.timestamp.0,
-                e.context_updates.map(|m| m.0),
-            )?);
+            execution_history.push(
+                ExecutionEntry::new(
+                    names.get(&e.step)?,
+                    e.event.as_str(),
+                    e.timestamp.0,
+                    e.context_updates.map(|m| m.0),
+                )?
+                .with_iteration(e.iteration),
+            );
+        }
+        let mut loop_states = Vec::with_capacity(loops.0.len());
+        for (name, state) in loops.0 {
+            let state = state.into_loop(&name)?;
+            loop_states.push((names.get(&name)?, state));
         }
         let fields = InstanceFields {
             id: self.id.into(),
@@ -528,6 +649,7 @@ impl DocumentIn {
             telemetry_start_time: self.telemetry_start_time,
             execution_history,
             error: self.error.map(|m| m.0),
+            loops: loop_states,
         };
         Instance::from_fields(fields)
     }
@@ -643,7 +765,7 @@ mod tests {
     fn json_and_bytes_round_trip() {
         let inst = sample();
         let text = to_json(&inst).unwrap();
-        assert!(text.starts_with(r#"{"format":"hephaestus.instance","format_version":1,"#));
+        assert!(text.starts_with(r#"{"format":"hephaestus.instance","format_version":2,"#));
         assert_eq!(from_json(&text, parse).unwrap(), inst);
         let bytes = to_bytes(&inst).unwrap();
         assert!(bytes.len() < text.len());
@@ -682,12 +804,15 @@ mod tests {
     #[test]
     fn wrong_versions_and_formats_are_named() {
         let text = to_json(&sample()).unwrap();
-        let future = text.replace(r#""format_version":1"#, r#""format_version":2"#);
+        let future = text.replace(r#""format_version":2"#, r#""format_version":3"#);
         let err = from_json(&future, parse).unwrap_err().to_string();
-        assert!(err.contains("format version 2 is not supported"), "{err}");
+        assert!(
+            err.contains("format version 3 is not supported (this build reads versions 1 and 2)"),
+            "{err}"
+        );
         let future_shape = future.replace(r#""status""#, r#""phase""#);
         let err = from_json(&future_shape, parse).unwrap_err().to_string();
-        assert!(err.contains("format version 2 is not supported"), "{err}");
+        assert!(err.contains("format version 3 is not supported"), "{err}");
         let other = r#"{"format":"x","format_version":1}"#;
         assert!(from_json(other, parse)
             .unwrap_err()
@@ -710,7 +835,20 @@ mod tests {
                 r#""workflow":"shop:OrderFlow""#,
                 r#""workflow":"OrderFlow""#,
             ),
-            (r#""format_version":1,"#, r#""format_version":1,"extra":1,"#),
+            (r#""format_version":2,"#, r#""format_version":2,"extra":1,"#),
+            (
+                r#""loops":{}"#,
+                r#""loops":{"shop:F":{"kind":"repeat","iteration":1,"items":null,"results":[]}}"#,
+            ),
+            (
+                r#""loops":{}"#,
+                r#""loops":{"shop:D":{"kind":"spin","iteration":1,"items":null,"results":[]}}"#,
+            ),
+            (
+                r#""loops":{}"#,
+                r#""loops":{"shop:D":{"kind":"for_each","iteration":0,"items":[1],"results":[[3,{}]]}}"#,
+            ),
+            (r#""steps":{"a":{"n":0}"#, r#""steps":{"a":[1]"#),
         ] {
             assert!(text.contains(from), "{from}");
             let broken = text.replace(from, to);
@@ -722,6 +860,48 @@ mod tests {
                 "{to}"
             );
         }
+    }
+
+    #[test]
+    fn version_1_documents_still_read() {
+        let text = to_json(&sample()).unwrap();
+        let v1 = text
+            .replace(r#""format_version":2"#, r#""format_version":1"#)
+            .replace(r#","loops":{}"#, "");
+        assert_eq!(from_json(&v1, parse).unwrap(), sample());
+        // Version 1 had neither loops nor list results.
+        let with_loops = text.replace(r#""format_version":2"#, r#""format_version":1"#);
+        assert!(from_json(&with_loops, parse).is_err());
+        let list = v1.replace(r#""steps":{"a":{"n":0}"#, r#""steps":{"a":[{"n":0}]"#);
+        let err = from_json(&list, parse).unwrap_err().to_string();
+        assert!(err.contains("context.steps[\"a\"] must be a dict"), "{err}");
+    }
+
+    #[test]
+    fn loops_and_iterations_round_trip() {
+        use crate::core::sorted_map::SortedMap;
+        let mut inst = sample();
+        inst.set_loop_mut(
+            &step("D"),
+            Loop::ForEach {
+                items: vec![Value::Int(7), Value::Str("x".into())].into(),
+                results: SortedMap::from_pairs(vec![(1, Map::default())]),
+            },
+        )
+        .unwrap();
+        inst.set_loop_mut(&step("E"), Loop::Repeat { iteration: 4 })
+            .unwrap();
+        let key: std::sync::Arc<str> = "d".into();
+        inst.record_run_mut(&step("D"), &key, Completion::event("done", 5), 1, false)
+            .unwrap();
+        let text = to_json(&inst).unwrap();
+        assert!(text.contains(r#""iteration":1}"#), "{text}");
+        assert!(text.contains(
+            r#""loops":{"shop:D":{"kind":"for_each","iteration":0,"items":[7,"x"],"results":[[1,{}]]},"shop:E":{"kind":"repeat","iteration":4,"items":null,"results":[]}}"#
+        ), "{text}");
+        assert_eq!(from_json(&text, parse).unwrap(), inst);
+        let bytes = to_bytes(&inst).unwrap();
+        assert_eq!(from_bytes(&bytes, parse).unwrap(), inst);
     }
 
     #[test]

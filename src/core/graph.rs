@@ -35,6 +35,46 @@ pub struct StepSpec {
     pub terminates: bool,
     /// When it becomes active as the target of several predecessors.
     pub join: Join,
+    /// How it runs: once, once per item, or again and again.
+    pub node: Node,
+}
+
+/// How a step runs when it is active.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum Node {
+    /// Once (an ordinary step).
+    #[default]
+    Step,
+    /// Once per item of a list, taken when the step activates
+    /// (`ForEach(step, items, ...)`); it completes with its one event once
+    /// every run has, and its result is the list of the runs' results.
+    ForEach {
+        /// Where the items come from.
+        items: Items,
+        /// At most this many runs at once (drivers that run steps
+        /// concurrently honour it); `None`: no limit.
+        concurrency: Option<u32>,
+        /// More items than this fail the instance before any run.
+        max_items: u32,
+    },
+    /// Again while it returns `again`, at most `max_iterations` times
+    /// (`Repeat(step, again=..., max_iterations=...)`).
+    Repeat {
+        /// The event that runs the step again.
+        again: Arc<str>,
+        /// The most runs; one more `again` fails the instance.
+        max_iterations: u32,
+    },
+}
+
+/// Where a `ForEach` step's items come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Items {
+    /// The list under this key of `context.initial`.
+    Key(Arc<str>),
+    /// A function of the context that the caller calls (the core never
+    /// runs user code).
+    Computed,
 }
 
 /// When a step with several predecessors becomes active.
@@ -152,6 +192,37 @@ pub enum GraphProblem {
         /// The event.
         event: Arc<str>,
     },
+    /// A `ForEach` step that does not declare exactly one event.
+    ForEachEvents {
+        /// The step.
+        step: ClassRef,
+        /// What it declares.
+        events: Vec<Arc<str>>,
+    },
+    /// A `Repeat` whose `again` is not one of the step's events.
+    RepeatAgainUndeclared {
+        /// The step.
+        step: ClassRef,
+        /// The `again` event.
+        again: Arc<str>,
+        /// What the step declares.
+        declared: Vec<Arc<str>>,
+    },
+    /// A `Repeat` with a transition on its `again` event, which only loops.
+    RepeatAgainHasTransition {
+        /// The step.
+        step: ClassRef,
+        /// The `again` event.
+        again: Arc<str>,
+    },
+    /// A `ForEach` or `Repeat` whose limit (`max_items`, `concurrency`,
+    /// `max_iterations`) is below 1.
+    LimitBelowOne {
+        /// The step.
+        step: ClassRef,
+        /// The limit's name.
+        limit: &'static str,
+    },
     /// A first-wins join (`join = "first"`) with fewer than two
     /// predecessors.
     FirstJoinWithoutRace {
@@ -179,6 +250,10 @@ impl GraphProblem {
             GraphProblem::UnknownStep(_) => "unknown_step",
             GraphProblem::DuplicateTransition { .. } => "duplicate_transition",
             GraphProblem::FirstJoinWithoutRace { .. } => "first_join_without_race",
+            GraphProblem::ForEachEvents { .. } => "for_each_events",
+            GraphProblem::RepeatAgainUndeclared { .. } => "repeat_again_undeclared",
+            GraphProblem::RepeatAgainHasTransition { .. } => "repeat_again_has_transition",
+            GraphProblem::LimitBelowOne { .. } => "limit_below_one",
         }
     }
 
@@ -195,7 +270,11 @@ impl GraphProblem {
             | GraphProblem::UnknownStep(step)
             | GraphProblem::EventWithoutTransition { step, .. }
             | GraphProblem::UndeclaredEvent { step, .. }
-            | GraphProblem::DuplicateTransition { step, .. } => vec![*step],
+            | GraphProblem::DuplicateTransition { step, .. }
+            | GraphProblem::ForEachEvents { step, .. }
+            | GraphProblem::RepeatAgainUndeclared { step, .. }
+            | GraphProblem::RepeatAgainHasTransition { step, .. }
+            | GraphProblem::LimitBelowOne { step, .. } => vec![*step],
             GraphProblem::FanOutDoesNotJoin { from, branches, .. } => std::iter::once(*from)
                 .chain(branches.iter().copied())
                 .collect(),
@@ -203,6 +282,44 @@ impl GraphProblem {
             GraphProblem::FirstJoinWithoutRace { step, predecessors } => std::iter::once(*step)
                 .chain(predecessors.iter().copied())
                 .collect(),
+        }
+    }
+
+    /// The message of a problem with a `ForEach` or `Repeat` node.
+    fn fmt_node(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let listed = |events: &[Arc<str>]| {
+            if events.is_empty() {
+                "none".to_string()
+            } else {
+                quoted(events)
+            }
+        };
+        match self {
+            GraphProblem::ForEachEvents { step, events } => write!(
+                f,
+                "ForEach({}) needs a step that declares exactly one event, but it declares {}",
+                step.short_name(),
+                listed(events)
+            ),
+            GraphProblem::RepeatAgainUndeclared {
+                step,
+                again,
+                declared,
+            } => write!(
+                f,
+                "Repeat({}) repeats on {again:?}, which the step does not declare (it declares {})",
+                step.short_name(),
+                listed(declared)
+            ),
+            GraphProblem::RepeatAgainHasTransition { step, again } => write!(
+                f,
+                "Repeat({}) runs the step again on {again:?}, so that event takes no transition",
+                step.short_name()
+            ),
+            GraphProblem::LimitBelowOne { step, limit } => {
+                write!(f, "{limit} of {} must be at least 1", step.short_name())
+            }
+            _ => Ok(()),
         }
     }
 
@@ -214,9 +331,20 @@ impl GraphProblem {
             | GraphProblem::EventWithoutTransition { event, .. }
             | GraphProblem::UndeclaredEvent { event, .. }
             | GraphProblem::DuplicateTransition { event, .. } => Some(event),
+            GraphProblem::RepeatAgainUndeclared { again, .. }
+            | GraphProblem::RepeatAgainHasTransition { again, .. } => Some(again),
             _ => None,
         }
     }
+}
+
+/// Events as `"a", "b"`.
+fn quoted(events: &[Arc<str>]) -> String {
+    events
+        .iter()
+        .map(|e| format!("{e:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn join_short(steps: &[ClassRef], sep: &str) -> String {
@@ -295,6 +423,10 @@ impl fmt::Display for GraphProblem {
                 "{} has more than one transition for {event:?}",
                 step.short_name()
             ),
+            GraphProblem::ForEachEvents { .. }
+            | GraphProblem::RepeatAgainUndeclared { .. }
+            | GraphProblem::RepeatAgainHasTransition { .. }
+            | GraphProblem::LimitBelowOne { .. } => self.fmt_node(f),
             GraphProblem::FirstJoinWithoutRace { step, predecessors } => write!(
                 f,
                 "{} joins with join = \"first\" but has {} (a first-wins join needs at least two predecessors)",
@@ -444,7 +576,20 @@ impl WorkflowGraph {
             if self.outgoing[i].is_empty() {
                 problems.push(GraphProblem::LeafNotDone(step.name));
             }
+            let again = match &step.node {
+                Node::Repeat { again, .. } => Some(again),
+                _ => None,
+            };
             for event in &step.events {
+                if Some(event) == again {
+                    if self.outgoing[i].iter().any(|edge| edge.event == *event) {
+                        problems.push(GraphProblem::RepeatAgainHasTransition {
+                            step: step.name,
+                            again: event.clone(),
+                        });
+                    }
+                    continue;
+                }
                 if !self.outgoing[i].iter().any(|edge| edge.event == *event) {
                     problems.push(GraphProblem::EventWithoutTransition {
                         step: step.name,
@@ -476,6 +621,9 @@ impl WorkflowGraph {
                 }
             }
         }
+        for step in &self.steps {
+            Self::check_node(step, problems);
+        }
         for (i, step) in self.steps.iter().enumerate() {
             let preds = &self.predecessors[i];
             if step.join == Join::First && preds.len() < 2 {
@@ -496,6 +644,50 @@ impl WorkflowGraph {
                 key: key.into(),
                 steps,
             });
+        }
+    }
+
+    /// The rules of `ForEach` and `Repeat` nodes.
+    fn check_node(step: &StepSpec, problems: &mut Vec<GraphProblem>) {
+        let below_one = |limit: &'static str| GraphProblem::LimitBelowOne {
+            step: step.name,
+            limit,
+        };
+        match &step.node {
+            Node::Step => {}
+            Node::ForEach {
+                concurrency,
+                max_items,
+                ..
+            } => {
+                if step.events.len() != 1 {
+                    problems.push(GraphProblem::ForEachEvents {
+                        step: step.name,
+                        events: step.events.clone(),
+                    });
+                }
+                if *concurrency == Some(0) {
+                    problems.push(below_one("concurrency"));
+                }
+                if *max_items == 0 {
+                    problems.push(below_one("max_items"));
+                }
+            }
+            Node::Repeat {
+                again,
+                max_iterations,
+            } => {
+                if !step.events.contains(again) {
+                    problems.push(GraphProblem::RepeatAgainUndeclared {
+                        step: step.name,
+                        again: again.clone(),
+                        declared: step.events.clone(),
+                    });
+                }
+                if *max_iterations == 0 {
+                    problems.push(below_one("max_iterations"));
+                }
+            }
         }
     }
 
@@ -878,6 +1070,7 @@ mod tests {
             is_done: name == "Done" || name == "Terminate",
             terminates: name == "Terminate",
             join: Join::All,
+            node: Node::Step,
         }
     }
 

@@ -58,6 +58,25 @@ impl StepState {
     }
 }
 
+/// The progress of a `ForEach` or `Repeat` step while it is active.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Loop {
+    /// A `Repeat` step: the number of the run to come (from 0), which is
+    /// how many runs returned `again` so far.
+    Repeat {
+        /// The next run's number.
+        iteration: u32,
+    },
+    /// A `ForEach` step: its items, taken when it activated, and the
+    /// results of the runs that completed, by item index.
+    ForEach {
+        /// The items, in order.
+        items: Arc<[Value]>,
+        /// Each completed run's context updates (`{}` when none).
+        results: SortedMap<u32, Map>,
+    },
+}
+
 /// A workflow instance.
 #[derive(Debug, Clone)]
 pub struct Instance {
@@ -81,6 +100,8 @@ pub struct Instance {
     /// order) are known to be completed or skipped. Resolution never goes
     /// back, so the count only grows; raw field changes drop the cache.
     join_cursors: ClassMap<u32>,
+    /// The progress of the active `ForEach` and `Repeat` steps.
+    loops: ClassMap<Loop>,
     runtime_metadata: SortedMap<Name, Value>,
     telemetry_metadata: Map,
     telemetry_start_time: Option<i64>,
@@ -97,6 +118,7 @@ impl PartialEq for Instance {
             && self.current_step == other.current_step
             && self.status == other.status
             && self.steps == other.steps
+            && self.loops == other.loops
             && self.context == other.context
             && self.step_configs == other.step_configs
             && self.runtime_metadata == other.runtime_metadata
@@ -145,6 +167,8 @@ pub struct InstanceFields {
     pub execution_history: Vec<ExecutionEntry>,
     /// Why the instance failed.
     pub error: Option<Map>,
+    /// The progress of active `ForEach` and `Repeat` steps.
+    pub loops: Vec<(ClassRef, Loop)>,
 }
 
 /// Which steps are in which set, in plain form.
@@ -211,6 +235,7 @@ impl Instance {
             reached_count: 0,
             completed_count: 0,
             join_cursors: ClassMap::new(),
+            loops: ClassMap::new(),
             runtime_metadata: SortedMap::new(),
             telemetry_metadata: Map::default(),
             telemetry_start_time: None,
@@ -250,6 +275,7 @@ impl Instance {
         instance.telemetry_start_time = fields.telemetry_start_time;
         instance.history = History::from_oldest_first(fields.execution_history);
         instance.error = fields.error;
+        instance.loops = fields.loops.into_iter().collect();
         instance.validate()?;
         Ok(instance)
     }
@@ -281,6 +307,22 @@ impl Instance {
                 "status",
                 "must be 'waiting' exactly when there are active steps and every one of them waits",
             ));
+        }
+        for (step, state) in &self.loops {
+            if !matches!(self.steps.get(step), Some(StepState::Active { .. })) {
+                return Err(CoreError::invalid(
+                    "loops",
+                    format!("step {step} has loop progress but is not active"),
+                ));
+            }
+            if let Loop::ForEach { items, results } = state {
+                if results.iter().any(|(i, _)| *i as usize >= items.len()) {
+                    return Err(CoreError::invalid(
+                        "loops",
+                        format!("step {step} has a result for an item it does not have"),
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -351,6 +393,9 @@ impl Instance {
         }
         if state != StepState::Reached && !self.join_cursors.is_empty() {
             self.join_cursors.remove_mut(step);
+        }
+        if !matches!(state, StepState::Active { .. }) && !self.loops.is_empty() {
+            self.loops.remove_mut(step);
         }
         self.steps.insert_mut(*step, state);
         self.status = self.derived_status();
@@ -441,6 +486,130 @@ impl Instance {
         }
         self.history.push(entry);
         Ok(())
+    }
+
+    /// Records one run of the active `ForEach` or `Repeat` step `step`
+    /// (run `iteration`), leaving the step active: appends its history
+    /// entry and merges its metadata updates; with `store`, also stores its
+    /// context updates (or `{}`) under `step_key`. Returns what the run
+    /// stored (`{}` when it passed nothing).
+    pub fn record_run_mut(
+        &mut self,
+        step: &ClassRef,
+        step_key: &Arc<str>,
+        completion: Completion,
+        iteration: u32,
+        store: bool,
+    ) -> CoreResult<Map> {
+        const OP: &str = "complete_step";
+        self.check_not_terminal(OP)?;
+        let current = self.steps.get(step).copied();
+        if !matches!(current, Some(StepState::Active { .. })) {
+            return Err(Self::step_error(OP, step, current, "active"));
+        }
+        let Completion {
+            event,
+            context_updates,
+            metadata_updates,
+            timestamp,
+        } = completion;
+        let stored = context_updates.clone().unwrap_or_default();
+        let entry = ExecutionEntry::new(*step, event, timestamp, context_updates)?
+            .with_iteration(Some(iteration));
+        if store {
+            self.context
+                .put_step_result_mut(Arc::clone(step_key), stored.clone());
+        }
+        if let Some(metadata) = metadata_updates {
+            self.runtime_metadata
+                .insert_all(metadata.iter().map(|(k, v)| (Name::from(k), v.clone())));
+        }
+        self.history.push(entry);
+        Ok(stored)
+    }
+
+    /// Completes the active `ForEach` or `Repeat` step `step` without a
+    /// history entry of its own (each run has one): stores `result` under
+    /// `step_key` when given, drops its config and its loop progress.
+    pub fn finish_loop_mut(
+        &mut self,
+        step: &ClassRef,
+        step_key: &Arc<str>,
+        result: Option<Value>,
+    ) -> CoreResult<()> {
+        const OP: &str = "complete_step";
+        self.check_not_terminal(OP)?;
+        let current = self.steps.get(step).copied();
+        if !matches!(current, Some(StepState::Active { .. })) {
+            return Err(Self::step_error(OP, step, current, "active"));
+        }
+        self.set_state(step, current, StepState::Completed);
+        if let Some(result) = result {
+            self.context
+                .put_step_value_mut(Arc::clone(step_key), result);
+        }
+        if !self.step_configs.is_empty() {
+            self.step_configs.remove_mut(step);
+        }
+        Ok(())
+    }
+
+    /// Fails, naming the step's state, unless `step` is active (waiting or
+    /// not).
+    pub fn check_active(&self, step: &ClassRef, operation: &'static str) -> CoreResult<()> {
+        let current = self.steps.get(step).copied();
+        if matches!(current, Some(StepState::Active { .. })) {
+            Ok(())
+        } else {
+            Err(Self::step_error(operation, step, current, "active"))
+        }
+    }
+
+    /// The progress of the active `ForEach` or `Repeat` step `step`.
+    #[must_use]
+    pub fn loop_of(&self, step: &ClassRef) -> Option<&Loop> {
+        self.loops.get(step)
+    }
+
+    /// Every active `ForEach` and `Repeat` step with its progress.
+    pub fn loops(&self) -> impl Iterator<Item = (&ClassRef, &Loop)> {
+        self.loops.iter()
+    }
+
+    /// Sets the progress of the active `step` (for the engine).
+    pub fn set_loop_mut(&mut self, step: &ClassRef, state: Loop) -> CoreResult<()> {
+        let current = self.steps.get(step).copied();
+        if !matches!(current, Some(StepState::Active { .. })) {
+            return Err(Self::step_error("loop", step, current, "active"));
+        }
+        self.loops.insert_mut(*step, state);
+        Ok(())
+    }
+
+    /// Stores the result of run `index` of the active `ForEach` step
+    /// `step`; returns how many runs have completed.
+    pub fn put_item_result_mut(
+        &mut self,
+        step: &ClassRef,
+        index: u32,
+        result: Map,
+    ) -> CoreResult<usize> {
+        // Taken out and put back, so the results map is not shared while
+        // it changes (no copy on write).
+        match self.loops.get(step).cloned() {
+            Some(Loop::ForEach { items, mut results }) if (index as usize) < items.len() => {
+                self.loops.remove_mut(step);
+                results.insert_mut(index, result);
+                let done = results.len();
+                self.loops
+                    .insert_mut(*step, Loop::ForEach { items, results });
+                Ok(done)
+            }
+            _ => Err(CoreError::invalid(
+                "iteration",
+                format!("step {step} has no item {index} to complete"),
+            )),
+        }
     }
 
     /// Marks the active `step` as waiting for an event or a timer and makes
@@ -570,6 +739,7 @@ impl Instance {
         }
         self.active = ClassMap::new();
         self.join_cursors = ClassMap::new();
+        self.loops = ClassMap::new();
         self.waiting_count = 0;
         self.reached_count = 0;
         self.status = Status::Failed;
@@ -702,6 +872,15 @@ impl Instance {
         }
         if let Some(error) = changes.error {
             next.error = error;
+        }
+        let stale: Vec<ClassRef> = next
+            .loops
+            .iter()
+            .filter(|(step, _)| !matches!(next.steps.get(step), Some(StepState::Active { .. })))
+            .map(|(step, _)| *step)
+            .collect();
+        for step in &stale {
+            next.loops.remove_mut(step);
         }
         next.validate()?;
         Ok(next)
@@ -1003,7 +1182,7 @@ mod tests {
         assert_eq!(done.step_state(&pay), Some(StepState::Completed));
         assert_eq!(
             done.context().step_result("pay"),
-            Some(&map(&[("amount", 3)]))
+            Some(&Value::Dict(map(&[("amount", 3)])))
         );
         assert_eq!(done.runtime_metadata().count(), 1);
         assert_eq!(done.step_configs().count(), 0, "config dropped");
@@ -1036,7 +1215,10 @@ mod tests {
                 },
             )
             .unwrap();
-        assert_eq!(done.context().step_result("pay"), Some(&Map::default()));
+        assert_eq!(
+            done.context().step_result("pay"),
+            Some(&Value::empty_dict())
+        );
         assert!(done
             .history_newest_first()
             .next()

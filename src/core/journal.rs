@@ -19,7 +19,7 @@ use crate::core::error::{CoreError, CoreResult};
 use crate::core::format::{AnyMap, AnyValue};
 use crate::core::graph::{Target, WorkflowGraph};
 use crate::core::instance::{Completion, Instance};
-use crate::core::value::Map;
+use crate::core::value::{Map, Value};
 
 /// One change the engine applied.
 #[derive(Debug, Clone)]
@@ -30,8 +30,18 @@ pub enum Record {
     Outcome {
         /// The step's key.
         step: Arc<str>,
+        /// Which run of a `ForEach` or `Repeat` step it was, if one.
+        iteration: Option<u32>,
         /// What it produced.
         outcome: Outcome,
+    },
+    /// A `ForEach` step took its items, or could not
+    /// ([`engine::expand_at`]).
+    Items {
+        /// The step's key.
+        step: Arc<str>,
+        /// The items, or why there are none.
+        items: Result<Vec<Value>, String>,
     },
     /// A dynamic route chose targets, or failed ([`engine::route_at`]).
     Route {
@@ -61,6 +71,8 @@ pub enum Record {
 }
 
 /// The wire form: an externally tagged enum (a one-key map), steps by key.
+/// Fields added since the first version come last with a default, so
+/// records written before them still read.
 #[derive(Serialize, Deserialize)]
 enum Wire {
     Advance,
@@ -70,22 +82,32 @@ enum Wire {
         context_updates: Option<AnyMap>,
         metadata: Option<AnyMap>,
         timestamp: i64,
+        #[serde(default)]
+        iteration: Option<u32>,
     },
     Waiting {
         step: String,
+        #[serde(default)]
+        iteration: Option<u32>,
     },
     Error {
         step: String,
         reason: AnyValue,
+        #[serde(default)]
+        iteration: Option<u32>,
     },
     Exception {
         step: String,
         type_name: String,
         message: String,
+        #[serde(default)]
+        iteration: Option<u32>,
     },
     InvalidResult {
         step: String,
         message: String,
+        #[serde(default)]
+        iteration: Option<u32>,
     },
     Route {
         step: String,
@@ -101,14 +123,23 @@ enum Wire {
     Fail {
         error: AnyMap,
     },
+    Items {
+        step: String,
+        items: Option<Vec<AnyValue>>,
+        problem: Option<String>,
+    },
 }
 
 /// Encodes `record`.
 pub fn encode(record: &Record) -> CoreResult<Vec<u8>> {
     let wire = match record {
         Record::Advance => Wire::Advance,
-        Record::Outcome { step, outcome } => {
-            let step = step.to_string();
+        Record::Outcome {
+            step,
+            iteration,
+            outcome,
+        } => {
+            let (step, iteration) = (step.to_string(), *iteration);
             match outcome {
                 Outcome::Completed(c) => Wire::Completed {
                     step,
@@ -116,21 +147,36 @@ pub fn encode(record: &Record) -> CoreResult<Vec<u8>> {
                     context_updates: c.context_updates.clone().map(AnyMap),
                     metadata: c.metadata_updates.clone().map(AnyMap),
                     timestamp: c.timestamp,
+                    iteration,
                 },
-                Outcome::Waiting => Wire::Waiting { step },
+                Outcome::Waiting => Wire::Waiting { step, iteration },
                 Outcome::Error(reason) => Wire::Error {
                     step,
                     reason: AnyValue(reason.clone()),
+                    iteration,
                 },
                 Outcome::Exception { type_name, message } => Wire::Exception {
                     step,
                     type_name: type_name.clone(),
                     message: message.clone(),
+                    iteration,
                 },
                 Outcome::InvalidResult(message) => Wire::InvalidResult {
                     step,
                     message: message.clone(),
+                    iteration,
                 },
+            }
+        }
+        Record::Items { step, items } => {
+            let (items, problem) = match items {
+                Ok(items) => (Some(items.iter().cloned().map(AnyValue).collect()), None),
+                Err(problem) => (None, Some(problem.clone())),
+            };
+            Wire::Items {
+                step: step.to_string(),
+                items,
+                problem,
             }
         }
         Record::Route {
@@ -184,8 +230,9 @@ pub fn decode(bytes: &[u8], graph: &WorkflowGraph) -> CoreResult<Record> {
     if !rest.is_empty() {
         return Err(CoreError::serialization("journal record: trailing data"));
     }
-    let outcome = |step: String, outcome: Outcome| Record::Outcome {
+    let outcome = |step: String, iteration: Option<u32>, outcome: Outcome| Record::Outcome {
         step: step.into(),
+        iteration,
         outcome,
     };
     Ok(match wire {
@@ -196,8 +243,10 @@ pub fn decode(bytes: &[u8], graph: &WorkflowGraph) -> CoreResult<Record> {
             context_updates,
             metadata,
             timestamp,
+            iteration,
         } => outcome(
             step,
+            iteration,
             Outcome::Completed(Completion {
                 event: event.into(),
                 context_updates: context_updates.map(|m| m.0),
@@ -205,42 +254,41 @@ pub fn decode(bytes: &[u8], graph: &WorkflowGraph) -> CoreResult<Record> {
                 timestamp,
             }),
         ),
-        Wire::Waiting { step } => outcome(step, Outcome::Waiting),
-        Wire::Error { step, reason } => outcome(step, Outcome::Error(reason.0)),
+        Wire::Waiting { step, iteration } => outcome(step, iteration, Outcome::Waiting),
+        Wire::Error {
+            step,
+            reason,
+            iteration,
+        } => outcome(step, iteration, Outcome::Error(reason.0)),
         Wire::Exception {
             step,
             type_name,
             message,
-        } => outcome(step, Outcome::Exception { type_name, message }),
-        Wire::InvalidResult { step, message } => outcome(step, Outcome::InvalidResult(message)),
+            iteration,
+        } => outcome(step, iteration, Outcome::Exception { type_name, message }),
+        Wire::InvalidResult {
+            step,
+            message,
+            iteration,
+        } => outcome(step, iteration, Outcome::InvalidResult(message)),
+        Wire::Items {
+            step,
+            items,
+            problem,
+        } => Record::Items {
+            step: step.into(),
+            items: match items {
+                Some(items) => Ok(items.into_iter().map(|v| v.0).collect()),
+                None => Err(problem.unwrap_or_default()),
+            },
+        },
         Wire::Route {
             step,
             event,
             chosen,
             problem,
         } => {
-            let choice = match (chosen, problem) {
-                (Some(chosen), _) => Ok(chosen
-                    .into_iter()
-                    .map(|(name, config)| {
-                        let step = graph
-                            .steps()
-                            .find(|s| s.name.as_str() == name)
-                            .map(|s| s.name)
-                            .ok_or_else(|| {
-                                CoreError::serialization(format!(
-                                    "journal record: {name} is not a step of {}",
-                                    graph.workflow()
-                                ))
-                            })?;
-                        Ok(Target {
-                            step,
-                            config: config.map(|c| c.0),
-                        })
-                    })
-                    .collect::<CoreResult<Vec<_>>>()?),
-                (None, problem) => Err(problem.unwrap_or_default()),
-            };
+            let choice = route_choice(chosen, problem, graph)?;
             Record::Route {
                 step: step.into(),
                 event: event.into(),
@@ -257,6 +305,37 @@ pub fn decode(bytes: &[u8], graph: &WorkflowGraph) -> CoreResult<Record> {
             timestamp,
         },
         Wire::Fail { error } => Record::Fail { error: error.0 },
+    })
+}
+
+/// A route record's choice: the targets, resolved against `graph`, or the
+/// route's failure.
+fn route_choice(
+    chosen: Option<Vec<(String, Option<AnyValue>)>>,
+    problem: Option<String>,
+    graph: &WorkflowGraph,
+) -> CoreResult<Result<Vec<Target>, String>> {
+    Ok(match (chosen, problem) {
+        (Some(chosen), _) => Ok(chosen
+            .into_iter()
+            .map(|(name, config)| {
+                let step = graph
+                    .steps()
+                    .find(|s| s.name.as_str() == name)
+                    .map(|s| s.name)
+                    .ok_or_else(|| {
+                        CoreError::serialization(format!(
+                            "journal record: {name} is not a step of {}",
+                            graph.workflow()
+                        ))
+                    })?;
+                Ok(Target {
+                    step,
+                    config: config.map(|c| c.0),
+                })
+            })
+            .collect::<CoreResult<Vec<_>>>()?),
+        (None, problem) => Err(problem.unwrap_or_default()),
     })
 }
 
@@ -278,12 +357,23 @@ pub fn replay_mut(
 ) -> CoreResult<()> {
     match record {
         Record::Advance => engine::advance_mut(instance, graph, effects),
-        Record::Outcome { step, outcome } => {
+        Record::Outcome {
+            step,
+            iteration,
+            outcome,
+        } => {
             if instance.status().is_terminal() {
                 return Ok(());
             }
             let p = position_of(graph, &step)?;
-            engine::apply_at(instance, graph, p, outcome, effects).map(|_| ())
+            engine::apply_at(instance, graph, p, iteration, outcome, effects).map(|_| ())
+        }
+        Record::Items { step, items } => {
+            if instance.status().is_terminal() {
+                return Ok(());
+            }
+            let p = position_of(graph, &step)?;
+            engine::expand_at(instance, graph, p, items, effects).map(|_| ())
         }
         Record::Route {
             step,
@@ -339,6 +429,7 @@ mod tests {
             } else {
                 crate::core::graph::Join::All
             },
+            node: crate::core::graph::Node::Step,
         };
         let to = |names: &[&str]| {
             Transition::Static(
@@ -389,6 +480,7 @@ mod tests {
             updates = Map::from_entries(vec![("n".into(), Value::Float(f64::NAN))]).unwrap();
         }
         Record::Outcome {
+            iteration: None,
             step: step.into(),
             outcome: Outcome::Completed(Completion {
                 event: event.into(),
@@ -406,6 +498,7 @@ mod tests {
             Record::Advance,
             completed("a", "go", 1),
             Record::Outcome {
+                iteration: None,
                 step: "w".into(),
                 outcome: Outcome::Waiting,
             },

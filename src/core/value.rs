@@ -185,6 +185,22 @@ impl Value {
         }
     }
 
+    /// The Python type's name, for messages.
+    #[must_use]
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::Null => "None",
+            Value::Bool(_) => "bool",
+            Value::Int(_) => "int",
+            Value::Float(_) => "float",
+            Value::Str(_) => "str",
+            Value::Bytes(_) => "bytes",
+            Value::List(_) => "list",
+            Value::Dict(_) => "dict",
+            Value::DateTime(_) => "datetime",
+        }
+    }
+
     /// The map, if this value is a dict.
     #[must_use]
     pub fn as_dict(&self) -> Option<&Map> {

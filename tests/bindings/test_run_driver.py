@@ -42,8 +42,8 @@ FLOWS = [
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 
 
-def _execute(step: type, instance: Instance) -> object:
-    return step().execute(instance, instance.step_configs.get(step), instance.context)
+def _execute(step: type, instance: Instance, config: object) -> object:
+    return step().execute(instance, config, instance.context)
 
 
 def drive(flow: type, rnd: random.Random, context: dict) -> tuple[Instance, Run, list[bytes]]:
@@ -60,20 +60,20 @@ def drive(flow: type, rnd: random.Random, context: dict) -> tuple[Instance, Run,
         if driver.status in (Status.COMPLETED, Status.FAILED):
             break
         if ready:
-            step = ready.pop(rnd.randrange(len(ready)))
+            step, iteration = ready.pop(rnd.randrange(len(ready)))
             try:
-                value = _execute(step, driver.instance)
+                value = _execute(step, driver.instance, driver.config(step, iteration))
             except Exception as error:
                 driver.fail_with(
                     {"kind": "exception", "step": step_key(step), "message": str(error)}
                 )
             else:
-                driver.complete(step, value, timestamp=stamp)
+                driver.complete(step, value, iteration=iteration, timestamp=stamp)
                 if driver.instance.is_completed(step) and rnd.random() < 0.5:
                     records += driver.take_records()
                     if not driver.instance.is_terminal:
                         with pytest.raises(InvalidTransitionError):
-                            driver.complete(step, value, timestamp=stamp)
+                            driver.complete(step, value, iteration=iteration, timestamp=stamp)
                     assert driver.take_records() == [], "a refused change left a record"
         else:
             waiting = sorted(driver.instance.waiting_steps, key=step_key)
@@ -83,7 +83,7 @@ def drive(flow: type, rnd: random.Random, context: dict) -> tuple[Instance, Run,
             assert driver.resume(step, step.events[0], timestamp=stamp)
         driver.finish()
         records += driver.take_records()
-        ready += [step for step in driver.take_runnable() if step not in ready]
+        ready += [unit for unit in driver.take_runnable() if unit not in ready]
     return first, driver, records
 
 
@@ -115,8 +115,9 @@ def test_a_refused_completion_leaves_no_record():
     driver = Run(graph_of(first), first, record=True, start=False)
     driver.start()
     driver.take_records()
-    [step] = driver.take_runnable()
-    value = _execute(step, driver.instance)
+    [(step, iteration)] = driver.take_runnable()
+    assert iteration is None
+    value = _execute(step, driver.instance, driver.config(step))
     driver.complete(step, value, timestamp=T0)
     assert len(driver.take_records()) == 1
     with pytest.raises(InvalidTransitionError):
@@ -129,8 +130,8 @@ def test_a_resume_record_replays_like_a_resume():
     driver = Run(graph_of(first), first, record=True, start=False)
     driver.start()
     while ready := driver.take_runnable():
-        for step in ready:
-            driver.complete(step, _execute(step, driver.instance), timestamp=T0)
+        for step, _ in ready:
+            driver.complete(step, _execute(step, driver.instance, None), timestamp=T0)
     records = driver.take_records()
     [waiting] = driver.instance.waiting_steps
     replayed = Run(graph_of(first), first, record=False, start=False)

@@ -73,7 +73,7 @@ def test_json_is_standard_json_even_with_nan_and_bytes():
 
 def test_format_marker_and_version_come_first():
     doc = doc_of(rich_instance())
-    assert FORMAT_VERSION == 1
+    assert FORMAT_VERSION == 2
     assert list(doc)[:2] == ["format", "format_version"]
     assert doc["format"] == FORMAT
     assert doc["format_version"] == FORMAT_VERSION
@@ -238,7 +238,7 @@ def test_from_json_and_from_bytes_are_static():
 # -- format version and marker -----------------------------------------------
 
 
-@pytest.mark.parametrize("version", [0, 2, 999])
+@pytest.mark.parametrize("version", [0, 3, 999])
 def test_other_format_version_in_json_is_not_supported(version):
     doc = doc_of(rich_instance())
     doc["format_version"] = version
@@ -248,18 +248,34 @@ def test_other_format_version_in_json_is_not_supported(version):
 
 
 def test_other_format_version_with_a_different_shape_is_reported_as_such():
-    doc = {"format": FORMAT, "format_version": 2, "something": "new", "id": [1]}
+    doc = {"format": FORMAT, "format_version": 3, "something": "new", "id": [1]}
     with pytest.raises(SerializationError, match="not supported"):
         from_doc(doc)
 
 
-@pytest.mark.parametrize("version", [0, 2, 99])
+@pytest.mark.parametrize("version", [0, 3, 99])
 def test_other_format_version_in_bytes_is_not_supported(version):
     data = rich_instance().to_bytes()
     assert data.count(bytes_header()) == 1
     changed = data.replace(bytes_header(), bytes_header(version))
     with pytest.raises(SerializationError, match="not supported"):
         Instance.from_bytes(changed)
+
+
+def test_version_1_documents_still_load():
+    """Version 1 (before ForEach and Repeat) had no ``loops`` field, no
+    entry iterations and only dict results; this build reads it."""
+    inst = rich_instance()
+    doc = doc_of(inst)
+    assert doc.pop("loops") == {}
+    doc["format_version"] = 1
+    assert from_doc(doc) == inst
+    data = inst.to_bytes()
+    # The binary document is an array of 20 fields ending in an empty map.
+    assert data.startswith(b"\xdc\x00\x14")
+    assert data.endswith(b"\x80")
+    v1 = b"\xdc\x00\x13" + data[3:-1].replace(bytes_header(), bytes_header(1), 1)
+    assert Instance.from_bytes(v1) == inst
 
 
 @pytest.mark.parametrize("marker", ["hephaestus.other", "", "HEPHAESTUS.INSTANCE"])

@@ -5,7 +5,9 @@
 this is a child that drives :class:`~durable_flows.CrashFlow` instances, for
 the durability tests to kill and restart.
 
-Run as ``python crash_child.py DB --log LOG --count N ...``. It opens
+Run as ``python crash_child.py DB --log LOG --count N ...`` (with
+``--lines M``, :class:`~durable_flows.LinesFlow` instances of M items
+instead). It opens
 ``Hephaestus(DB)`` (workers start at once), prints ``started``, starts
 every instance ``<prefix>0`` ... ``<prefix>N-1`` that has no run yet
 (another process may start it first: ``AlreadyRunningError`` is expected
@@ -29,7 +31,7 @@ from typing import Any
 # Run as a script, this file's folder is on sys.path, so ``durable_flows``
 # imports by the name the test process uses (pytest's ``pythonpath``
 # includes tests/runtime) and stored class names resolve in both.
-from durable_flows import CrashFlow, HoldFlow
+from durable_flows import CrashFlow, HoldFlow, LinesFlow
 from hephaestus import AlreadyRunningError, Hephaestus, InvalidTransitionError
 
 _FINISHED = ("completed", "failed")
@@ -120,25 +122,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=float, nargs=2, default=(0.005, 0.04))
     parser.add_argument("--hang", default=None)
     parser.add_argument("--guard", type=float, default=120.0)
+    parser.add_argument("--lines", type=int, default=0, help="drive LinesFlow with this many items")
     args = parser.parse_args(argv)
 
-    context = {"log": args.log, "work": list(args.work)}
+    context: dict[str, Any] = {"log": args.log, "work": list(args.work)}
     if args.hang:
         context["hang"] = args.hang
-    ids = crash_ids(args.prefix, args.count)
+    flow: type = CrashFlow
+    if args.lines:
+        flow = LinesFlow
+        context["lines"] = list(range(args.lines))
+    ids = [flow.unique.build_id(f"{args.prefix}{i}") for i in range(args.count)]
     deadline = time.monotonic() + args.guard
     with Hephaestus(args.db, lease=args.lease, concurrency=args.concurrency) as app:
-        app.register(CrashFlow)
+        app.register(flow)
         say("started")
         for iid in ids:
             if app.list(id=iid, limit=1):
                 continue  # started by an earlier child, or by a sibling
             # A sibling process may start it between the check and here.
             with contextlib.suppress(AlreadyRunningError):
-                app.start_instance(CrashFlow, context, id=iid)
+                app.start_instance(flow, context, id=iid)
         say("created")
         while time.monotonic() < deadline:
-            runs = reversed(app.list(workflow=CrashFlow))  # oldest first: the newest wins
+            runs = reversed(app.list(workflow=flow))  # oldest first: the newest wins
             statuses = {run.id: run.status.value for run in runs}
             if all(statuses.get(iid) in _FINISHED for iid in ids):
                 say("done")

@@ -30,7 +30,17 @@ import time
 from collections import Counter
 from typing import Any
 
-from hephaestus import Done, Step, Unique, Wait, WaitForEvent, Workflow, current_execution, step_key
+from hephaestus import (
+    Done,
+    ForEach,
+    Step,
+    Unique,
+    Wait,
+    WaitForEvent,
+    Workflow,
+    current_execution,
+    step_key,
+)
 
 #: In-process gates for :class:`Gated`, by name.
 _GATES: dict[str, threading.Event] = {}
@@ -156,6 +166,34 @@ class CrashFlow(Workflow, unique=Unique("crash")):
 CRASH_STEPS = frozenset({Begin, Left, Right, Join, Pause, Finish, Done})
 #: The steps of :class:`CrashFlow` that write the side-effect log.
 CRASH_LOGGED = frozenset(CRASH_STEPS - {Done})
+
+
+# -- a ForEach killed in the middle ---------------------------------------------------------
+
+
+class Line(Step):
+    """One item of :class:`LinesFlow`: works, then logs ``line#<index>``."""
+
+    events = ("done",)
+
+    def execute(self, instance: Any, config: Any, context: Any) -> str:
+        _work(instance, context)
+        path = context.initial.get("log")
+        if path:
+            log_line(path, instance.id, f"line#{config['index']}")
+        return "done"
+
+
+class LinesFlow(Workflow, unique=Unique("lines")):
+    """Begin, then Line once per item of ``context.initial["lines"]`` (four
+    at once), then Finish."""
+
+    start = Begin
+    transitions = {
+        Begin: {"go": ForEach(Line, items="lines", concurrency=4)},
+        Line: {"done": Finish},
+        Finish: {"finished": Done},
+    }
 
 
 # -- waiting for an event: start and resume races ---------------------------------------

@@ -12,7 +12,9 @@ from hephaestus import (
     Async,
     Done,
     Error,
+    ForEach,
     Ok,
+    Repeat,
     Retry,
     Step,
     Terminate,
@@ -297,6 +299,74 @@ class StopFlow(Workflow, unique=Unique("stop")):
         Quick: {"ok": [Gatekeeper, Blocker]},
         Gatekeeper: {"stop": Terminate},
         Blocker: {"ok": Done},
+    }
+
+
+#: Runs of `Reserve1` going on now, and the most at once.
+LINES = {"now": 0, "most": 0}
+LINES_LOCK = threading.Lock()
+
+
+class ReserveLine(Step):
+    """One item of a ForEach; the item "flaky" fails its first attempt."""
+
+    events = ("reserved",)
+    retry = Retry(max_attempts=2, backoff="constant", base_delay=5.0)
+
+    def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        with LINES_LOCK:
+            LINES["now"] += 1
+            LINES["most"] = max(LINES["most"], LINES["now"])
+        try:
+            execution = current_execution()
+            CALLS.append(("ReserveLine", execution.attempt, execution.idempotency_key))
+            assert execution.iteration == config["index"]
+            if config["item"] == "flaky" and execution.attempt == 1:
+                raise RuntimeError("warehouse busy")
+            time.sleep(0.001)
+            return Ok("reserved", {"sku": config["item"]})
+        finally:
+            with LINES_LOCK:
+                LINES["now"] -= 1
+
+
+class LinesFlow(Workflow, unique=Unique("lines")):
+    """Reserves every line, eight at once."""
+
+    start = Quick
+    transitions = {
+        Quick: {"ok": ForEach(ReserveLine, items="lines", concurrency=8)},
+        ReserveLine: {"reserved": Done},
+    }
+
+
+#: What `PollSettlement` answers, run by run ("pending" once it runs out).
+SETTLEMENTS: list[str] = []
+
+
+class PollSettlement(Step):
+    events = ("pending", "settled")
+
+    def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        record()
+        answer = SETTLEMENTS.pop(0) if SETTLEMENTS else "pending"
+        return Ok(answer, {"run": current_execution().iteration})
+
+
+class SettleFlow(Workflow, unique=Unique("settle")):
+    """Polls every ten minutes, at most four times."""
+
+    start = Quick
+    transitions = {
+        Quick: {
+            "ok": Repeat(
+                PollSettlement,
+                again="pending",
+                every={"duration": 10, "unit": "minute"},
+                max_iterations=4,
+            )
+        },
+        PollSettlement: {"settled": Done},
     }
 
 

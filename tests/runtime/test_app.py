@@ -41,6 +41,8 @@ def _reset_flows() -> Iterator[None]:
     rf.RELEASE.clear()
     rf.STARTED.clear()
     rf.FLAKY_SUCCEEDS_AT["attempt"] = 3
+    rf.LINES.update(now=0, most=0)
+    rf.SETTLEMENTS.clear()
     yield
     rf.RELEASE.set()
 
@@ -480,6 +482,69 @@ def test_terminate_discards_the_result_of_a_step_still_running(app: Hephaestus) 
     time.sleep(0.1)
     assert app.get(iid) == done
     assert len(app.get(iid).execution_history) == 3
+
+
+def test_a_for_each_of_a_thousand_items_runs_eight_at_once(
+    app: Hephaestus, clock: VirtualClock
+) -> None:
+    lines = [f"sku{i}" for i in range(1000)]
+    lines[500] = "flaky"
+    iid = app.start_instance(rf.LinesFlow, {"lines": lines}, id="lines::big")
+    # The flaky item waits for its retry's backoff (5 s on the virtual clock).
+    eventually(lambda: ("ReserveLine", 1, "") and len(rf.CALLS) >= 1000, timeout=60)
+    clock.advance(5)
+    done = app.wait(iid, timeout=60)
+    assert done.status is Status.COMPLETED, done.error
+    runs = [e for e in done.execution_history if e.step_ref is rf.ReserveLine]
+    assert sorted(e.iteration for e in runs) == list(range(1000)), "each item once"
+    assert done.context.steps["reserve_line"] == [{"sku": sku} for sku in lines]
+    assert 1 < rf.LINES["most"] <= 8
+    keys = [key for name, _, key in rf.CALLS if name == "ReserveLine"]
+    assert len(keys) == 1001, "each item once, the flaky one twice"
+    assert len(set(keys)) == 1000, "one key per item, kept by its retry"
+    flaky = [(attempt, key) for name, attempt, key in rf.CALLS if key.endswith("#500")]
+    assert [attempt for attempt, _ in flaky] == [1, 2]
+
+
+def test_a_repeat_with_every_polls_on_a_durable_timer(app: Hephaestus, clock: VirtualClock) -> None:
+    rf.SETTLEMENTS.extend(["pending", "pending", "settled"])
+    iid = app.start_instance(rf.SettleFlow, id="settle::a")
+    run_id = app.storage.newest(iid).run_id
+    for run in (1, 2):
+        eventually(lambda run=run: [c[0] for c in rf.CALLS].count("PollSettlement") == run)
+        timers = eventually(lambda: app.storage.load(run_id).timers)
+        assert [(t.step, t.kind) for t in timers] == [(f"poll_settlement#{run}", "repeat")]
+        assert timers[0].due == clock.now() + 600
+        clock.advance(599)
+        time.sleep(0.05)
+        assert [c[0] for c in rf.CALLS].count("PollSettlement") == run, "not before it is due"
+        clock.advance(1)
+    done = app.wait(iid, timeout=10)
+    assert done.status is Status.COMPLETED
+    polls = [e for e in done.execution_history if e.step_ref is rf.PollSettlement]
+    assert [(e.event, e.iteration) for e in polls] == [
+        ("pending", 0),
+        ("pending", 1),
+        ("settled", 2),
+    ]
+    assert done.context.steps["poll_settlement"] == {"run": 2}
+
+
+def test_a_repeat_that_never_settles_fails_after_max_iterations(
+    app: Hephaestus, clock: VirtualClock
+) -> None:
+    iid = app.start_instance(rf.SettleFlow, id="settle::never")
+    for _ in range(3):
+        eventually(lambda: app.storage.load(app.storage.newest(iid).run_id).timers)
+        clock.advance(600)
+    failed = app.wait(iid, timeout=10)
+    assert failed.status is Status.FAILED
+    assert failed.error == {
+        "kind": "max_iterations",
+        "step": "poll_settlement",
+        "max_iterations": 4,
+        "iteration": 3,
+    }
 
 
 def test_a_timer_that_fell_due_while_no_app_ran_fires_at_start(

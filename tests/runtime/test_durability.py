@@ -324,6 +324,53 @@ def test_children_killed_at_random_moments_lose_nothing_committed(tmp_path, spaw
         assert_all_done_once(app, ids, log)
 
 
+@pytest.mark.parametrize("seed", SEEDS)
+def test_a_for_each_killed_in_the_middle_reruns_only_unfinished_items(tmp_path, spawn, seed):
+    """A child drives one ForEach of 60 items (four at once) and is
+    SIGKILLed at a random moment while items run. The next child finishes
+    it: the items committed before the kill do not run again, every item
+    ran, and each is in the history once."""
+    rng = random.Random(seed)
+    db, log = tmp_path / "lines.db", tmp_path / "effects.log"
+    args = ("--count", "1", "--lines", "60", "--concurrency", "4", "--work", "0.01", "0.04")
+    iid = "lines::i0"
+    with reader(db) as app:
+        child = spawn("first", db, log, *args)
+        child.expect("created", GUARD)
+        wait_logged_prefix(log, "line#", rng.randint(5, 40), GUARD)
+        time.sleep(rng.uniform(0, 0.05))
+        child.kill()
+        killed = committed(app, [iid])[iid][1]
+        done_before = {e.iteration for e in killed if e.step_ref.__name__ == "Line"}
+        logged_before = Counter(key for _, key, _, _ in read_log(log))
+        assert 0 < len(done_before) < 60, "the kill should land in the middle of the items"
+
+        last = spawn("last", db, log, *args, "--guard", str(GUARD))
+        last.expect("done", GUARD)
+        assert last.finish(GUARD) == 0
+        instance = app.get(iid)
+    assert instance.status.value == "completed", instance.error
+    runs = [e.iteration for e in instance.execution_history if e.step_ref.__name__ == "Line"]
+    assert sorted(runs) == list(range(60)), "each item once in the history"
+    assert instance.context.steps["line"] == [{}] * 60
+    logged = Counter(key for _, key, _, _ in read_log(log))
+    for index in range(60):
+        assert logged[f"line#{index}"] >= 1, f"item {index} never ran"
+    for index in done_before:
+        assert logged[f"line#{index}"] == logged_before[f"line#{index}"], (
+            f"item {index} was committed before the kill but ran again"
+        )
+
+
+def wait_logged_prefix(log: Path, prefix: str, count: int, timeout: float) -> None:
+    """Waits until ``count`` lines whose step key starts with ``prefix`` are
+    in the side-effect log."""
+    deadline = time.monotonic() + timeout
+    while sum(1 for _, k, _, _ in read_log(log) if k.startswith(prefix)) < count:
+        assert time.monotonic() < deadline, f"{count} {prefix} lines not logged in {timeout} s"
+        time.sleep(0.005)
+
+
 # -- two processes at once ------------------------------------------------------------------
 
 

@@ -678,6 +678,42 @@ def test_sqlite_migrates_an_older_schema(tmp_path, monkeypatch):
         assert conn.execute("SELECT count(*) FROM later").fetchone()[0] == 0
 
 
+def test_sqlite_migration_2_keeps_timers_and_takes_repeat_timers(tmp_path, monkeypatch):
+    path = tmp_path / "h.db"
+    with monkeypatch.context() as patch:
+        patch.setattr(sqlite_module, "_MIGRATIONS", sqlite_module._MIGRATIONS[:1])
+        patch.setattr(sqlite_module, "SCHEMA_VERSION", 1)
+        storage = open_sqlite(path)
+        run_id = storage.create(new_run())
+        storage.close()
+    with raw(path) as conn:
+        conn.execute(
+            "INSERT INTO timers (run_id, step, kind, due, attempt) "
+            "VALUES (?, 'pay', 'retry', 5, 2)",
+            (run_id,),
+        )
+        with pytest.raises(sqlite3.IntegrityError):
+            conn.execute(
+                "INSERT INTO timers (run_id, step, kind, due, attempt) "
+                "VALUES (?, 'poll#1', 'repeat', 6, 0)",
+                (run_id,),
+            )
+    storage = open_sqlite(path)
+    try:
+        assert storage.load(run_id).timers == [Timer("pay", "retry", 5.0, 2)]
+    finally:
+        storage.close()
+    with raw(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        conn.execute(
+            "INSERT INTO timers (run_id, step, kind, due, attempt) "
+            "VALUES (?, 'poll#1', 'repeat', 6, 0)",
+            (run_id,),
+        )
+        indexes = {row[1] for row in conn.execute("PRAGMA index_list(timers)")}
+        assert "timers_due" in indexes
+
+
 def refused_unchanged(path, match):
     """Opening ``path`` raises StorageError matching ``match`` and changes no byte."""
     before = path.read_bytes()

@@ -20,12 +20,18 @@ class Execution:
             step of this run of the instance (after a crash, say), and
             different for any other: pass it to services that deduplicate
             requests, so that a step that runs twice charges a card once.
+            Each item of a ``ForEach`` step and each repetition of a
+            ``Repeat`` step has its own.
+        iteration: Which run of a ``ForEach`` step (the item's index) or a
+            ``Repeat`` step (the repetition, from 0) this is; ``None`` for
+            an ordinary step. The same as the run's history entry's.
     """
 
     instance_id: str
     step: type
     attempt: int
     idempotency_key: str
+    iteration: int | None = None
 
 
 _CURRENT: contextvars.ContextVar[Execution] = contextvars.ContextVar("hephaestus_execution")

@@ -22,10 +22,11 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from hephaestus import _core
 from hephaestus._core import Instance, WorkflowGraph, step_key
+from hephaestus.control import ForEach, Repeat
 from hephaestus.engine import graph_of
 from hephaestus.errors import SerializationError
 from hephaestus.runtime.clock import as_datetime
@@ -45,6 +46,7 @@ from hephaestus.steps import Wait, wait_duration
 
 if TYPE_CHECKING:
     from hephaestus.runtime.app import Hephaestus
+    from hephaestus.workflow import Workflow
 
 log = logging.getLogger("hephaestus.runtime")
 
@@ -99,6 +101,24 @@ def _orphaned(owner: str) -> bool:
 # -- one run this app drives -------------------------------------------------------------
 
 
+#: A run to start: a step, and which run of a ForEach (the item's index) or
+#: Repeat (the repetition) step it is.
+Unit = tuple[type, int | None]
+
+#: The timer kinds that hold a run back until they fire.
+_DELAYS = ("retry", "repeat")
+
+#: The `error` field that names a failed run, by node.
+_ITERATION_FIELD = {"ForEach": "index", "Repeat": "iteration"}
+
+
+def _unit_key(step: type, iteration: int | None) -> str:
+    """A run's key in attempts, timers and idempotency keys: the step key,
+    with ``#iteration`` for a run of a ForEach or Repeat step."""
+    key = step_key(step)
+    return key if iteration is None else f"{key}#{iteration}"
+
+
 @dataclasses.dataclass(eq=False)
 class _Live:
     """A run this app holds the lease of, with its driver in memory."""
@@ -106,22 +126,25 @@ class _Live:
     row: RunRow
     workflow: type
     graph: WorkflowGraph
+    #: The ForEach and Repeat nodes of the graph, by step.
+    nodes: dict[type, ForEach | Repeat]
     driver: _core.Run
     #: The journal records committed so far.
     seq: int
     snapshot_bytes: int
     journal_bytes: int = 0
-    #: Failed attempts so far, by step key.
+    #: Failed attempts so far, by unit key (see `_unit_key`).
     attempts: dict[str, int] = dataclasses.field(default_factory=dict)
-    #: Steps waiting for a retry's backoff, by step key: when it is due.
+    #: Runs waiting for a retry's backoff or a Repeat's interval, by unit
+    #: key: when they are due.
     backoff: dict[str, float] = dataclasses.field(default_factory=dict)
-    #: Steps running now.
-    running: dict[type, asyncio.Task[None]] = dataclasses.field(default_factory=dict)
+    #: Runs going on now.
+    running: dict[Unit, asyncio.Task[None]] = dataclasses.field(default_factory=dict)
     #: Outcomes waiting to be applied and committed, in order.
-    pending: list[tuple[type, Attempted]] = dataclasses.field(default_factory=list)
-    #: Steps whose attempt ended and whose outcome is not committed yet: they
+    pending: list[tuple[Unit, Attempted]] = dataclasses.field(default_factory=list)
+    #: Runs whose attempt ended and whose outcome is not committed yet: they
     #: must not start again meanwhile (the instance still shows them active).
-    settling: set[type] = dataclasses.field(default_factory=set)
+    settling: set[Unit] = dataclasses.field(default_factory=set)
     committing: bool = False
     #: Another writer changed the run: nothing more is applied to this copy;
     #: a reload takes over its running steps and pending outcomes.
@@ -158,7 +181,7 @@ class _Scheduler:
         #: Changes waiting for the next group commit, with their waiters.
         self.batch: list[tuple[Append, asyncio.Future[ConflictError | None]]] = []
         self.slots = app._concurrency
-        self.ready: list[tuple[int, type]] = []
+        self.ready: list[tuple[int, Unit]] = []
         self.running = 0
         self.stopping = False
         self.skip: set[str] = set()
@@ -402,22 +425,26 @@ class _Scheduler:
         return len(due) == 256
 
     async def _fire_live(self, live: _Live, timer: Timer, now: float) -> None:
-        step = self._step_class(live, timer.step)
-        if timer.kind == "retry":
+        unit = self._unit(live, timer.step)
+        if timer.kind in _DELAYS:
             live.backoff.pop(timer.step, None)
-            await self._apply(live, drop_timers=[timer.step], extra=lambda: [step])
+            await self._apply(live, drop_timers=[timer.step], extra=lambda: [unit])
             return
 
-        def resume() -> list[type]:
-            live.driver.resume(step, "timeout", timestamp=as_datetime(now))
+        def resume() -> list[Unit]:
+            live.driver.resume(unit[0], "timeout", timestamp=as_datetime(now))
             return []
 
         await self._apply(live, drop_timers=[timer.step], extra=resume)
 
-    def _step_class(self, live: _Live, key: str) -> type:
-        for step in live.graph.steps:
-            if step_key(step) == key:
-                return step
+    def _unit(self, live: _Live, key: str) -> Unit:
+        """The run a unit key names (see `_unit_key`)."""
+        by_key = {step_key(step): step for step in live.graph.steps}
+        if key in by_key:
+            return by_key[key], None
+        base, _, iteration = key.rpartition("#")
+        if base in by_key and iteration.isdigit():
+            return by_key[base], int(iteration)
         raise SerializationError(f"{live.row.workflow} has no step with the key {key!r}")
 
     # -- claiming and loading ----------------------------------------------------------------------
@@ -459,7 +486,7 @@ class _Scheduler:
             # Starting a pending run is a change committed before its first step.
             await self._apply(live, extra=_starter(live))
 
-    async def refresh(self, run_id: int, outcomes: Sequence[tuple[type, Attempted]] = ()) -> None:
+    async def refresh(self, run_id: int, outcomes: Sequence[tuple[Unit, Attempted]] = ()) -> None:
         """Reloads a run this app drives after another writer changed it
         (a resume, a cancel, a timer), keeping its running steps and the
         ``outcomes`` not committed yet."""
@@ -493,21 +520,22 @@ class _Scheduler:
 
     # -- running steps ---------------------------------------------------------------------------
 
-    def _dispatch(self, live: _Live, steps: Iterable[type]) -> None:
-        for step in steps:
-            if step_key(step) in live.backoff or step in live.running or step in live.settling:
+    def _dispatch(self, live: _Live, units: Iterable[Unit]) -> None:
+        for unit in units:
+            if _unit_key(*unit) in live.backoff or unit in live.running or unit in live.settling:
                 continue
-            if (live.run_id, step) not in self.ready:
-                self.ready.append((live.run_id, step))
+            if (live.run_id, unit) not in self.ready:
+                self.ready.append((live.run_id, unit))
         self._dispatch_ready()
 
     def _dispatch_ready(self) -> None:
         while self.ready and self.running < self.slots and not self.stopping:
-            run_id, step = self.ready.pop(0)
+            run_id, unit = self.ready.pop(0)
             live = self.live.get(run_id)
-            if live is None or live.stale or step in live.running or step in live.settling:
+            if live is None or live.stale or unit in live.running or unit in live.settling:
                 continue
-            key = step_key(step)
+            step, iteration = unit
+            key = _unit_key(step, iteration)
             instance = live.driver.instance
             if key in live.backoff or not instance.is_active(step) or instance.is_waiting(step):
                 continue
@@ -517,18 +545,19 @@ class _Scheduler:
                 step=step,
                 attempt=attempt,
                 idempotency_key=f"{live.row.token}:{key}",
+                iteration=iteration,
             )
             call = StepCall(
                 step=step,
                 instance=instance,
-                config=instance.step_configs.get(step),
+                config=live.driver.config(step, iteration),
                 execution=execution,
                 timeout=getattr(step, "timeout", None),
             )
             self.running += 1
-            live.running[step] = self.loop.create_task(self._run_step(run_id, call))
+            live.running[unit] = self.loop.create_task(self._run_step(run_id, unit, call))
 
-    async def _run_step(self, run_id: int, call: StepCall) -> None:
+    async def _run_step(self, run_id: int, unit: Unit, call: StepCall) -> None:
         try:
             attempted = await self.executor.run(call)
         finally:
@@ -536,9 +565,9 @@ class _Scheduler:
         live = self.live.get(run_id)
         if live is None:
             return  # dropped (cancelled, taken over): the result is discarded
-        live.running.pop(call.step, None)
-        live.settling.add(call.step)
-        live.pending.append((call.step, attempted))
+        live.running.pop(unit, None)
+        live.settling.add(unit)
+        live.pending.append((unit, attempted))
         await self._apply(live)
         self._dispatch_ready()
 
@@ -549,10 +578,10 @@ class _Scheduler:
         live: _Live,
         *,
         drop_timers: Sequence[str] = (),
-        extra: Callable[[], list[type]] | None = None,
+        extra: Callable[[], list[Unit]] | None = None,
     ) -> None:
-        """Applies ``extra`` (a change on the driver that returns steps to
-        run) and the pending outcomes, commits them, and then starts what
+        """Applies ``extra`` (a change on the driver that returns runs to
+        start) and the pending outcomes, commits them, and then starts what
         became runnable. One commit at a time per run: outcomes that arrive
         meanwhile go in the next round."""
         while live.committing and (extra is not None or drop_timers):
@@ -575,26 +604,26 @@ class _Scheduler:
     async def _commit_round(
         self,
         live: _Live,
-        outcomes: list[tuple[type, Attempted]],
+        outcomes: list[tuple[Unit, Attempted]],
         drop_timers: Sequence[str],
-        extra: Callable[[], list[type]] | None,
+        extra: Callable[[], list[Unit]] | None,
     ) -> None:
         now = self.clock.now()
         stamp = as_datetime(now)
-        to_run: list[type] = []
+        to_run: list[Unit] = []
         timers: list[Timer] = []
         attempts: list[Attempt] = []
         waiting_before = live.driver.instance.waiting_steps
         if extra is not None:
             to_run.extend(extra())
-        for step, attempted in outcomes:
-            self._outcome(live, step, attempted, now, stamp, timers, attempts)
+        for unit, attempted in outcomes:
+            self._outcome(live, unit, attempted, now, stamp, timers, attempts)
         # Nothing left to run completes the instance (a recorded change).
         instance = live.driver.finish()
         # Steps withdrawn (by a first-wins join or Terminate) or resumed
         # stop waiting, and withdrawn ones stop backing off: their timers go.
         gone = [step_key(step) for step in waiting_before - instance.waiting_steps]
-        gone.extend(key for key in live.backoff if not _is_active(instance, key))
+        gone.extend(key for key in live.backoff if not instance.is_active(self._unit(live, key)[0]))
         if gone:
             for key in gone:
                 live.backoff.pop(key, None)
@@ -613,7 +642,7 @@ class _Scheduler:
         finished = status in _FINISHED
         runnable = not finished and self._has_work(live, instance)
         if not records and not timers and not attempts and not drop_timers:
-            live.settling.difference_update(step for step, _ in outcomes)
+            live.settling.difference_update(unit for unit, _ in outcomes)
             if runnable:
                 self._dispatch(live, to_run)
             else:
@@ -659,7 +688,7 @@ class _Scheduler:
             self.loop.create_task(self.refresh(live.run_id))
             return
         self.pause = 0.0
-        live.settling.difference_update(step for step, _ in outcomes)
+        live.settling.difference_update(unit for unit, _ in outcomes)
         live.seq += len(records)
         if snapshot is not None:
             live.snapshot_bytes, live.journal_bytes = len(snapshot), 0
@@ -676,7 +705,7 @@ class _Scheduler:
     def _outcome(
         self,
         live: _Live,
-        step: type,
+        unit: Unit,
         attempted: Attempted,
         now: float,
         stamp: dt.datetime,
@@ -684,10 +713,12 @@ class _Scheduler:
         attempts: list[Attempt],
     ) -> None:
         """Applies one attempt's end: its result, or a retry, or the failure."""
-        key = step_key(step)
+        step, iteration = unit
+        key = _unit_key(step, iteration)
         if attempted.kind == "returned":
             # (A step withdrawn meanwhile has its result discarded.)
-            live.driver.complete(step, attempted.value, timestamp=stamp)
+            live.driver.complete(step, attempted.value, iteration=iteration, timestamp=stamp)
+            self._delay_repeat(live, unit, now, timers)
             return
         if not live.driver.instance.is_active(step):
             return  # withdrawn meanwhile: the failed attempt does not count
@@ -701,7 +732,7 @@ class _Scheduler:
             attempts.append(Attempt(key, attempt, now, "exception", type_name, message))
             error = {
                 "kind": "exception",
-                "step": key,
+                "step": step_key(step),
                 "type": type_name,
                 "message": message,
                 "attempts": attempt,
@@ -711,7 +742,14 @@ class _Scheduler:
             attempts.append(
                 Attempt(key, attempt, now, "timeout", "TimeoutError", f"ran over {timeout} s")
             )
-            error = {"kind": "timeout", "step": key, "timeout": timeout, "attempts": attempt}
+            error = {
+                "kind": "timeout",
+                "step": step_key(step),
+                "timeout": timeout,
+                "attempts": attempt,
+            }
+        if iteration is not None:
+            error[_ITERATION_FIELD[type(live.nodes.get(step)).__name__]] = iteration
         live.attempts[key] = attempt
         policy = getattr(step, "retry", None)
         if policy is not None and attempt < policy.max_attempts:
@@ -721,10 +759,27 @@ class _Scheduler:
         else:
             live.driver.fail_with(error)
 
+    def _delay_repeat(self, live: _Live, unit: Unit, now: float, timers: list[Timer]) -> None:
+        """After a run of a ``Repeat`` step with ``every`` that returned
+        ``again``, holds the next run back by a durable timer."""
+        step, iteration = unit
+        node = live.nodes.get(step)
+        if not isinstance(node, Repeat) or node.every is None or iteration is None:
+            return
+        if not live.driver.instance.is_active(step):
+            return  # it left the loop, or the instance ended
+        key = _unit_key(step, iteration + 1)
+        due = now + wait_duration(node.every).total_seconds()
+        live.backoff[key] = due
+        timers.append(Timer(key, "repeat", due))
+
     def _has_work(self, live: _Live, instance: Instance) -> bool:
-        """Active steps that are neither waiting nor in a retry's backoff."""
+        """Active steps that are neither waiting nor in a retry's backoff
+        (a ForEach or Repeat step counts while it is active: some of its
+        runs may be out of backoff)."""
+        nodes = live.nodes
         return any(
-            step_key(step) not in live.backoff
+            step in nodes or step_key(step) not in live.backoff
             for step in instance.active_steps - instance.waiting_steps
         )
 
@@ -761,36 +816,34 @@ class _Scheduler:
         await asyncio.gather(*others, return_exceptions=True)
 
 
-def _is_active(instance: Instance, key: str) -> bool:
-    """Whether the step with ``key`` is still active in ``instance``."""
-    return any(step_key(step) == key for step in instance.active_steps)
-
-
 def _live(stored: Stored, workflow: type) -> _Live:
     """A run loaded from ``stored``: its snapshot with its journal replayed."""
     instance = Instance.from_bytes(stored.snapshot)
     graph = graph_of(instance)
     driver = _core.Run(graph, instance, record=True, start=False)
     driver.replay(stored.records)
+    # graph_of checked that it is a Workflow with this version.
+    _, member = cast("type[Workflow]", instance.workflow).resolve_version(instance.workflow_version)
     live = _Live(
         row=stored.row,
         workflow=workflow,
         graph=graph,
+        nodes=member._nodes,
         driver=driver,
         seq=stored.row.seq,
         snapshot_bytes=len(stored.snapshot),
     )
     for attempt in stored.attempts:
         live.attempts[attempt.step] = max(live.attempts.get(attempt.step, 0), attempt.attempt)
-    live.backoff = {t.step: t.due for t in stored.timers if t.kind == "retry"}
+    live.backoff = {t.step: t.due for t in stored.timers if t.kind in _DELAYS}
     return live
 
 
-def _starter(live: _Live) -> Callable[[], list[type]]:
-    """Starts a pending run (a change, recorded); returns no steps: what it
+def _starter(live: _Live) -> Callable[[], list[Unit]]:
+    """Starts a pending run (a change, recorded); returns no runs: what it
     makes runnable comes from the driver."""
 
-    def start() -> list[type]:
+    def start() -> list[Unit]:
         live.driver.start()
         return []
 

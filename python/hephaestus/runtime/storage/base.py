@@ -98,11 +98,14 @@ class RunRow:
 
 @dataclasses.dataclass(frozen=True)
 class Timer:
-    """A step's timer: a ``Wait`` step's timeout, or a step's next retry."""
+    """A step's timer: a ``Wait`` step's timeout (``"wait"``), a run's next
+    retry (``"retry"``), or the next run of a ``Repeat`` step with
+    ``every`` (``"repeat"``)."""
 
-    #: The step's key.
+    #: The step's key; for a run of a ForEach or Repeat step,
+    #: ``key#iteration``.
     step: str
-    kind: Literal["wait", "retry"]
+    kind: Literal["wait", "retry", "repeat"]
     due: float
     #: For a retry, the attempt that will run (2 for the first retry).
     attempt: int = 0
