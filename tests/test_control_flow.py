@@ -489,3 +489,20 @@ def test_drawings_show_terminate_and_first_wins_joins_distinctly() -> None:
     position = race.steps.index(cf.FirstAnswer)
     assert f'    s{position}{{{{"FirstAnswer"}}}}' in race.to_mermaid()
     assert f's{position} [label="FirstAnswer", shape=hexagon];' in race.to_dot()
+
+
+def test_drawings_show_for_each_as_a_stack_and_repeat_as_a_loop() -> None:
+    lines = cf.LinesFlow.graph
+    position = lines.steps.index(cf.Reserve)
+    assert f'    s{position}@{{ shape: st-rect, label: "Reserve" }}' in lines.to_mermaid()
+    assert f's{position} [label="Reserve", shape=box3d];' in lines.to_dot()
+    poll = cf.PollFlow.graph
+    position = poll.steps.index(cf.Poll)
+    loop = f's{position} -->|"pending (again, at most 4 runs)"| s{position}'
+    assert loop in poll.to_mermaid()
+    assert (
+        f's{position} -> s{position} [label="pending (again, at most 4 runs)", style=bold];'
+        in poll.to_dot()
+    )
+    # The loop arrow is a drawing, not an edge: the graph stays acyclic.
+    assert (cf.Poll, "pending", cf.Poll) not in poll.edges

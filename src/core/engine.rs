@@ -1006,6 +1006,7 @@ fn failure<const N: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::execution_entry::ExecutionEntry;
     use crate::core::graph::{GraphSpec, Join, StepSpec};
 
     fn r(name: &str) -> ClassRef {
@@ -1674,6 +1675,181 @@ mod tests {
         assert_eq!(
             inst.step_state(&r("J")),
             Some(StepState::Active { waiting: false })
+        );
+    }
+
+    /// A -go-> ForEach(Item over "items", max 3) -done-> Repeat(Poll,
+    /// again "more", max 3) -settled-> Done.
+    fn loops() -> WorkflowGraph {
+        let mut spec = GraphSpec {
+            workflow: "Flow".into(),
+            start: r("A"),
+            start_config: None,
+            steps: [
+                ("A", vec!["go"]),
+                ("Item", vec!["done"]),
+                ("Poll", vec!["more", "settled"]),
+                ("Done", vec!["done"]),
+            ]
+            .into_iter()
+            .map(|(n, events)| StepSpec {
+                name: r(n),
+                key: crate::core::class_ref::underscore(n).into(),
+                events: events.into_iter().map(Arc::from).collect(),
+                is_done: n == "Done",
+                terminates: false,
+                join: Join::All,
+                node: Node::Step,
+            })
+            .collect(),
+            transitions: Vec::new(),
+        };
+        spec.steps[1].node = Node::ForEach {
+            items: Items::Key("items".into()),
+            concurrency: None,
+            max_items: 3,
+        };
+        spec.steps[2].node = Node::Repeat {
+            again: "more".into(),
+            max_iterations: 3,
+        };
+        let to = |t: &str| {
+            Transition::Static(vec![Target {
+                step: r(t),
+                config: None,
+            }])
+        };
+        spec.transitions = vec![
+            (r("A"), "go".into(), to("Item")),
+            (r("Item"), "done".into(), to("Poll")),
+            (r("Poll"), "settled".into(), to("Done")),
+        ];
+        WorkflowGraph::build(spec).unwrap()
+    }
+
+    fn with_items(items: Vec<Value>) -> Instance {
+        let initial = Map::from_entries(vec![("items".into(), Value::List(items.into()))]).unwrap();
+        Instance::new("i", r("Flow"), 1, initial).unwrap()
+    }
+
+    fn expand(inst: &mut Instance, g: &WorkflowGraph) -> Applied {
+        let p = g.position(&r("Item")).unwrap();
+        assert_eq!(unexpanded(inst, g, [p]).collect::<Vec<_>>(), [p]);
+        let items = items_from_initial(inst, g, p).unwrap();
+        expand_at(inst, g, p, items, &mut Effects::default()).unwrap()
+    }
+
+    fn item(inst: &mut Instance, g: &WorkflowGraph, index: u32, n: i64) -> CoreResult<Applied> {
+        let updates = Map::from_entries(vec![("n".into(), Value::Int(n))]).unwrap();
+        let outcome = Outcome::Completed(Completion {
+            event: "done".into(),
+            context_updates: Some(updates),
+            metadata_updates: None,
+            timestamp: 0,
+        });
+        let p = g.position(&r("Item")).unwrap();
+        apply_at(inst, g, p, Some(index), outcome, &mut Effects::default())
+    }
+
+    #[test]
+    fn a_for_each_completes_with_its_results_in_item_order() {
+        let g = loops();
+        let mut inst = advance(&with_items(vec![Value::Int(7), Value::Int(8)]), &g).unwrap();
+        step(&mut inst, &g, "A", "go");
+        assert_eq!(expand(&mut inst, &g), Applied::Done);
+        assert!(
+            matches!(inst.loop_of(&r("Item")), Some(Loop::ForEach { items, .. }) if items.len() == 2)
+        );
+        item(&mut inst, &g, 1, 10).unwrap();
+        assert_eq!(
+            inst.step_state(&r("Item")),
+            Some(StepState::Active { waiting: false })
+        );
+        let before = inst.clone();
+        assert!(matches!(
+            item(&mut inst, &g, 1, 99),
+            Err(CoreError::StepState { .. })
+        ));
+        assert!(matches!(
+            item(&mut inst, &g, 5, 0),
+            Err(CoreError::InvalidField { .. })
+        ));
+        assert_eq!(inst, before, "refused outcomes change nothing");
+        item(&mut inst, &g, 0, 20).unwrap();
+        assert_eq!(inst.step_state(&r("Item")), Some(StepState::Completed));
+        assert!(inst.loop_of(&r("Item")).is_none());
+        let expected: Vec<Value> = [20, 10]
+            .iter()
+            .map(|n| Value::Dict(Map::from_entries(vec![("n".into(), Value::Int(*n))]).unwrap()))
+            .collect();
+        assert_eq!(
+            inst.context().step_result("item"),
+            Some(&Value::List(expected.into()))
+        );
+        let iterations: Vec<Option<u32>> = inst
+            .history_newest_first()
+            .map(ExecutionEntry::iteration)
+            .collect();
+        assert_eq!(
+            iterations,
+            [Some(0), Some(1), None],
+            "one entry per run, none of its own"
+        );
+        assert_eq!(
+            inst.step_state(&r("Poll")),
+            Some(StepState::Active { waiting: false })
+        );
+    }
+
+    #[test]
+    fn a_for_each_over_nothing_or_too_much_never_runs_an_item() {
+        let g = loops();
+        let mut empty = advance(&with_items(vec![]), &g).unwrap();
+        step(&mut empty, &g, "A", "go");
+        expand(&mut empty, &g);
+        assert_eq!(empty.step_state(&r("Item")), Some(StepState::Completed));
+        assert_eq!(
+            empty.context().step_result("item"),
+            Some(&Value::List(Vec::new().into()))
+        );
+        assert_eq!(empty.history_len(), 1);
+        let mut many = advance(&with_items(vec![Value::Null; 4]), &g).unwrap();
+        step(&mut many, &g, "A", "go");
+        expand(&mut many, &g);
+        assert_eq!(many.status(), Status::Failed);
+        assert_eq!(
+            many.error().and_then(|e| e.get("message")),
+            Some(&Value::Str("4 items, more than max_items=3".into()))
+        );
+    }
+
+    #[test]
+    fn a_repeat_runs_again_on_again_and_fails_past_max_iterations() {
+        let g = loops();
+        let poll = |inst: &mut Instance, event: &str| step(inst, &g, "Poll", event);
+        let mut inst = advance(&with_items(vec![]), &g).unwrap();
+        step(&mut inst, &g, "A", "go");
+        expand(&mut inst, &g);
+        assert_eq!(poll(&mut inst, "more"), Applied::Again);
+        assert_eq!(poll(&mut inst, "more"), Applied::Again);
+        let mut settled = inst.clone();
+        assert_eq!(poll(&mut settled, "settled"), Applied::Done);
+        assert_eq!(settled.step_state(&r("Poll")), Some(StepState::Completed));
+        assert_eq!(
+            settled.step_state(&r("Done")),
+            Some(StepState::Active { waiting: false })
+        );
+        let runs: Vec<Option<u32>> = settled
+            .history_newest_first()
+            .take(3)
+            .map(ExecutionEntry::iteration)
+            .collect();
+        assert_eq!(runs, [Some(2), Some(1), Some(0)]);
+        poll(&mut inst, "more");
+        assert_eq!(inst.status(), Status::Failed);
+        assert_eq!(
+            inst.error().and_then(|e| e.get("kind")),
+            Some(&Value::Str("max_iterations".into()))
         );
     }
 

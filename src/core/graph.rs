@@ -972,14 +972,17 @@ impl WorkflowGraph {
     }
 
     /// A Mermaid flowchart: the start step is a stadium, `Done` a circle,
-    /// `Terminate` a double circle, a first-wins join a hexagon; dynamic
-    /// routes are dotted arrows.
+    /// `Terminate` a double circle, a first-wins join a hexagon, a
+    /// `ForEach` step a stacked box, and a `Repeat` step has a loop arrow
+    /// on its `again` event; dynamic routes are dotted arrows.
     #[must_use]
     pub fn to_mermaid(&self) -> String {
         let mut out = String::from("flowchart TD\n");
         for (i, step) in self.steps.iter().enumerate() {
             let label = mermaid_label(step.name.short_name());
-            let _ = if i == self.start {
+            let _ = if matches!(step.node, Node::ForEach { .. }) {
+                writeln!(out, "    s{i}@{{ shape: st-rect, label: \"{label}\" }}")
+            } else if i == self.start {
                 writeln!(out, "    s{i}([\"{label}\"])")
             } else if step.terminates {
                 writeln!(out, "    s{i}(((\"{label}\")))")
@@ -1001,18 +1004,43 @@ impl WorkflowGraph {
                 self.index[to]
             );
         }
+        for (i, again, max) in self.repeats() {
+            let _ = writeln!(
+                out,
+                "    s{i} -->|\"{} (again, at most {max} runs)\"| s{i}",
+                mermaid_label(again)
+            );
+        }
         out
     }
 
+    /// The `Repeat` steps as `(position, again, max_iterations)`, for the
+    /// loop arrows of the drawings.
+    fn repeats(&self) -> impl Iterator<Item = (usize, &str, u32)> {
+        self.steps
+            .iter()
+            .enumerate()
+            .filter_map(|(i, step)| match &step.node {
+                Node::Repeat {
+                    again,
+                    max_iterations,
+                } => Some((i, &**again, *max_iterations)),
+                _ => None,
+            })
+    }
+
     /// A Graphviz DOT digraph: the start step is an oval, `Done` a double
-    /// circle, `Terminate` a double octagon, a first-wins join a hexagon;
-    /// dynamic routes are dashed edges.
+    /// circle, `Terminate` a double octagon, a first-wins join a hexagon, a
+    /// `ForEach` step a 3-D (stacked) box, and a `Repeat` step has a bold
+    /// loop edge on its `again` event; dynamic routes are dashed edges.
     #[must_use]
     pub fn to_dot(&self) -> String {
         let mut out = format!("digraph {} {{\n", dot_string(&self.workflow));
         out.push_str("    node [shape=box];\n");
         for (i, step) in self.steps.iter().enumerate() {
-            let shape = if i == self.start {
+            let shape = if matches!(step.node, Node::ForEach { .. }) {
+                ", shape=box3d"
+            } else if i == self.start {
                 ", shape=oval"
             } else if step.terminates {
                 ", shape=doubleoctagon"
@@ -1037,6 +1065,13 @@ impl WorkflowGraph {
                 self.index[from],
                 self.index[to],
                 dot_string(event)
+            );
+        }
+        for (i, again, max) in self.repeats() {
+            let _ = writeln!(
+                out,
+                "    s{i} -> s{i} [label={}, style=bold];",
+                dot_string(&format!("{again} (again, at most {max} runs)"))
             );
         }
         out.push_str("}\n");
