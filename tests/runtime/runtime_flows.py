@@ -302,7 +302,39 @@ class StopFlow(Workflow, unique=Unique("stop")):
     }
 
 
-#: Runs of `Reserve1` going on now, and the most at once.
+class Sprint(Step):
+    """Answers once Blocker has started."""
+
+    events = ("ok",)
+
+    def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        record()
+        STARTED.wait(30)
+        return "ok"
+
+
+class FirstBack(Step):
+    events = ("ok",)
+    join = "first"
+
+    def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        record()
+        return "ok"
+
+
+class SprintFlow(Workflow, unique=Unique("sprint")):
+    """A race: Sprint answers while Blocker still runs."""
+
+    start = Quick
+    transitions = {
+        Quick: {"ok": [Blocker, Sprint]},
+        Blocker: {"ok": FirstBack},
+        Sprint: {"ok": FirstBack},
+        FirstBack: {"ok": Done},
+    }
+
+
+#: Runs of `ReserveLine` going on now, and the most at once.
 LINES = {"now": 0, "most": 0}
 LINES_LOCK = threading.Lock()
 

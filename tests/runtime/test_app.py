@@ -472,6 +472,19 @@ def test_a_deferred_choice_takes_the_deadline_when_no_event_comes(
         app.resume(iid, "received", step=rf.AwaitPayment)
 
 
+def test_a_first_wins_join_discards_the_result_of_a_branch_still_running(
+    app: Hephaestus,
+) -> None:
+    iid = app.start_instance(rf.SprintFlow, id="sprint::a")
+    done = app.wait(iid, timeout=10)
+    assert done.status is Status.COMPLETED
+    assert steps_of(done) == ["Quick", "Sprint", "FirstBack", "Done"]
+    assert done.skipped_steps == {rf.Blocker}
+    rf.RELEASE.set()  # Blocker returns now; its result must change nothing
+    eventually(lambda: app._scheduler is None or app._scheduler.running == 0)
+    assert app.get(iid) == done
+
+
 def test_terminate_discards_the_result_of_a_step_still_running(app: Hephaestus) -> None:
     iid = app.start_instance(rf.StopFlow, id="stop::a")
     done = app.wait(iid, timeout=10)
