@@ -506,3 +506,13 @@ def test_drawings_show_for_each_as_a_stack_and_repeat_as_a_loop() -> None:
     )
     # The loop arrow is a drawing, not an edge: the graph stays acyclic.
     assert (cf.Poll, "pending", cf.Poll) not in poll.edges
+
+
+def test_complete_step_refuses_a_loop_node_whose_runs_complete_one_by_one() -> None:
+    instance = engine.advance(new(cf.LinesFlow, {"lines": ["a"]}))
+    instance = engine.complete_step(instance, cf.Load, "loaded")
+    instance = engine.activate_transitions(instance, cf.Load, "loaded")
+    with pytest.raises(InvalidTransitionError, match="Reserve is a ForEach step"):
+        engine.complete_step(instance, cf.Reserve, "reserved")
+    done = engine.run(instance)
+    assert done.context.steps["reserve"] == [{"sku": "a", "warehouse": "north"}]

@@ -40,6 +40,7 @@ __all__ = [
     "graph_of",
     "resume_step",
     "run",
+    "version_class",
 ]
 
 
@@ -51,13 +52,19 @@ def graph_of(instance: Instance) -> WorkflowGraph:
         ValueError: The workflow has no such version; the message names the
             versions it has.
     """
+    graph: WorkflowGraph = version_class(instance).graph
+    return graph
+
+
+def version_class(instance: Instance) -> Any:
+    """The workflow class of ``instance``'s own version (for a dispatcher,
+    the member class of that version); raises as :func:`graph_of`."""
     workflow = instance.workflow
     resolve = getattr(workflow, "resolve_version", None)
     if resolve is None or not isinstance(getattr(workflow, "graph", None), WorkflowGraph):
         raise TypeError(f"{workflow.__qualname__} is not a Workflow class")
     _, member = resolve(instance.workflow_version)
-    graph: WorkflowGraph = member.graph
-    return graph
+    return member
 
 
 def advance(instance: Instance) -> Instance:
@@ -106,7 +113,20 @@ def complete_step(
     metadata_updates: dict[str, Any] | None = None,
 ) -> Instance:
     """Completes the active ``step`` with ``event`` (see
-    :meth:`Instance.complete_step`)."""
+    :meth:`Instance.complete_step`).
+
+    Raises:
+        InvalidTransitionError: ``step`` is a ``ForEach`` or ``Repeat`` step,
+            whose runs complete one by one through :func:`run`, :func:`arun`
+            or the runtime (completing the node at once would lose its runs'
+            results).
+    """
+    node = version_class(instance)._nodes.get(step)
+    if node is not None:
+        raise InvalidTransitionError(
+            f"complete_step: {step.__qualname__} is a {type(node).__name__} step; its runs "
+            "complete one by one through engine.run, engine.arun or the runtime"
+        )
     return instance.complete_step(step, event, context_updates, metadata_updates)
 
 

@@ -460,31 +460,12 @@ impl Instance {
         step_key: &Arc<str>,
         completion: Completion,
     ) -> CoreResult<()> {
-        const OP: &str = "complete_step";
-        self.check_not_terminal(OP)?;
         let current = self.steps.get(step).copied();
-        if !matches!(current, Some(StepState::Active { .. })) {
-            return Err(Self::step_error(OP, step, current, "active"));
-        }
-        let Completion {
-            event,
-            context_updates,
-            metadata_updates,
-            timestamp,
-        } = completion;
-        let stored = context_updates.clone().unwrap_or_default();
-        let entry = ExecutionEntry::new(*step, event, timestamp, context_updates)?;
+        self.record(step, step_key, completion, None, true)?;
         self.set_state(step, current, StepState::Completed);
-        self.context
-            .put_step_result_mut(Arc::clone(step_key), stored);
-        if let Some(metadata) = metadata_updates {
-            self.runtime_metadata
-                .insert_all(metadata.iter().map(|(k, v)| (Name::from(k), v.clone())));
-        }
         if !self.step_configs.is_empty() {
             self.step_configs.remove_mut(step);
         }
-        self.history.push(entry);
         Ok(())
     }
 
@@ -501,12 +482,25 @@ impl Instance {
         iteration: u32,
         store: bool,
     ) -> CoreResult<Map> {
+        self.record(step, step_key, completion, Some(iteration), store)
+    }
+
+    /// What a completion of the active `step` records, whether it completes
+    /// the step or one run of it: its history entry (with `iteration`), its
+    /// metadata updates, and with `store` its context updates under
+    /// `step_key`. Checks everything first; on error nothing changes.
+    /// Returns the context updates (`{}` when none).
+    fn record(
+        &mut self,
+        step: &ClassRef,
+        step_key: &Arc<str>,
+        completion: Completion,
+        iteration: Option<u32>,
+        store: bool,
+    ) -> CoreResult<Map> {
         const OP: &str = "complete_step";
         self.check_not_terminal(OP)?;
-        let current = self.steps.get(step).copied();
-        if !matches!(current, Some(StepState::Active { .. })) {
-            return Err(Self::step_error(OP, step, current, "active"));
-        }
+        self.check_active(step, OP)?;
         let Completion {
             event,
             context_updates,
@@ -515,7 +509,7 @@ impl Instance {
         } = completion;
         let stored = context_updates.clone().unwrap_or_default();
         let entry = ExecutionEntry::new(*step, event, timestamp, context_updates)?
-            .with_iteration(Some(iteration));
+            .with_iteration(iteration);
         if store {
             self.context
                 .put_step_result_mut(Arc::clone(step_key), stored.clone());

@@ -22,12 +22,12 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from hephaestus import _core
 from hephaestus._core import Instance, WorkflowGraph, step_key
 from hephaestus.control import ForEach, Repeat
-from hephaestus.engine import graph_of
+from hephaestus.engine import graph_of, version_class
 from hephaestus.errors import SerializationError
 from hephaestus.runtime.clock import as_datetime
 from hephaestus.runtime.execution import Execution
@@ -46,7 +46,6 @@ from hephaestus.steps import Wait, wait_duration
 
 if TYPE_CHECKING:
     from hephaestus.runtime.app import Hephaestus
-    from hephaestus.workflow import Workflow
 
 log = logging.getLogger("hephaestus.runtime")
 
@@ -822,13 +821,11 @@ def _live(stored: Stored, workflow: type) -> _Live:
     graph = graph_of(instance)
     driver = _core.Run(graph, instance, record=True, start=False)
     driver.replay(stored.records)
-    # graph_of checked that it is a Workflow with this version.
-    _, member = cast("type[Workflow]", instance.workflow).resolve_version(instance.workflow_version)
     live = _Live(
         row=stored.row,
         workflow=workflow,
         graph=graph,
-        nodes=member._nodes,
+        nodes=version_class(instance)._nodes,
         driver=driver,
         seq=stored.row.seq,
         snapshot_bytes=len(stored.snapshot),
