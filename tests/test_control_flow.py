@@ -15,6 +15,7 @@ from hephaestus import (
     ForEach,
     Instance,
     InvalidTransitionError,
+    Ok,
     Repeat,
     Status,
     Step,
@@ -516,3 +517,57 @@ def test_complete_step_refuses_a_loop_node_whose_runs_complete_one_by_one() -> N
         engine.complete_step(instance, cf.Reserve, "reserved")
     done = engine.run(instance)
     assert done.context.steps["reserve"] == [{"sku": "a", "warehouse": "north"}]
+
+
+# -- live drawings ------------------------------------------------------------------------------
+
+
+def _half_done_lines() -> Instance:
+    instance = new(cf.LinesFlow, {"lines": ["a", "b", "c"]})
+    driver = _core.Run(engine.graph_of(instance), instance)
+    [(load, _)] = driver.take_runnable()
+    driver.complete(load, "loaded")
+    driver.take_runnable()
+    driver.complete(cf.Reserve, Ok("reserved", {}), iteration=1)
+    return driver.instance
+
+
+def test_live_drawings_mark_each_step_and_show_loop_progress() -> None:
+    graph = cf.LinesFlow.graph
+    middle = _half_done_lines()
+    text = graph.to_text(instance=middle)
+    assert "instance i::1 (running)" in text
+    assert "[x] Load" in text
+    assert "[>] Reserve (1 of 3 items done)" in text
+    assert "[ ] Finish" in text
+    assert text.rstrip().endswith("[ ] not reached")
+    mermaid = graph.to_mermaid(instance=middle)
+    reserve = graph.steps.index(cf.Reserve)
+    assert f'    s{reserve}@{{ shape: st-rect, label: "Reserve (1 of 3 items done)" }}' in mermaid
+    assert f"    class s{reserve} active" in mermaid
+    assert 'subgraph legend ["Legend"]' in mermaid
+    dot = graph.to_dot(instance=middle)
+    assert 'label="Reserve (1 of 3 items done)", shape=box3d, style=filled' in dot
+    assert "subgraph cluster_legend" in dot
+    assert graph.to_mermaid() == graph.to_mermaid(instance=None)
+    assert "classDef" not in graph.to_mermaid()
+
+
+def test_live_drawings_mark_the_failed_step_and_the_skipped_ones() -> None:
+    failed = engine.run(new(cf.LinesFlow, {"lines": ["broken"]}))
+    assert "[!] Reserve" in cf.LinesFlow.graph.to_text(instance=failed)
+    sent = engine.run(new(cf.NotifyFlow, {"channels": ["sms"]}))
+    text = cf.NotifyFlow.graph.to_text(instance=sent)
+    assert "[-] Email" in text
+    assert "[x] Sms" in text
+    assert "routed -> Email?, Sms?, Push?" in text
+    polling = engine.advance(new(cf.PollFlow, {"answers": ["pending", "settled"]}))
+    polling = engine.complete_step(polling, cf.Begin, "go")
+    polling = engine.activate_transitions(polling, cf.Begin, "go")
+    assert "[>] Poll (run 1 of 4)" in cf.PollFlow.graph.to_text(instance=polling)
+
+
+def test_a_live_drawing_refuses_an_instance_of_another_workflow() -> None:
+    other = engine.run(new(cf.StopFlow))
+    with pytest.raises(ValueError, match="not an instance of LinesFlow"):
+        cf.LinesFlow.graph.to_text(instance=other)

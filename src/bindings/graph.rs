@@ -14,11 +14,15 @@ use pyo3::{PyTraverseError, PyVisit};
 
 use crate::bindings::convert::{to_py, to_value, Path};
 use crate::bindings::errors::IntoPyResult;
+use crate::bindings::instance::PyInstance;
 use crate::bindings::registry::{describe, info, resolve};
 use crate::core::class_ref::ClassRef;
+use crate::core::engine;
 use crate::core::graph::{
     GraphSpec, Items, Join, Node, StepSpec, Target, Transition, WorkflowGraph,
 };
+use crate::core::instance::Instance;
+use crate::core::render;
 use crate::core::value::Value;
 
 /// A validated workflow graph; immutable.
@@ -122,6 +126,27 @@ impl PyWorkflowGraph {
     pub fn route(&self, position: usize, event: &str) -> Option<&Py<PyAny>> {
         let routes = self.routes.get(&position)?;
         routes.iter().find(|(e, _)| &**e == event).map(|(_, r)| r)
+    }
+
+    /// The instance to draw, refused with `ValueError` when it is not an
+    /// instance of this graph's workflow.
+    fn live(&self, instance: Option<&Bound<'_, PyInstance>>) -> PyResult<Option<Instance>> {
+        let Some(instance) = instance else {
+            return Ok(None);
+        };
+        let inner = instance.get().inner.clone();
+        if engine::check_members(&inner, &self.inner, "draw").is_err()
+            || inner
+                .steps()
+                .any(|(step, _)| self.inner.position(step).is_none())
+        {
+            return Err(PyValueError::new_err(format!(
+                "the instance {:?} is not an instance of {}: it has steps the graph does not",
+                inner.id(),
+                self.inner.workflow()
+            )));
+        }
+        Ok(Some(inner))
     }
 
     /// The items function of the `ForEach` step at `position`, if its
@@ -341,14 +366,28 @@ impl PyWorkflowGraph {
             && self.inner.position(&info(step, "step")?.name).is_some())
     }
 
-    /// The graph as a Mermaid flowchart (dynamic routes dotted).
-    fn to_mermaid(&self) -> String {
-        self.inner.to_mermaid()
+    /// The graph as a Mermaid flowchart; with `instance`, marked with its
+    /// live state (see `hephaestus._core` docs of `render`).
+    #[pyo3(signature = (instance=None))]
+    fn to_mermaid(&self, instance: Option<&Bound<'_, PyInstance>>) -> PyResult<String> {
+        let instance = self.live(instance)?;
+        Ok(render::mermaid(&self.inner, instance.as_ref()))
     }
 
-    /// The graph as Graphviz DOT (dynamic routes dashed).
-    fn to_dot(&self) -> String {
-        self.inner.to_dot()
+    /// The graph as Graphviz DOT; with `instance`, marked with its live
+    /// state.
+    #[pyo3(signature = (instance=None))]
+    fn to_dot(&self, instance: Option<&Bound<'_, PyInstance>>) -> PyResult<String> {
+        let instance = self.live(instance)?;
+        Ok(render::dot(&self.inner, instance.as_ref()))
+    }
+
+    /// The graph as plain text for terminals; with `instance`, marked with
+    /// its live state.
+    #[pyo3(signature = (instance=None))]
+    fn to_text(&self, instance: Option<&Bound<'_, PyInstance>>) -> PyResult<String> {
+        let instance = self.live(instance)?;
+        Ok(render::text(&self.inner, instance.as_ref()))
     }
 
     fn __repr__(&self) -> String {

@@ -21,7 +21,7 @@ use crate::core::class_ref::ClassRef;
 use crate::core::context::Context;
 use crate::core::error::CoreError;
 use crate::core::format::{self, ClassKind};
-use crate::core::instance::{Completion, FieldChanges, Instance, StepState};
+use crate::core::instance::{Completion, FieldChanges, Instance, Loop, StepState};
 use crate::core::value::Map;
 
 /// A workflow instance; immutable, every change returns a new one.
@@ -400,6 +400,30 @@ impl PyInstance {
             .inner
             .step_state(&step_ref(step)?)
             .is_some_and(is_waiting))
+    }
+
+    /// The progress of the active `ForEach` or `Repeat` step `step`, or
+    /// `None`: `{"kind": "for_each", "items": n, "done": [index, ...]}`
+    /// or `{"kind": "repeat", "iteration": n}` (the run to come, from 0).
+    fn loop_state<'py>(&self, step: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let py = step.py();
+        let Some(state) = self.inner.loop_of(&step_ref(step)?) else {
+            return Ok(None);
+        };
+        let dict = PyDict::new(py);
+        match state {
+            Loop::Repeat { iteration } => {
+                dict.set_item("kind", "repeat")?;
+                dict.set_item("iteration", iteration)?;
+            }
+            Loop::ForEach { items, results } => {
+                dict.set_item("kind", "for_each")?;
+                dict.set_item("items", items.len())?;
+                let done: Vec<u32> = results.iter().map(|(i, _)| *i).collect();
+                dict.set_item("done", done)?;
+            }
+        }
+        Ok(Some(dict))
     }
 
     /// Whether `step` completed.

@@ -11,7 +11,7 @@
 //! ones).
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::sync::Arc;
 
 use crate::core::class_ref::ClassRef;
@@ -971,52 +971,14 @@ impl WorkflowGraph {
         set.into_iter().flatten().map(|&s| &self.steps[s].name)
     }
 
-    /// A Mermaid flowchart: the start step is a stadium, `Done` a circle,
-    /// `Terminate` a double circle, a first-wins join a hexagon, a
-    /// `ForEach` step a stacked box, and a `Repeat` step has a loop arrow
-    /// on its `again` event; dynamic routes are dotted arrows.
+    /// The index of the start step in [`WorkflowGraph::steps`].
     #[must_use]
-    pub fn to_mermaid(&self) -> String {
-        let mut out = String::from("flowchart TD\n");
-        for (i, step) in self.steps.iter().enumerate() {
-            let label = mermaid_label(step.name.short_name());
-            let _ = if matches!(step.node, Node::ForEach { .. }) {
-                writeln!(out, "    s{i}@{{ shape: st-rect, label: \"{label}\" }}")
-            } else if i == self.start {
-                writeln!(out, "    s{i}([\"{label}\"])")
-            } else if step.terminates {
-                writeln!(out, "    s{i}(((\"{label}\")))")
-            } else if step.is_done {
-                writeln!(out, "    s{i}((\"{label}\"))")
-            } else if step.join == Join::First {
-                writeln!(out, "    s{i}{{{{\"{label}\"}}}}")
-            } else {
-                writeln!(out, "    s{i}[\"{label}\"]")
-            };
-        }
-        for (from, event, to, dynamic) in self.edges() {
-            let arrow = if dynamic { "-.->" } else { "-->" };
-            let _ = writeln!(
-                out,
-                "    s{} {arrow}|\"{}\"| s{}",
-                self.index[from],
-                mermaid_label(event),
-                self.index[to]
-            );
-        }
-        for (i, again, max) in self.repeats() {
-            let _ = writeln!(
-                out,
-                "    s{i} -->|\"{} (again, at most {max} runs)\"| s{i}",
-                mermaid_label(again)
-            );
-        }
-        out
+    pub fn start_position(&self) -> usize {
+        self.start
     }
 
-    /// The `Repeat` steps as `(position, again, max_iterations)`, for the
-    /// loop arrows of the drawings.
-    fn repeats(&self) -> impl Iterator<Item = (usize, &str, u32)> {
+    /// The `Repeat` steps as `(position, again, max_iterations)`.
+    pub fn repeats(&self) -> impl Iterator<Item = (usize, &str, u32)> {
         self.steps
             .iter()
             .enumerate()
@@ -1028,65 +990,6 @@ impl WorkflowGraph {
                 _ => None,
             })
     }
-
-    /// A Graphviz DOT digraph: the start step is an oval, `Done` a double
-    /// circle, `Terminate` a double octagon, a first-wins join a hexagon, a
-    /// `ForEach` step a 3-D (stacked) box, and a `Repeat` step has a bold
-    /// loop edge on its `again` event; dynamic routes are dashed edges.
-    #[must_use]
-    pub fn to_dot(&self) -> String {
-        let mut out = format!("digraph {} {{\n", dot_string(&self.workflow));
-        out.push_str("    node [shape=box];\n");
-        for (i, step) in self.steps.iter().enumerate() {
-            let shape = if matches!(step.node, Node::ForEach { .. }) {
-                ", shape=box3d"
-            } else if i == self.start {
-                ", shape=oval"
-            } else if step.terminates {
-                ", shape=doubleoctagon"
-            } else if step.is_done {
-                ", shape=doublecircle"
-            } else if step.join == Join::First {
-                ", shape=hexagon"
-            } else {
-                ""
-            };
-            let _ = writeln!(
-                out,
-                "    s{i} [label={}{shape}];",
-                dot_string(step.name.short_name())
-            );
-        }
-        for (from, event, to, dynamic) in self.edges() {
-            let style = if dynamic { ", style=dashed" } else { "" };
-            let _ = writeln!(
-                out,
-                "    s{} -> s{} [label={}{style}];",
-                self.index[from],
-                self.index[to],
-                dot_string(event)
-            );
-        }
-        for (i, again, max) in self.repeats() {
-            let _ = writeln!(
-                out,
-                "    s{i} -> s{i} [label={}, style=bold];",
-                dot_string(&format!("{again} (again, at most {max} runs)"))
-            );
-        }
-        out.push_str("}\n");
-        out
-    }
-}
-
-/// Text for inside a quoted Mermaid label: quotes become `#quot;`.
-fn mermaid_label(text: &str) -> String {
-    text.replace('"', "#quot;")
-}
-
-/// A DOT string literal.
-fn dot_string(text: &str) -> String {
-    format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
 #[cfg(test)]
@@ -1340,9 +1243,8 @@ mod tests {
             .map(|e| e.2.short_name())
             .collect();
         assert_eq!(dynamic, ["Fast", "Slow"]);
-        assert!(graph.to_mermaid().contains("s0 -.->|\"routed\"| s1"));
-        assert!(graph
-            .to_dot()
+        assert!(crate::core::render::mermaid(&graph, None).contains("s0 -.->|\"routed\"| s1"));
+        assert!(crate::core::render::dot(&graph, None)
             .contains("s0 -> s1 [label=\"routed\", style=dashed];"));
     }
 
@@ -1445,13 +1347,13 @@ mod tests {
         let mut flow = order_flow();
         flow.workflow = "Order \"Flow\"".into();
         let graph = WorkflowGraph::build(flow).unwrap();
-        let dot = graph.to_dot();
+        let dot = crate::core::render::dot(&graph, None);
         assert!(
             dot.starts_with("digraph \"Order \\\"Flow\\\"\" {\n"),
             "{dot}"
         );
         assert!(dot.contains("s0 [label=\"Validate\", shape=oval];"));
-        let mermaid = graph.to_mermaid();
+        let mermaid = crate::core::render::mermaid(&graph, None);
         assert!(
             mermaid.starts_with("flowchart TD\n    s0([\"Validate\"])\n"),
             "{mermaid}"

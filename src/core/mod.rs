@@ -17,6 +17,7 @@ pub mod history;
 pub mod instance;
 pub mod journal;
 pub mod name;
+pub mod render;
 pub mod sorted_map;
 pub mod status;
 pub mod value;

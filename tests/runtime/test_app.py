@@ -560,6 +560,92 @@ def test_a_repeat_that_never_settles_fails_after_max_iterations(
     }
 
 
+# -- explain --------------------------------------------------------------------------------
+
+
+def reasons(app: Hephaestus, iid: str) -> list[tuple[str, str | None]]:
+    return [(r.kind, r.step) for r in app.explain(iid).reasons]
+
+
+def test_explain_names_the_events_and_timers_an_instance_waits_for(
+    app: Hephaestus, clock: VirtualClock
+) -> None:
+    iid = app.start_instance(rf.DeadlineFlow, id="deadline::why")
+    app.wait(iid, timeout=10)
+    why = app.explain(iid)
+    assert why.status == "waiting"
+    assert reasons(app, iid) == [("event", "await_payment"), ("timer", "pay_deadline")]
+    event, timer = why.reasons
+    assert event.facts == {"events": ["received"]}
+    assert "app.resume('deadline::why', 'received')" in event.text
+    assert timer.facts["due"] == clock.datetime() + dt.timedelta(days=1)
+    assert "2030-01-02 00:00:00 UTC (in 24.0 h)" in timer.text
+    text = str(why)
+    assert text.startswith("deadline::why (DeadlineFlow v1) is waiting:\n- AwaitPayment waits")
+    app.resume(iid, "received", step=rf.AwaitPayment)
+    app.wait(iid, timeout=10)
+    assert reasons(app, iid) == [("finished", None)]
+    assert str(app.explain(iid)).endswith("- it completed")
+
+
+def test_explain_names_a_join_and_what_it_waits_for(app: Hephaestus) -> None:
+    iid = app.start_instance(rf.TwoWaitsFlow, id="twowaits::why")
+    app.wait(iid, timeout=10)
+    app.resume(iid, "received", step=rf.LeftWait)
+    eventually(lambda: ("join", "ship") in reasons(app, iid))
+    join = next(r for r in app.explain(iid).reasons if r.kind == "join")
+    assert join.facts == {"waiting_for": ["right_wait"], "done": ["left_wait"]}
+    assert join.text == "join Ship waits for RightWait (LeftWait done)"
+
+
+def test_explain_names_a_pending_retry_and_its_error(app: Hephaestus, clock: VirtualClock) -> None:
+    iid = app.start_instance(rf.FlakyFlow, id="flaky::why")
+    eventually(lambda: ("retry", "flaky") in reasons(app, iid))
+    retry = app.explain(iid).reasons[0]
+    assert retry.facts["attempt"] == 2
+    assert retry.facts["error_type"] == "builtins.RuntimeError"
+    assert "Flaky failed; its attempt 2 is due at" in retry.text
+
+
+def test_explain_shows_the_progress_of_loops(app: Hephaestus, clock: VirtualClock) -> None:
+    lines = [f"sku{i}" for i in range(20)]
+    lines[7] = "flaky"
+    iid = app.start_instance(rf.LinesFlow, {"lines": lines}, id="lines::why")
+    eventually(lambda: "19 of 20 items done" in str(app.explain(iid)))
+    why = app.explain(iid).reasons[0]
+    assert why.kind == "for_each"
+    assert why.facts["done"] == 19
+    assert why.facts["retries"][7]["attempt"] == 2
+    assert "item 7 failed, its attempt 2 is due at" in why.text
+    clock.advance(5)
+    app.wait(iid, timeout=10)
+
+    rf.SETTLEMENTS.extend(["pending", "settled"])
+    iid = app.start_instance(rf.SettleFlow, id="settle::why")
+    eventually(lambda: "next run at" in str(app.explain(iid)))
+    repeat = app.explain(iid).reasons[0]
+    assert repeat.kind == "repeat"
+    assert repeat.facts["iteration"] == 1
+    assert repeat.facts["next_run"] == clock.datetime() + dt.timedelta(minutes=10)
+    assert repeat.text.startswith("Repeat PollSettlement: run 2 of 4, next run at")
+
+
+def test_explain_says_a_run_is_running_and_where(app: Hephaestus) -> None:
+    iid = app.start_instance(rf.BlockerFlow, id="blocker::why")
+    assert rf.STARTED.wait(10)
+    running = app.explain(iid).reasons[0]
+    assert (running.kind, running.step) == ("running", "blocker")
+    assert "Blocker is running since" in running.text
+    assert "in this app" in running.text
+    rf.RELEASE.set()
+    app.wait(iid, timeout=10)
+
+
+def test_explain_refuses_an_unknown_id(app: Hephaestus) -> None:
+    with pytest.raises(InstanceNotFoundError):
+        app.explain("quick::nope")
+
+
 def test_a_timer_that_fell_due_while_no_app_ran_fires_at_start(
     tmp_path: Path, clock: VirtualClock
 ) -> None:
@@ -689,6 +775,11 @@ def test_a_run_whose_workflow_is_not_loaded_is_left_alone(
     assert row.status == "pending", "left untouched, not failed"
     assert row.lease_owner is None
     assert any("GhostFlow" in r.getMessage() for r in caplog.records)
+    with Hephaestus(storage) as app:
+        why = app.explain("ghost::1")
+    assert [(r.kind, r.step) for r in why.reasons] == [("unloadable", None)]
+    assert why.reasons[0].facts["workflow"] == "not_imported_anywhere:GhostFlow"
+    assert "cannot be loaded in this process" in str(why)
 
 
 # -- storage of long runs ------------------------------------------------------------------------

@@ -40,7 +40,9 @@ from hephaestus.errors import (
     InvalidTransitionError,
     SerializationError,
 )
+from hephaestus.runtime import explain
 from hephaestus.runtime.clock import Clock, SystemClock, as_datetime
+from hephaestus.runtime.explain import Explanation
 from hephaestus.runtime.scheduler import _owner, _Scheduler
 from hephaestus.runtime.storage.base import (
     Append,
@@ -416,6 +418,26 @@ class Hephaestus:
         self._check_open()
         return self._instance(self._newest(id, workflow))
 
+    def explain(self, id: str) -> Explanation:
+        """Why the newest run of ``id`` is where it is: for an unfinished
+        instance, everything it waits on (events, timers, retries, joins,
+        the progress of its loops, which steps run and where), in plain
+        words (``str()``) and as data (``.reasons``). A run whose workflow
+        class is not loaded here is explained as such, not refused.
+
+        Raises:
+            InstanceNotFoundError: No instance has the id.
+        """
+        self._check_open()
+        row = self._newest(id)
+        stored = self._storage.load(row.run_id)
+        try:
+            instance = self._rebuild(stored).finish()
+        except SerializationError as exc:
+            return explain.unloadable(row, str(exc))
+        running = self._scheduler.running_since(row.run_id) if self._scheduler else {}
+        return explain.explain(stored, instance, self._clock.now(), self._owner, running)
+
     def list(
         self,
         *,
@@ -565,6 +587,10 @@ class Hephaestus:
     async def resume_async(self, id: str, event: str, *, step: type | None = None) -> None:
         """:meth:`resume` without blocking the event loop."""
         await asyncio.to_thread(self.resume, id, event, step=step)
+
+    async def explain_async(self, id: str) -> Explanation:
+        """:meth:`explain` without blocking the event loop."""
+        return await asyncio.to_thread(self.explain, id)
 
     async def get_async(self, id: str) -> Instance:
         """:meth:`get` without blocking the event loop."""

@@ -139,6 +139,8 @@ class _Live:
     backoff: dict[str, float] = dataclasses.field(default_factory=dict)
     #: Runs going on now.
     running: dict[Unit, asyncio.Task[None]] = dataclasses.field(default_factory=dict)
+    #: When each run going on now started (the clock's time), for `explain`.
+    started: dict[Unit, float] = dataclasses.field(default_factory=dict)
     #: Outcomes waiting to be applied and committed, in order.
     pending: list[tuple[Unit, Attempted]] = dataclasses.field(default_factory=list)
     #: Runs whose attempt ended and whose outcome is not committed yet: they
@@ -512,6 +514,7 @@ class _Scheduler:
         live = _live(stored, old.workflow)
         live.attempts.update(old.attempts)
         live.running = old.running
+        live.started = old.started
         live.pending = [*outcomes, *old.pending]
         live.settling = old.settling
         self.live[run_id] = live
@@ -554,6 +557,7 @@ class _Scheduler:
                 timeout=getattr(step, "timeout", None),
             )
             self.running += 1
+            live.started[unit] = self.clock.now()
             live.running[unit] = self.loop.create_task(self._run_step(run_id, unit, call))
 
     async def _run_step(self, run_id: int, unit: Unit, call: StepCall) -> None:
@@ -565,6 +569,7 @@ class _Scheduler:
         if live is None:
             return  # dropped (cancelled, taken over): the result is discarded
         live.running.pop(unit, None)
+        live.started.pop(unit, None)
         live.settling.add(unit)
         live.pending.append((unit, attempted))
         await self._apply(live)
@@ -781,6 +786,18 @@ class _Scheduler:
             step in nodes or step_key(step) not in live.backoff
             for step in instance.active_steps - instance.waiting_steps
         )
+
+    def running_since(self, run_id: int) -> dict[Unit, float]:
+        """The runs of ``run_id`` this app has going on, with when each
+        started (a copy, safe to read from any thread)."""
+        live = self.live.get(run_id)
+        if live is None:
+            return {}
+        while True:
+            try:
+                return dict(live.started)
+            except RuntimeError:  # it changed while copied, in the loop's thread
+                continue
 
     def _drop(self, live: _Live) -> None:
         if self.live.get(live.run_id) is live:
