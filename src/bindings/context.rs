@@ -4,9 +4,9 @@ use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyMapping, PyString, PyTuple};
 
-use crate::bindings::convert::{map_to_py, to_map, to_py, to_value, Path};
+use crate::bindings::convert::{map_to_py, to_map, to_value, Path};
 use crate::bindings::registry::describe;
-use crate::core::context::Context;
+use crate::core::context::{Context, StepResult};
 use crate::core::value::Value;
 
 /// Initial data plus step results; immutable.
@@ -50,15 +50,20 @@ pub fn context_from_py(
         let path = Path::Key(&Path::Root("steps"), key);
         if result.cast::<PyList>().is_ok() {
             // A ForEach step's result: the list of its runs' dicts.
-            let value = to_value(&result, path)?;
-            if let Value::List(items) = &value {
-                if !items.iter().all(|i| matches!(i, Value::Dict(_))) {
-                    return Err(PyTypeError::new_err(format!(
-                        "steps[{key:?}]: a list result holds dicts (one per ForEach run)"
-                    )));
-                }
+            let Value::List(items) = to_value(&result, path)? else {
+                unreachable!("a list converts to a list");
+            };
+            let maps = items
+                .iter()
+                .filter_map(Value::as_dict)
+                .cloned()
+                .collect::<Vec<_>>();
+            if maps.len() != items.len() {
+                return Err(PyTypeError::new_err(format!(
+                    "steps[{key:?}]: a list result holds dicts (one per ForEach run)"
+                )));
             }
-            context.put_step_value_mut(key.into(), value);
+            context.put_step_list_mut(key.into(), maps);
         } else {
             let result = to_map(&result, path)?;
             context.put_step_result_mut(key.into(), result);
@@ -138,7 +143,17 @@ impl PyContext {
 pub fn steps_to_py<'py>(py: Python<'py>, context: &Context) -> PyResult<Bound<'py, PyDict>> {
     let dict = PyDict::new(py);
     for (key, result) in context.steps() {
-        dict.set_item(key, to_py(py, result)?)?;
+        let value = match result {
+            StepResult::Dict(map) => map_to_py(py, map)?.into_any(),
+            StepResult::List(maps) => PyList::new(
+                py,
+                maps.iter()
+                    .map(|m| map_to_py(py, m))
+                    .collect::<PyResult<Vec<_>>>()?,
+            )?
+            .into_any(),
+        };
+        dict.set_item(key, value)?;
     }
     Ok(dict)
 }

@@ -420,36 +420,37 @@ impl Driver {
             if self.instance.step_state(&spec.name) != Some(StepState::Active { waiting: false }) {
                 continue;
             }
-            match (&spec.node, self.instance.loop_of(&spec.name)) {
-                (Node::Step, _) => return Some((position, None)),
-                (Node::Repeat { .. }, state) => {
-                    let n = match state {
+            let concurrency = match &spec.node {
+                Node::Step => return Some((position, None)),
+                Node::Repeat { .. } => {
+                    let n = match self.instance.loop_of(&spec.name) {
                         Some(Loop::Repeat { iteration }) => *iteration,
                         _ => 0,
                     };
                     return Some((position, Some(n)));
                 }
-                (Node::ForEach { concurrency, .. }, Some(Loop::ForEach { items, results })) => {
-                    let queue = self.items.entry(position).or_insert_with(|| ItemQueue {
-                        pending: (0..u32::try_from(items.len()).unwrap_or(u32::MAX))
-                            .filter(|i| results.get(i).is_none())
-                            .collect(),
-                        out: 0,
-                    });
-                    if concurrency.is_some_and(|limit| queue.out >= limit) {
-                        continue; // queued again when one of its runs ends
-                    }
-                    let Some(index) = queue.pending.pop_front() else {
-                        continue;
-                    };
-                    queue.out += 1;
-                    if !queue.pending.is_empty() {
-                        self.queue.push(Reverse(queue_order(graph, position)));
-                    }
-                    return Some((position, Some(index)));
-                }
-                (Node::ForEach { .. }, _) => {}
+                Node::ForEach { concurrency, .. } => *concurrency,
+            };
+            let Some(Loop::ForEach { items, results }) = self.instance.loop_of(&spec.name) else {
+                continue;
+            };
+            let queue = self.items.entry(position).or_insert_with(|| ItemQueue {
+                pending: (0..u32::try_from(items.len()).unwrap_or(u32::MAX))
+                    .filter(|i| results.get(i).is_none())
+                    .collect(),
+                out: 0,
+            });
+            if concurrency.is_some_and(|limit| queue.out >= limit) {
+                continue; // queued again when one of its runs ends
             }
+            let Some(index) = queue.pending.pop_front() else {
+                continue;
+            };
+            queue.out += 1;
+            if !queue.pending.is_empty() {
+                self.queue.push(Reverse(queue_order(graph, position)));
+            }
+            return Some((position, Some(index)));
         }
         None
     }

@@ -484,11 +484,12 @@ pub fn apply_at(
             status: instance.status(),
         });
     }
-    if instance.step_state(step) == Some(StepState::Skipped) {
-        return Ok(Applied::Discarded);
+    match instance.step_state(step) {
+        Some(StepState::Active { .. }) => {}
+        Some(StepState::Skipped) => return Ok(Applied::Discarded),
+        _ => instance.check_active(step, OP)?,
     }
     let run = run_of(instance, spec, iteration)?;
-    instance.check_active(step, OP)?;
     if let Some(Run::Item(index)) = run {
         check_item(instance, step, index)?;
     }
@@ -582,11 +583,8 @@ fn complete_run(
             if done < items.len() {
                 return Ok(Applied::Done);
             }
-            let list: Vec<Value> = results
-                .iter()
-                .map(|(_, m)| Value::Dict(m.clone()))
-                .collect();
-            instance.finish_loop_mut(step, key, Some(Value::List(list.into())))?;
+            let list: Vec<Map> = results.iter().map(|(_, m)| m.clone()).collect();
+            instance.finish_loop_mut(step, key, Some(list))?;
         }
         Some(Run::Repetition(n)) => {
             let Node::Repeat {
@@ -805,11 +803,7 @@ pub fn expand_at(
             items.len()
         )),
         Ok(items) if items.is_empty() => {
-            instance.finish_loop_mut(
-                &spec.name,
-                &spec.key,
-                Some(Value::List(Vec::new().into())),
-            )?;
+            instance.finish_loop_mut(&spec.name, &spec.key, Some(Vec::new()))?;
             return follow_event(instance, graph, p, Arc::clone(&spec.events[0]), effects);
         }
         Ok(items) => {
@@ -1006,6 +1000,7 @@ fn failure<const N: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::context::StepResult;
     use crate::core::execution_entry::ExecutionEntry;
     use crate::core::graph::{GraphSpec, Join, StepSpec};
 
@@ -1783,8 +1778,8 @@ mod tests {
             .map(|n| Value::Dict(Map::from_entries(vec![("n".into(), Value::Int(*n))]).unwrap()))
             .collect();
         assert_eq!(
-            inst.context().step_result("item"),
-            Some(&Value::List(expected.into()))
+            inst.context().step_result("item").map(StepResult::to_value),
+            Some(Value::List(expected.into()))
         );
         let iterations: Vec<Option<u32>> = inst
             .history_newest_first()
@@ -1810,7 +1805,7 @@ mod tests {
         assert_eq!(empty.step_state(&r("Item")), Some(StepState::Completed));
         assert_eq!(
             empty.context().step_result("item"),
-            Some(&Value::List(Vec::new().into()))
+            Some(StepResult::List(&[]))
         );
         assert_eq!(empty.history_len(), 1);
         let mut many = advance(&with_items(vec![Value::Null; 4]), &g).unwrap();

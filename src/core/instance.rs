@@ -460,7 +460,12 @@ impl Instance {
         step_key: &Arc<str>,
         completion: Completion,
     ) -> CoreResult<()> {
+        const OP: &str = "complete_step";
+        self.check_not_terminal(OP)?;
         let current = self.steps.get(step).copied();
+        if !matches!(current, Some(StepState::Active { .. })) {
+            return Err(Self::step_error(OP, step, current, "active"));
+        }
         self.record(step, step_key, completion, None, true)?;
         self.set_state(step, current, StepState::Completed);
         if !self.step_configs.is_empty() {
@@ -482,14 +487,17 @@ impl Instance {
         iteration: u32,
         store: bool,
     ) -> CoreResult<Map> {
+        const OP: &str = "complete_step";
+        self.check_not_terminal(OP)?;
+        self.check_active(step, OP)?;
         self.record(step, step_key, completion, Some(iteration), store)
     }
 
-    /// What a completion of the active `step` records, whether it completes
-    /// the step or one run of it: its history entry (with `iteration`), its
-    /// metadata updates, and with `store` its context updates under
-    /// `step_key`. Checks everything first; on error nothing changes.
-    /// Returns the context updates (`{}` when none).
+    /// What a completion of `step` (checked active by the caller) records,
+    /// whether it completes the step or one run of it: its history entry
+    /// (with `iteration`), its metadata updates, and with `store` its
+    /// context updates under `step_key`. Checks the entry first; on error
+    /// nothing changes. Returns the context updates (`{}` when none).
     fn record(
         &mut self,
         step: &ClassRef,
@@ -498,9 +506,6 @@ impl Instance {
         iteration: Option<u32>,
         store: bool,
     ) -> CoreResult<Map> {
-        const OP: &str = "complete_step";
-        self.check_not_terminal(OP)?;
-        self.check_active(step, OP)?;
         let Completion {
             event,
             context_updates,
@@ -523,13 +528,14 @@ impl Instance {
     }
 
     /// Completes the active `ForEach` or `Repeat` step `step` without a
-    /// history entry of its own (each run has one): stores `result` under
-    /// `step_key` when given, drops its config and its loop progress.
+    /// history entry of its own (each run has one): stores `results` (a
+    /// `ForEach` step's list) under `step_key` when given, drops its config
+    /// and its loop progress.
     pub fn finish_loop_mut(
         &mut self,
         step: &ClassRef,
         step_key: &Arc<str>,
-        result: Option<Value>,
+        results: Option<Vec<Map>>,
     ) -> CoreResult<()> {
         const OP: &str = "complete_step";
         self.check_not_terminal(OP)?;
@@ -538,9 +544,9 @@ impl Instance {
             return Err(Self::step_error(OP, step, current, "active"));
         }
         self.set_state(step, current, StepState::Completed);
-        if let Some(result) = result {
+        if let Some(results) = results {
             self.context
-                .put_step_value_mut(Arc::clone(step_key), result);
+                .put_step_list_mut(Arc::clone(step_key), results);
         }
         if !self.step_configs.is_empty() {
             self.step_configs.remove_mut(step);
@@ -1092,6 +1098,7 @@ fn build_steps(sets: StepSets) -> CoreResult<Vec<(ClassRef, StepState)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::context::StepResult;
 
     fn step(name: &str) -> ClassRef {
         ClassRef::parse(&format!("shop:{name}")).unwrap()
@@ -1176,7 +1183,7 @@ mod tests {
         assert_eq!(done.step_state(&pay), Some(StepState::Completed));
         assert_eq!(
             done.context().step_result("pay"),
-            Some(&Value::Dict(map(&[("amount", 3)])))
+            Some(StepResult::Dict(&map(&[("amount", 3)])))
         );
         assert_eq!(done.runtime_metadata().count(), 1);
         assert_eq!(done.step_configs().count(), 0, "config dropped");
@@ -1211,7 +1218,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             done.context().step_result("pay"),
-            Some(&Value::empty_dict())
+            Some(StepResult::Dict(&Map::default()))
         );
         assert!(done
             .history_newest_first()

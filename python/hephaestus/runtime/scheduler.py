@@ -11,6 +11,7 @@ lease, or until something wakes it.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import datetime as dt
@@ -127,6 +128,8 @@ class _Live:
     graph: WorkflowGraph
     #: The ForEach and Repeat nodes of the graph, by step.
     nodes: dict[type, ForEach | Repeat]
+    #: The graph's steps by step key.
+    keys: dict[str, type]
     driver: _core.Run
     #: The journal records committed so far.
     seq: int
@@ -182,7 +185,10 @@ class _Scheduler:
         #: Changes waiting for the next group commit, with their waiters.
         self.batch: list[tuple[Append, asyncio.Future[ConflictError | None]]] = []
         self.slots = app._concurrency
-        self.ready: list[tuple[int, Unit]] = []
+        #: Runs waiting for a free slot, in order, with a set for membership
+        #: (a ForEach may queue thousands at once).
+        self.ready: collections.deque[tuple[int, Unit]] = collections.deque()
+        self.queued: set[tuple[int, Unit]] = set()
         self.running = 0
         self.stopping = False
         self.skip: set[str] = set()
@@ -440,12 +446,11 @@ class _Scheduler:
 
     def _unit(self, live: _Live, key: str) -> Unit:
         """The run a unit key names (see `_unit_key`)."""
-        by_key = {step_key(step): step for step in live.graph.steps}
-        if key in by_key:
-            return by_key[key], None
+        if key in live.keys:
+            return live.keys[key], None
         base, _, iteration = key.rpartition("#")
-        if base in by_key and iteration.isdigit():
-            return by_key[base], int(iteration)
+        if base in live.keys and iteration.isdigit():
+            return live.keys[base], int(iteration)
         raise SerializationError(f"{live.row.workflow} has no step with the key {key!r}")
 
     # -- claiming and loading ----------------------------------------------------------------------
@@ -526,13 +531,15 @@ class _Scheduler:
         for unit in units:
             if _unit_key(*unit) in live.backoff or unit in live.running or unit in live.settling:
                 continue
-            if (live.run_id, unit) not in self.ready:
+            if (live.run_id, unit) not in self.queued:
+                self.queued.add((live.run_id, unit))
                 self.ready.append((live.run_id, unit))
         self._dispatch_ready()
 
     def _dispatch_ready(self) -> None:
         while self.ready and self.running < self.slots and not self.stopping:
-            run_id, unit = self.ready.pop(0)
+            run_id, unit = self.ready.popleft()
+            self.queued.discard((run_id, unit))
             live = self.live.get(run_id)
             if live is None or live.stale or unit in live.running or unit in live.settling:
                 continue
@@ -811,6 +818,7 @@ class _Scheduler:
     async def _shutdown(self, grace: float) -> None:
         self.stopping = True
         self.ready.clear()
+        self.queued.clear()
         deadline = time.monotonic() + grace
         while any(live.running for live in self.live.values()) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
@@ -843,6 +851,7 @@ def _live(stored: Stored, workflow: type) -> _Live:
         workflow=workflow,
         graph=graph,
         nodes=version_class(instance)._nodes,
+        keys={step_key(step): step for step in graph.steps},
         driver=driver,
         seq=stored.row.seq,
         snapshot_bytes=len(stored.snapshot),
