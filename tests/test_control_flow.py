@@ -6,6 +6,10 @@ Samples live in ``control_flow_samples``."""
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import control_flow_samples as cf
@@ -571,3 +575,34 @@ def test_a_live_drawing_refuses_an_instance_of_another_workflow() -> None:
     other = engine.run(new(cf.StopFlow))
     with pytest.raises(ValueError, match="not an instance of LinesFlow"):
         cf.LinesFlow.graph.to_text(instance=other)
+
+
+GOLDEN = Path(__file__).resolve().parent / "golden"
+
+
+@pytest.mark.parametrize(
+    ("render", "suffix"), [("to_mermaid", "mmd"), ("to_dot", "dot"), ("to_text", "txt")]
+)
+def test_live_drawings_match_their_golden_files(render: str, suffix: str) -> None:
+    """The live drawing of a ForEach half done. To accept a deliberate change,
+    run with HEPHAESTUS_UPDATE_GOLDEN=1 and review the diff."""
+    drawn = getattr(cf.LinesFlow.graph, render)(instance=_half_done_lines())
+    golden = GOLDEN / f"lines_half_done.{suffix}"
+    if os.environ.get("HEPHAESTUS_UPDATE_GOLDEN"):
+        golden.write_text(drawn, encoding="utf-8")
+    assert drawn == golden.read_text(encoding="utf-8")
+
+
+@pytest.mark.skipif(
+    shutil.which("dot") is None,
+    reason="Graphviz is not installed (make test installs it when it can)",
+)
+@pytest.mark.parametrize(
+    "flow", [cf.LinesFlow, cf.PollFlow, cf.RaceFlow, cf.StopFlow, cf.NotifyFlow]
+)
+def test_graphviz_accepts_every_drawing_of_the_new_nodes(flow: type[Workflow]) -> None:
+    instance = engine.run(new(flow, {"lines": ["a"], "answers": ["settled"], "channels": "sms"}))
+    for dot in (flow.graph.to_dot(), flow.graph.to_dot(instance=instance)):
+        result = subprocess.run(["dot", "-Tsvg"], input=dot, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        assert "<svg" in result.stdout
