@@ -8,6 +8,7 @@ import asyncio
 from typing import Any
 
 from hephaestus import (
+    Async,
     Done,
     ForEach,
     Ok,
@@ -325,4 +326,81 @@ class PollFlow(Workflow, unique=Unique("poll")):
         Begin: {"go": Repeat(Poll, again="pending", max_iterations=4)},
         Poll: {"settled": Finish, "refused": Terminate},
         Finish: {"finished": Done},
+    }
+
+
+# -- edge cases found in review ------------------------------------------------------------------
+
+
+class Quiet(Step):
+    events = ("ok",)
+
+    def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        _ran(self)
+        return "ok"
+
+
+class Loud(Step):
+    events = ("ok",)
+
+    def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        _ran(self)
+        return "ok"
+
+
+class Either(Step):
+    events = ("ok",)
+    join = "first"
+
+    def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        _ran(self)
+        return "ok"
+
+
+class EmptyRaceFlow(Workflow, unique=Unique("emptyrace")):
+    """Two ForEach steps race into a first-wins join; the first has no items."""
+
+    start = Begin
+    transitions = {
+        Begin: {"go": [ForEach(Quiet, items="none"), ForEach(Loud, items="some")]},
+        Quiet: {"ok": Either},
+        Loud: {"ok": Either},
+        Either: {"ok": Done},
+    }
+
+
+class Approval(Step):
+    events = ("approved", "cancelled")
+
+    def execute(self, instance: Any, config: Any, context: Any) -> Any:
+        _ran(self)
+        return Async()
+
+
+class GuardedFlow(Workflow, unique=Unique("guarded")):
+    """Two branches may each end the workflow: Terminate has two predecessors."""
+
+    start = Begin
+    transitions = {
+        Begin: {"go": [Check, Approval]},
+        Check: {"ok": Finish, "refused": Terminate},
+        Approval: {"approved": Finish, "cancelled": Terminate},
+        Finish: {"finished": Done},
+    }
+
+
+#: How often `counted_items` ran.
+ITEM_CALLS = {"n": 0}
+
+
+def counted_items(context: Any) -> Any:
+    ITEM_CALLS["n"] += 1
+    return ["x", "y"]
+
+
+class CountedFlow(Workflow, unique=Unique("counted")):
+    start = Load
+    transitions = {
+        Load: {"loaded": ForEach(Reserve, items=counted_items)},
+        Reserve: {"reserved": Done},
     }

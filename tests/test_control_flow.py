@@ -6,6 +6,7 @@ Samples live in ``control_flow_samples``."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import subprocess
@@ -573,7 +574,7 @@ def test_live_drawings_mark_the_failed_step_and_the_skipped_ones() -> None:
 
 def test_a_live_drawing_refuses_an_instance_of_another_workflow() -> None:
     other = engine.run(new(cf.StopFlow))
-    with pytest.raises(ValueError, match="not an instance of LinesFlow"):
+    with pytest.raises(ValueError, match="cannot be drawn on LinesFlow"):
         cf.LinesFlow.graph.to_text(instance=other)
 
 
@@ -606,3 +607,78 @@ def test_graphviz_accepts_every_drawing_of_the_new_nodes(flow: type[Workflow]) -
         result = subprocess.run(["dot", "-Tsvg"], input=dot, capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
         assert "<svg" in result.stdout
+
+
+# -- edge cases ----------------------------------------------------------------------------------
+
+
+def test_an_empty_for_each_that_wins_a_race_withdraws_its_sibling_before_it_expands() -> None:
+    for runner in (engine.run, lambda i: asyncio.run(engine.arun(i))):
+        done = runner(new(cf.EmptyRaceFlow, {"none": [], "some": ["a", "b"]}))
+        assert done.status is Status.COMPLETED
+        assert history(done) == ["Begin", "Either", "Done"]
+        assert done.skipped_steps == {cf.Loud}
+        assert done.context.steps["quiet"] == []
+
+
+def test_terminate_runs_on_its_first_arrival_even_with_other_predecessors() -> None:
+    done = engine.run(new(cf.GuardedFlow, {"refuse": True}))
+    assert done.status is Status.COMPLETED, "Approval was waiting, and is withdrawn"
+    assert history(done) == ["Begin", "Check", "Terminate"]
+    assert done.skipped_steps == {cf.Approval}
+    assert done.waiting_steps == frozenset()
+
+
+def test_a_leaf_cannot_be_run_per_item_or_repeated() -> None:
+    found = problems_of(
+        {"start": cf.Begin, "transitions": {cf.Begin: {"go": ForEach(Terminate, items="a")}}}
+    )
+    assert (
+        "leaf_in_node",
+        "Terminate ends the workflow, so it cannot be run per item or repeated",
+    ) in found
+
+
+def test_loop_progress_that_does_not_fit_the_workflow_is_refused() -> None:
+    started = engine.advance(new(cf.PollFlow, {"answers": []}))
+    started = engine.activate_transitions(
+        engine.complete_step(started, cf.Begin, "go"), cf.Begin, "go"
+    )
+    doc = json.loads(started.to_json())
+    key = next(iter(doc["active_steps"]))
+    doc["loops"] = {key: {"kind": "repeat", "iteration": 2**32 - 1, "items": None, "results": []}}
+    broken = Instance.from_json(json.dumps(doc))
+    with pytest.raises(ValueError, match="does not fit the workflow PollFlow"):
+        engine.run(broken)
+    with pytest.raises(ValueError, match="cannot be drawn on PollFlow"):
+        cf.PollFlow.graph.to_text(instance=broken)
+
+
+def test_a_refused_completion_of_an_item_loses_no_item() -> None:
+    instance = new(cf.LinesFlow, {"lines": ["a", "b", "c"]})
+    driver = _core.Run(engine.graph_of(instance), instance)
+    [(load, _)] = driver.take_runnable()
+    driver.complete(load, "loaded")
+    units = driver.take_runnable()
+    driver.complete(cf.Reserve, "reserved", iteration=1)
+    with pytest.raises(InvalidTransitionError):
+        driver.complete(cf.Reserve, "reserved", iteration=1)
+    for step, index in units:
+        if index != 1:
+            driver.complete(step, "reserved", iteration=index)
+    [(finish, _)] = driver.take_runnable()
+    assert finish is cf.Finish
+
+
+def test_a_reader_takes_no_items_and_hands_out_nothing() -> None:
+    cf.ITEM_CALLS["n"] = 0
+    instance = engine.advance(new(cf.CountedFlow))
+    instance = engine.complete_step(instance, cf.Load, "loaded")
+    instance = engine.activate_transitions(instance, cf.Load, "loaded")
+    reader = _core.Run(engine.graph_of(instance), instance, start=False, drive=False)
+    assert reader.take_runnable() == []
+    assert reader.instance == instance
+    assert cf.ITEM_CALLS["n"] == 0, "reading ran the items function"
+    done = engine.run(instance)
+    assert cf.ITEM_CALLS["n"] == 1
+    assert len(done.context.steps["reserve"]) == 2

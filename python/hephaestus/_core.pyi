@@ -223,7 +223,13 @@ class Run:
     """Drives one instance: hands out its runnable steps, takes their results."""
 
     def __new__(
-        cls, graph: WorkflowGraph, instance: Instance, *, record: bool = False, start: bool = True
+        cls,
+        graph: WorkflowGraph,
+        instance: Instance,
+        *,
+        record: bool = False,
+        start: bool = True,
+        drive: bool = True,
     ) -> Self: ...
     @property
     def instance(self) -> Instance: ...

@@ -278,6 +278,9 @@ struct Driver {
     items: HashMap<usize, ItemQueue, foldhash::fast::RandomState>,
     effects: Effects,
     records: Option<Vec<Vec<u8>>>,
+    /// Whether it hands out runs (a reader only replays and looks: it
+    /// never queues anything, so it never calls an items function).
+    drive: bool,
 }
 
 impl Driver {
@@ -288,6 +291,7 @@ impl Driver {
         instance: &Bound<'_, PyInstance>,
         record: bool,
         start: bool,
+        drive: bool,
     ) -> PyResult<Self> {
         let this = instance.get();
         let inner = this.inner.clone();
@@ -300,6 +304,7 @@ impl Driver {
             items: HashMap::default(),
             effects: Effects::default(),
             records: record.then(Vec::new),
+            drive,
         };
         if start {
             driver.start(graph.py())?;
@@ -320,11 +325,16 @@ impl Driver {
         self.queue_activated(py)
     }
 
-    /// Queues every runnable step afresh (after records were replayed).
+    /// Queues every runnable step afresh (after records were replayed);
+    /// a reader queues nothing.
     fn requeue(&mut self, py: Python<'_>) -> PyResult<()> {
         let graph = &self.graph.get().inner;
         self.queue.clear();
         self.items.clear();
+        self.effects.activated.clear();
+        if !self.drive {
+            return Ok(());
+        }
         self.effects.activated = self
             .instance
             .active_steps()
@@ -336,7 +346,7 @@ impl Driver {
 
     /// Gives the `ForEach` steps the last operation activated their items
     /// (which may activate more steps), then queues every step it
-    /// activated.
+    /// activated (a reader queues nothing).
     fn queue_activated(&mut self, py: Python<'_>) -> PyResult<()> {
         loop {
             let graph = &self.graph.get().inner;
@@ -350,16 +360,22 @@ impl Driver {
                 break;
             }
             for p in unexpanded {
-                self.expand(py, p)?;
+                // An earlier expansion may have withdrawn it (an empty
+                // ForEach that won a first-wins join, say).
+                if engine::unexpanded(&self.instance, &self.graph.get().inner, [p])
+                    .next()
+                    .is_some()
+                {
+                    self.expand(py, p)?;
+                }
             }
         }
         let graph = &self.graph.get().inner;
-        self.queue.extend(
-            self.effects
-                .activated
-                .drain(..)
-                .map(|p| Reverse(queue_order(graph, p))),
-        );
+        let activated = self.effects.activated.drain(..);
+        if self.drive {
+            self.queue
+                .extend(activated.map(|p| Reverse(queue_order(graph, p))));
+        }
         Ok(())
     }
 
@@ -530,8 +546,8 @@ impl Driver {
     /// another branch already failed the instance.
     fn apply_outcome(&mut self, py: Python<'_>, unit: Unit, outcome: Outcome) -> PyResult<()> {
         let (position, iteration) = unit;
-        self.run_ended(unit);
         if self.instance.status().is_terminal() {
+            self.run_ended(unit);
             return Ok(());
         }
         let graph = self.graph.get();
@@ -550,6 +566,9 @@ impl Driver {
             &mut self.effects,
         )
         .py()?;
+        // Only an outcome the core took ends a handed-out run; a refused
+        // one (a duplicate, say) leaves the queue as it was.
+        self.run_ended(unit);
         if applied == Applied::Discarded {
             return Ok(());
         }
@@ -909,7 +928,7 @@ pub fn run(
     settle: &Bound<'_, PyAny>,
 ) -> PyResult<PyInstance> {
     let py = graph.py();
-    let mut driver = Driver::new(graph, instance, false, true)?;
+    let mut driver = Driver::new(graph, instance, false, true, true)?;
     while let Some(unit) = driver.pop() {
         let position = unit.0;
         let outcome = match driver.execute(py, unit)? {
@@ -948,17 +967,20 @@ pub struct PyRun {
 #[pymethods]
 impl PyRun {
     /// Takes over `instance`; with `start` (the default) starts it if it is
-    /// pending.
+    /// pending. With `drive=False` it is a reader: it replays records and
+    /// shows the instance, but hands out no runs (and so never takes a
+    /// `ForEach` step's items, which may call user code).
     #[new]
-    #[pyo3(signature = (graph, instance, *, record=false, start=true))]
+    #[pyo3(signature = (graph, instance, *, record=false, start=true, drive=true))]
     fn py_new(
         graph: &Bound<'_, PyWorkflowGraph>,
         instance: &Bound<'_, PyInstance>,
         record: bool,
         start: bool,
+        drive: bool,
     ) -> PyResult<Self> {
         Ok(Self {
-            driver: Driver::new(graph, instance, record, start)?,
+            driver: Driver::new(graph, instance, record, start, drive)?,
         })
     }
 

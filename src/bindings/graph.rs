@@ -135,18 +135,25 @@ impl PyWorkflowGraph {
             return Ok(None);
         };
         let inner = instance.get().inner.clone();
-        if engine::check_members(&inner, &self.inner, "draw").is_err()
-            || inner
-                .steps()
-                .any(|(step, _)| self.inner.position(step).is_none())
-        {
-            return Err(PyValueError::new_err(format!(
-                "the instance {:?} is not an instance of {}: it has steps the graph does not",
+        let problem = match engine::check_members(&inner, &self.inner, "draw") {
+            Err(err) => Some(err.to_string()),
+            Ok(())
+                if inner
+                    .steps()
+                    .any(|(step, _)| self.inner.position(step).is_none()) =>
+            {
+                Some("it has steps the graph does not".to_string())
+            }
+            Ok(()) => None,
+        };
+        match problem {
+            Some(problem) => Err(PyValueError::new_err(format!(
+                "the instance {:?} cannot be drawn on {}: {problem}",
                 inner.id(),
                 self.inner.workflow()
-            )));
+            ))),
+            None => Ok(Some(inner)),
         }
-        Ok(Some(inner))
     }
 
     /// The items function of the `ForEach` step at `position`, if its

@@ -403,8 +403,8 @@ impl PyInstance {
     }
 
     /// The progress of the active `ForEach` or `Repeat` step `step`, or
-    /// `None`: `{"kind": "for_each", "items": n, "done": [index, ...]}`
-    /// or `{"kind": "repeat", "iteration": n}` (the run to come, from 0).
+    /// `None`: `{"kind": "for_each", "items": n, "done": count}` or
+    /// `{"kind": "repeat", "iteration": n}` (the run to come, from 0).
     fn loop_state<'py>(&self, step: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyDict>>> {
         let py = step.py();
         let Some(state) = self.inner.loop_of(&step_ref(step)?) else {
@@ -419,8 +419,7 @@ impl PyInstance {
             Loop::ForEach { items, results } => {
                 dict.set_item("kind", "for_each")?;
                 dict.set_item("items", items.len())?;
-                let done: Vec<u32> = results.iter().map(|(i, _)| *i).collect();
-                dict.set_item("done", done)?;
+                dict.set_item("done", results.len())?;
             }
         }
         Ok(Some(dict))

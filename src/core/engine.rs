@@ -110,7 +110,8 @@ pub fn position(
 
 /// Fails unless every active or reached step of `instance` belongs to
 /// `graph`, so that no step from outside the workflow (put there by raw
-/// field changes or a foreign document) is ever run or waited for.
+/// field changes or a foreign document) is ever run or waited for, and
+/// unless its loop progress fits the graph's `ForEach` and `Repeat` steps.
 pub fn check_members(
     instance: &Instance,
     graph: &WorkflowGraph,
@@ -124,6 +125,26 @@ pub fn check_members(
             if state == StepState::Reached {
                 position(graph, step, operation)?;
             }
+        }
+    }
+    for (step, state) in instance.loops() {
+        let spec = graph.step_at(position(graph, step, operation)?);
+        let fits = match (&spec.node, state) {
+            (Node::ForEach { .. }, Loop::ForEach { .. }) => true,
+            (Node::Repeat { max_iterations, .. }, Loop::Repeat { iteration }) => {
+                iteration < max_iterations
+            }
+            _ => false,
+        };
+        if !fits {
+            return Err(CoreError::invalid(
+                "loops",
+                format!(
+                    "{operation}: the loop progress of {step} does not fit the workflow {} \
+                     (a ForEach's items on a ForEach step, a Repeat's run below its max_iterations)",
+                    graph.workflow()
+                ),
+            ));
         }
     }
     Ok(())
@@ -329,9 +350,12 @@ fn follow(
 ) -> CoreResult<()> {
     for (target, &p) in taken.iter().zip(positions) {
         match instance.step_state(&target.step) {
-            None | Some(StepState::Reached) if graph.step_at(p).join == Join::First => {
-                // The first arrival wins; the other branches into it are
-                // withdrawn.
+            None | Some(StepState::Reached)
+                if graph.step_at(p).join == Join::First || graph.step_at(p).terminates =>
+            {
+                // The first arrival wins: a first-wins join withdraws the
+                // other branches into it; `Terminate` runs at once (and
+                // withdraws everything when it does).
                 instance.activate_step_mut(&target.step, target.config.clone())?;
                 effects.activated.push(p);
                 for &w in graph.withdrawn_by(p) {
@@ -596,7 +620,7 @@ fn complete_run(
             };
             instance.record_run_mut(step, key, completion, n, true)?;
             if event == *again {
-                if n + 1 >= *max_iterations {
+                if n.saturating_add(1) >= *max_iterations {
                     let error = failure(
                         "max_iterations",
                         key,
@@ -608,7 +632,12 @@ fn complete_run(
                     instance.fail_mut(error)?;
                     return Ok(Applied::Done);
                 }
-                instance.set_loop_mut(step, Loop::Repeat { iteration: n + 1 })?;
+                instance.set_loop_mut(
+                    step,
+                    Loop::Repeat {
+                        iteration: n.saturating_add(1),
+                    },
+                )?;
                 effects.activated.push(p);
                 return Ok(Applied::Again);
             }

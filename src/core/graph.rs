@@ -223,6 +223,8 @@ pub enum GraphProblem {
         /// The limit's name.
         limit: &'static str,
     },
+    /// `Done` or `Terminate` wrapped in `ForEach` or `Repeat`.
+    LeafInNode(ClassRef),
     /// A first-wins join (`join = "first"`) with fewer than two
     /// predecessors.
     FirstJoinWithoutRace {
@@ -254,6 +256,7 @@ impl GraphProblem {
             GraphProblem::RepeatAgainUndeclared { .. } => "repeat_again_undeclared",
             GraphProblem::RepeatAgainHasTransition { .. } => "repeat_again_has_transition",
             GraphProblem::LimitBelowOne { .. } => "limit_below_one",
+            GraphProblem::LeafInNode(_) => "leaf_in_node",
         }
     }
 
@@ -265,6 +268,7 @@ impl GraphProblem {
         match self {
             GraphProblem::Cycle(path) => path.clone(),
             GraphProblem::Unreachable(step)
+            | GraphProblem::LeafInNode(step)
             | GraphProblem::LeafNotDone(step)
             | GraphProblem::DoneNotLeaf(step)
             | GraphProblem::UnknownStep(step)
@@ -411,6 +415,11 @@ impl fmt::Display for GraphProblem {
                     if declared.is_empty() { "none".to_string() } else { declared.join(", ") }
                 )
             }
+            GraphProblem::LeafInNode(step) => write!(
+                f,
+                "{} ends the workflow, so it cannot be run per item or repeated",
+                step.short_name()
+            ),
             GraphProblem::UnknownStep(step) => {
                 write!(
                     f,
@@ -653,6 +662,9 @@ impl WorkflowGraph {
             step: step.name,
             limit,
         };
+        if step.is_done && step.node != Node::Step {
+            problems.push(GraphProblem::LeafInNode(step.name));
+        }
         match &step.node {
             Node::Step => {}
             Node::ForEach {

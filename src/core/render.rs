@@ -132,7 +132,10 @@ pub fn progress(graph: &WorkflowGraph, instance: &Instance, position: usize) -> 
                 Some(Loop::Repeat { iteration }) => *iteration,
                 _ => 0,
             };
-            Some(format!("run {} of {max_iterations}", iteration + 1))
+            Some(format!(
+                "run {} of {max_iterations}",
+                iteration.saturating_add(1)
+            ))
         }
         _ => None,
     }

@@ -280,6 +280,23 @@ class DeadlineFlow(Workflow, unique=Unique("deadline")):
     }
 
 
+class AwaitShipping(WaitForEvent):
+    pass
+
+
+class DeadlineThenShipFlow(Workflow, unique=Unique("deadlineship")):
+    """The payment race, then a wait for shipping."""
+
+    start = Quick
+    transitions = {
+        Quick: {"ok": [AwaitPayment, (PayDeadline, {"duration": 1, "unit": "day"})]},
+        AwaitPayment: {"received": Settle},
+        PayDeadline: {"timeout": Settle},
+        Settle: {"settled": AwaitShipping},
+        AwaitShipping: {"received": Done},
+    }
+
+
 class Gatekeeper(Step):
     """Ends the workflow once Blocker has started."""
 

@@ -18,6 +18,7 @@ import runtime_flows as rf
 from hephaestus import (
     AlreadyRunningError,
     Hephaestus,
+    Instance,
     InstanceNotFoundError,
     InvalidTransitionError,
     MemoryStorage,
@@ -26,10 +27,13 @@ from hephaestus import (
     StorageError,
     Unique,
     current_execution,
+    engine,
+    step_key,
 )
 from hephaestus.runtime import app as app_module
 from hephaestus.runtime.app import current_app
-from hephaestus.runtime.storage import NewRun
+from hephaestus.runtime.scheduler import stale_timers
+from hephaestus.runtime.storage import NewRun, Timer
 from hephaestus.testing import VirtualClock
 
 STORAGES = ["memory", "sqlite"]
@@ -483,6 +487,49 @@ def test_a_first_wins_join_discards_the_result_of_a_branch_still_running(
     rf.RELEASE.set()  # Blocker returns now; its result must change nothing
     eventually(lambda: app._scheduler is None or app._scheduler.running == 0)
     assert app.get(iid) == done
+
+
+def test_a_resume_that_withdraws_a_timer_drops_it_and_the_run_rests(
+    app: Hephaestus, clock: VirtualClock
+) -> None:
+    iid = app.start_instance(rf.DeadlineThenShipFlow, id="deadlineship::a")
+    app.wait(iid, timeout=10)
+    app.resume(iid, "received", step=rf.AwaitPayment)
+    waiting = eventually(lambda: (i := app.get(iid)).waiting_steps == {rf.AwaitShipping} and i)
+    assert waiting.skipped_steps == {rf.PayDeadline}
+    run_id = app.storage.newest(iid).run_id
+    assert app.storage.load(run_id).timers == [], "the withdrawn deadline's timer is gone"
+    clock.advance(2 * 86400)
+    row = eventually(lambda: (r := app.storage.newest(iid)).status == "waiting" and r)
+    assert not row.runnable, "a waiting run is not claimed again and again"
+    assert [i.id for i in app.list(status="waiting")] == [iid]
+    assert app.get(iid) == waiting
+
+
+def test_stale_timers_are_the_ones_that_hold_nothing_back() -> None:
+    instance = engine.advance(Instance.new(rf.DeadlineFlow, 1, {}, "deadline::s"))
+    instance = engine.complete_step(instance, rf.Quick, "ok")
+    instance = engine.activate_transitions(instance, rf.Quick, "ok")
+    instance = instance.wait_step(rf.AwaitPayment).wait_step(rf.PayDeadline)
+    keys = {step_key(s): s for s in engine.graph_of(instance).steps}
+    timers = [
+        Timer("pay_deadline", "wait", 1.0),
+        Timer("quick", "retry", 1.0, 2),
+        Timer("gone", "wait", 1.0),
+    ]
+    assert stale_timers(instance, timers, keys) == ["quick", "gone"]
+    paid = engine.resume_step(instance, rf.AwaitPayment, "received")
+    assert stale_timers(paid, timers, keys) == ["pay_deadline", "quick", "gone"]
+
+
+def test_a_repeat_between_runs_does_not_hold_a_worker_slot(tmp_path: Path) -> None:
+    clock = VirtualClock(dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc))
+    with Hephaestus(SQLiteStorage(tmp_path / "h.db"), clock=clock, concurrency=1) as app:
+        for k in range(3):
+            app.start_instance(rf.SettleFlow, id=f"settle::p{k}")
+        eventually(lambda: [c[0] for c in rf.CALLS].count("PollSettlement") == 3)
+        quick = app.run(rf.QuickFlow, id="quick::after", timeout=10)
+        assert quick.status is Status.COMPLETED, "the polling runs let it through"
 
 
 def test_terminate_discards_the_result_of_a_step_still_running(app: Hephaestus) -> None:

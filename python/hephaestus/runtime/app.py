@@ -43,7 +43,7 @@ from hephaestus.errors import (
 from hephaestus.runtime import explain
 from hephaestus.runtime.clock import Clock, SystemClock, as_datetime
 from hephaestus.runtime.explain import Explanation
-from hephaestus.runtime.scheduler import _owner, _Scheduler
+from hephaestus.runtime.scheduler import _owner, _Scheduler, stale_timers
 from hephaestus.runtime.storage.base import (
     Append,
     NewRun,
@@ -396,7 +396,10 @@ class Hephaestus:
                 status=driver.status.value,
                 runnable=bool(instance.active_steps - instance.waiting_steps),
                 updated_at=self._clock.now(),
-                drop_timers=[step_key(chosen)],
+                # The resumed step's timer, and those of steps it withdrew.
+                drop_timers=stale_timers(
+                    instance, stored.timers, {step_key(s): s for s in graph_of(instance).steps}
+                ),
                 snapshot=instance.to_bytes() if instance.is_terminal else None,
             )
             (conflict,) = self._storage.commit([change])
@@ -638,10 +641,11 @@ class Hephaestus:
         return self._rebuild(stored).finish()
 
     def _rebuild(self, stored: Stored) -> _core.Run:
-        """A driver over ``stored``: its snapshot with its journal replayed."""
+        """A reader over ``stored``: its snapshot with its journal replayed
+        (it runs nothing, not even a ForEach's items function)."""
         self._resolve(stored.row.workflow)
         instance = Instance.from_bytes(stored.snapshot)
-        driver = _core.Run(graph_of(instance), instance, record=True, start=False)
+        driver = _core.Run(graph_of(instance), instance, record=True, start=False, drive=False)
         driver.replay(stored.records)
         return driver
 

@@ -256,8 +256,8 @@ def _active(context: _Context, step: type, key: str) -> Reason:
 
 def _for_each(context: _Context, step: type) -> Reason:
     key = step_key(step)
-    state = context.instance.loop_state(step) or {"items": 0, "done": []}
-    done, total = len(state["done"]), state["items"]
+    state = context.instance.loop_state(step) or {"items": 0, "done": 0}
+    done, total = state["done"], state["items"]
     running = sorted(i for (s, i), _ in context.running.items() if s is step and i is not None)
     retries = []
     for index in range(total):

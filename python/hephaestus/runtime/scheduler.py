@@ -153,6 +153,9 @@ class _Live:
     #: Another writer changed the run: nothing more is applied to this copy;
     #: a reload takes over its running steps and pending outcomes.
     stale: bool = False
+    #: Stored timers that hold nothing back any more (of steps a replayed
+    #: record withdrew or resumed): the first commit after loading drops them.
+    outdated: list[str] = dataclasses.field(default_factory=list)
     #: Set while no commit is in progress.
     idle: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
 
@@ -489,8 +492,10 @@ class _Scheduler:
                 await self._io_call(self.storage.release, self.owner, [row.run_id])
                 continue
             self.live[row.run_id] = live
-            # Starting a pending run is a change committed before its first step.
-            await self._apply(live, extra=_starter(live))
+            # Starting a pending run is a change committed before its first
+            # step; timers that hold nothing back any more (of steps a
+            # replayed record withdrew) go with it.
+            await self._apply(live, drop_timers=live.outdated, extra=_starter(live))
 
     async def refresh(self, run_id: int, outcomes: Sequence[tuple[Unit, Attempted]] = ()) -> None:
         """Reloads a run this app drives after another writer changed it
@@ -523,7 +528,7 @@ class _Scheduler:
         live.pending = [*outcomes, *old.pending]
         live.settling = old.settling
         self.live[run_id] = live
-        await self._apply(live, extra=_starter(live))
+        await self._apply(live, drop_timers=live.outdated, extra=_starter(live))
 
     # -- running steps ---------------------------------------------------------------------------
 
@@ -652,14 +657,13 @@ class _Scheduler:
         status = live.driver.status.value
         finished = status in _FINISHED
         runnable = not finished and self._has_work(live, instance)
-        if not records and not timers and not attempts and not drop_timers:
+        nothing = not records and not timers and not attempts and not drop_timers
+        if nothing and runnable:
             live.settling.difference_update(unit for unit, _ in outcomes)
-            if runnable:
-                self._dispatch(live, to_run)
-            else:
-                self._drop(live)
-                await self._io_call(self.storage.release, self.owner, [live.run_id])
+            self._dispatch(live, to_run)
             return
+        # (A run released with nothing new still commits: its row must say
+        # it has no work now, or every app would claim it again at once.)
         size = sum(len(r) for r in records)
         snapshot = None
         if finished or live.journal_bytes + size >= max(live.snapshot_bytes, _SNAPSHOT_MIN_BYTES):
@@ -785,14 +789,26 @@ class _Scheduler:
         timers.append(Timer(key, "repeat", due))
 
     def _has_work(self, live: _Live, instance: Instance) -> bool:
-        """Active steps that are neither waiting nor in a retry's backoff
-        (a ForEach or Repeat step counts while it is active: some of its
-        runs may be out of backoff)."""
-        nodes = live.nodes
-        return any(
-            step in nodes or step_key(step) not in live.backoff
-            for step in instance.active_steps - instance.waiting_steps
-        )
+        """Whether some run of an active, not waiting step can go now: not
+        held back by a retry's backoff or a Repeat's interval (a ForEach has
+        work while it has more unfinished items than items in backoff)."""
+        for step in instance.active_steps - instance.waiting_steps:
+            key = step_key(step)
+            state = instance.loop_state(step)
+            node = live.nodes.get(step)
+            if isinstance(node, Repeat):
+                iteration = state["iteration"] if state is not None else 0
+                if _unit_key(step, iteration) not in live.backoff:
+                    return True
+            elif isinstance(node, ForEach):
+                if state is None:
+                    return True  # its items are still to be taken
+                held = sum(1 for k in live.backoff if k.rpartition("#")[0] == key)
+                if state["items"] - state["done"] > held:
+                    return True
+            elif key not in live.backoff:
+                return True
+        return False
 
     def running_since(self, run_id: int) -> dict[Unit, float]:
         """The runs of ``run_id`` this app has going on, with when each
@@ -858,8 +874,32 @@ def _live(stored: Stored, workflow: type) -> _Live:
     )
     for attempt in stored.attempts:
         live.attempts[attempt.step] = max(live.attempts.get(attempt.step, 0), attempt.attempt)
-    live.backoff = {t.step: t.due for t in stored.timers if t.kind in _DELAYS}
+    live.outdated = stale_timers(driver.instance, stored.timers, live.keys)
+    live.backoff = {
+        t.step: t.due for t in stored.timers if t.kind in _DELAYS and t.step not in live.outdated
+    }
     return live
+
+
+def stale_timers(instance: Instance, timers: Iterable[Timer], keys: dict[str, type]) -> list[str]:
+    """The keys of the timers that hold nothing back in ``instance``: a wait
+    timer of a step that no longer waits, a retry or repeat timer of a step
+    that is no longer active (withdrawn, resumed, finished), or a timer of
+    no step of the graph. ``keys`` maps step keys to steps."""
+    stale = []
+    for timer in timers:
+        step = keys.get(timer.step)
+        if step is None:
+            base, _, iteration = timer.step.rpartition("#")
+            step = keys.get(base) if iteration.isdigit() else None
+        if step is None:
+            stale.append(timer.step)
+        elif timer.kind == "wait":
+            if not instance.is_waiting(step):
+                stale.append(timer.step)
+        elif not instance.is_active(step):
+            stale.append(timer.step)
+    return stale
 
 
 def _starter(live: _Live) -> Callable[[], list[Unit]]:
