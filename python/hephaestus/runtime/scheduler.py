@@ -794,8 +794,12 @@ class _Scheduler:
         work while it has more unfinished items than items in backoff)."""
         for step in instance.active_steps - instance.waiting_steps:
             key = step_key(step)
-            state = instance.loop_state(step)
             node = live.nodes.get(step)
+            if node is None:
+                if key not in live.backoff:
+                    return True
+                continue
+            state = instance.loop_state(step)
             if isinstance(node, Repeat):
                 iteration = state["iteration"] if state is not None else 0
                 if _unit_key(step, iteration) not in live.backoff:
@@ -806,8 +810,6 @@ class _Scheduler:
                 held = sum(1 for k in live.backoff if k.rpartition("#")[0] == key)
                 if state["items"] - state["done"] > held:
                     return True
-            elif key not in live.backoff:
-                return True
         return False
 
     def running_since(self, run_id: int) -> dict[Unit, float]:
