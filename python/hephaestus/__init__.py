@@ -5,7 +5,7 @@ The public API lives here; ``hephaestus._core`` is the private native module.
 
 from __future__ import annotations
 
-from hephaestus import engine
+from hephaestus import engine, telemetry
 from hephaestus._core import (
     FORMAT_VERSION,
     Context,
@@ -85,6 +85,7 @@ __all__ = [
     "current_execution",
     "engine",
     "step_key",
+    "telemetry",
     "transit",
     "wait_duration",
 ]

@@ -40,7 +40,7 @@ from hephaestus.errors import (
     InvalidTransitionError,
     SerializationError,
 )
-from hephaestus.runtime import explain
+from hephaestus.runtime import events, explain
 from hephaestus.runtime.clock import Clock, SystemClock, as_datetime
 from hephaestus.runtime.explain import Explanation
 from hephaestus.runtime.scheduler import _owner, _Scheduler, stale_timers
@@ -405,6 +405,8 @@ class Hephaestus:
             (conflict,) = self._storage.commit([change])
             if conflict is None:
                 break
+        waited = self._clock.now() - stored.row.updated_at
+        events.step_resumed(instance, chosen, event, "external", waited)
         self._notify()
         scheduler.changed(row.run_id)
 

@@ -30,6 +30,7 @@ from hephaestus._core import Instance, WorkflowGraph, step_key
 from hephaestus.control import ForEach, Repeat
 from hephaestus.engine import graph_of, version_class
 from hephaestus.errors import SerializationError
+from hephaestus.runtime import events
 from hephaestus.runtime.clock import as_datetime
 from hephaestus.runtime.execution import Execution
 from hephaestus.runtime.executor import Attempted, Executor, LocalExecutor, StepCall
@@ -144,6 +145,12 @@ class _Live:
     running: dict[Unit, asyncio.Task[None]] = dataclasses.field(default_factory=dict)
     #: When each run going on now started (the clock's time), for `explain`.
     started: dict[Unit, float] = dataclasses.field(default_factory=dict)
+    #: When each run going on now started (``time.monotonic_ns()``), and
+    #: how long each finished one took, for telemetry.
+    started_ns: dict[Unit, int] = dataclasses.field(default_factory=dict)
+    durations: dict[Unit, int] = dataclasses.field(default_factory=dict)
+    #: Commit rounds so far in this process (``engine.advance`` events).
+    advances: int = 0
     #: Outcomes waiting to be applied and committed, in order.
     pending: list[tuple[Unit, Attempted]] = dataclasses.field(default_factory=list)
     #: Runs whose attempt ended and whose outcome is not committed yet: they
@@ -211,6 +218,7 @@ class _Scheduler:
         self.thread.start()
         self._started.wait()
         self.clock.subscribe(self._clock_moved)
+        events.runner_init(self.owner, self.storage)
 
     def _thread_main(self) -> None:
         asyncio.set_event_loop(self.loop)
@@ -432,7 +440,28 @@ class _Scheduler:
         if firings:
             await self._io_call(self.storage.fire, firings, now)
             self.app._notify()
+            if events.listening("step.resume"):
+                await self._io_call(self._resumed_elsewhere, firings, now)
         return len(due) == 256
+
+    def _resumed_elsewhere(self, firings: Sequence[Firing], now: float) -> None:
+        """``step.resume`` for wait timers fired without loading their runs
+        (read back only when a handler listens)."""
+        for firing in firings:
+            if firing.record is None:
+                continue
+            try:
+                instance = self.app._rebuild(self.storage.load(firing.run_id)).finish()
+            except (SerializationError, StorageError, LookupError):
+                continue
+            step = self._step_of(instance, firing.step)
+            if step is not None:
+                waited = _waited_for(instance, step)
+                events.step_resumed(instance, step, "timeout", "timeout", waited)
+
+    @staticmethod
+    def _step_of(instance: Instance, key: str) -> type | None:
+        return next((s for s in graph_of(instance).steps if step_key(s) == key), None)
 
     async def _fire_live(self, live: _Live, timer: Timer, now: float) -> None:
         unit = self._unit(live, timer.step)
@@ -442,7 +471,9 @@ class _Scheduler:
             return
 
         def resume() -> list[Unit]:
-            live.driver.resume(unit[0], "timeout", timestamp=as_datetime(now))
+            if live.driver.resume(unit[0], "timeout", timestamp=as_datetime(now)):
+                waited = now - (timer.due - _waited_for(live.driver.instance, unit[0]))
+                events.step_resumed(live.driver.instance, unit[0], "timeout", "timeout", waited)
             return []
 
         await self._apply(live, drop_timers=[timer.step], extra=resume)
@@ -570,7 +601,9 @@ class _Scheduler:
             )
             self.running += 1
             live.started[unit] = self.clock.now()
+            live.started_ns[unit] = time.monotonic_ns()
             live.running[unit] = self.loop.create_task(self._run_step(run_id, unit, call))
+            events.step_start(instance, step, attempt, len(live.running))
 
     async def _run_step(self, run_id: int, unit: Unit, call: StepCall) -> None:
         try:
@@ -582,6 +615,9 @@ class _Scheduler:
             return  # dropped (cancelled, taken over): the result is discarded
         live.running.pop(unit, None)
         live.started.pop(unit, None)
+        began = live.started_ns.pop(unit, None)
+        if began is not None:
+            live.durations[unit] = time.monotonic_ns() - began
         live.settling.add(unit)
         live.pending.append((unit, attempted))
         await self._apply(live)
@@ -629,7 +665,9 @@ class _Scheduler:
         to_run: list[Unit] = []
         timers: list[Timer] = []
         attempts: list[Attempt] = []
-        waiting_before = live.driver.instance.waiting_steps
+        began = time.monotonic_ns()
+        first = live.driver.instance
+        waiting_before = first.waiting_steps
         if extra is not None:
             to_run.extend(extra())
         for unit, attempted in outcomes:
@@ -654,6 +692,9 @@ class _Scheduler:
                 timers.append(Timer(step_key(step), "wait", due))
         records = live.driver.take_records()
         to_run.extend(live.driver.take_runnable())
+        if records and events.listening("engine.advance"):
+            live.advances += 1
+            events.advanced(first, instance, time.monotonic_ns() - began, live.advances)
         status = live.driver.status.value
         finished = status in _FINISHED
         runnable = not finished and self._has_work(live, instance)
@@ -710,8 +751,11 @@ class _Scheduler:
         else:
             live.journal_bytes += size
         if status != live.row.status:
+            before = live.row.status
             live.row = dataclasses.replace(live.row, status=status)
             self.app._notify()
+            duration_ns = int(max(0.0, now - live.row.created_at) * 1e9)
+            events.workflow_changed(before, instance, duration_ns, live.advances)
         if not runnable:
             self._drop(live)
             return
@@ -730,9 +774,15 @@ class _Scheduler:
         """Applies one attempt's end: its result, or a retry, or the failure."""
         step, iteration = unit
         key = _unit_key(step, iteration)
+        duration_ns = live.durations.pop(unit, 0)
         if attempted.kind == "returned":
             # (A step withdrawn meanwhile has its result discarded.)
+            before = live.driver.instance if events.listening(*events.STEP_EVENTS) else None
             live.driver.complete(step, attempted.value, iteration=iteration, timestamp=stamp)
+            if before is not None and before.is_active(step):
+                events.step_returned(
+                    before, live.driver.instance, step, attempted.value, duration_ns
+                )
             self._delay_repeat(live, unit, now, timers)
             return
         if not live.driver.instance.is_active(step):
@@ -767,7 +817,20 @@ class _Scheduler:
             error[_ITERATION_FIELD[type(live.nodes.get(step)).__name__]] = iteration
         live.attempts[key] = attempt
         policy = getattr(step, "retry", None)
-        if policy is not None and attempt < policy.max_attempts:
+        will_retry = policy is not None and attempt < policy.max_attempts
+        if events.listening("step.exception"):
+            raised = attempted.value if isinstance(attempted.value, BaseException) else None
+            events.step_failed(
+                live.driver.instance,
+                step,
+                error["kind"],
+                raised,
+                str(error.get("message", error.get("timeout"))),
+                duration_ns,
+                attempt,
+                will_retry,
+            )
+        if policy is not None and will_retry:
             due = now + policy.delay(attempt)
             live.backoff[key] = due
             timers.append(Timer(key, "retry", due, attempt + 1))
@@ -902,6 +965,15 @@ def stale_timers(instance: Instance, timers: Iterable[Timer], keys: dict[str, ty
         elif not instance.is_active(step):
             stale.append(timer.step)
     return stale
+
+
+def _waited_for(instance: Instance, step: type) -> float:
+    """How long a ``Wait`` step's config says it waits, in seconds (0 when
+    it cannot tell)."""
+    try:
+        return float(wait_duration(instance.step_configs.get(step) or {}).total_seconds())
+    except (TypeError, ValueError, OverflowError):
+        return 0.0
 
 
 def _starter(live: _Live) -> Callable[[], list[Unit]]:
