@@ -103,6 +103,7 @@ def test_every_event_carries_its_measurements_and_metadata(seen: list[Any]) -> N
         assert app.wait(order, timeout=10).status is Status.WAITING
         app.resume(order, "received")
         assert app.wait(order, timeout=10).status is Status.COMPLETED
+        started = app.get(order).telemetry_start_time
         flaky = app.start_instance(rf.FlakyFlow, id="flaky::t", telemetry_metadata=TAGS)
         eventually(lambda: app.storage.load(app.storage.newest(flaky).run_id).timers)
         clock.advance(10)
@@ -145,6 +146,8 @@ def test_every_event_carries_its_measurements_and_metadata(seen: list[Any]) -> N
     assert "RuntimeError: attempt 1 failed" in failures[0]["stacktrace"]
     [(_, crashed)] = of(seen, "workflow.exception")
     assert (crashed["failed_step"], crashed["kind"]) == ("broken", "exception")
+    assert isinstance(started, int)
+    assert 0 < started <= time.monotonic_ns()
     stops = {md["instance_id"]: (m, md) for m, md in of(seen, "workflow.stop")}
     measurements, metadata = stops["orderid::t"]
     assert measurements["step_count"] == 6

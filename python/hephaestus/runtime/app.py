@@ -324,8 +324,13 @@ class Hephaestus:
             context = {}
         chosen, _ = workflow.resolve_version(version)
         instance = Instance.new(workflow, chosen, context, id)
-        if telemetry_metadata is not None:
-            instance = instance.replace(telemetry_metadata=telemetry_metadata)
+        # When telemetry started for it (time.monotonic_ns(), as the
+        # original's telemetry_start_time; it means something only in the
+        # process that started the instance).
+        instance = instance.replace(
+            telemetry_metadata=dict(telemetry_metadata or {}),
+            telemetry_start_time=time.monotonic_ns(),
+        )
         self.register(workflow)
         return NewRun(
             id=id,
