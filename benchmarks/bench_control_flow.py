@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from hephaestus import Done, ForEach, Hephaestus, Instance, Status, Step, Unique, Workflow, engine
-from report import add_common_arguments, factor, header, progress, table, write_section
+from report import add_common_arguments, factor, header, progress, publish, table
 
 
 class Begin(Step):
@@ -322,11 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench_control_flow-") as folder:
         d = durable(settings, Path(folder))
     section = render(settings, args.quick, p, d)
-    print(section)
-    if args.write:
-        write_section(args.write, section, "bench_control_flow")
-        progress(f"wrote {args.write}")
-    progress(f"done in {time.perf_counter() - started:.1f} s")
+    publish(section, args.write, "bench_control_flow", started)
     return 0
 
 

@@ -39,7 +39,7 @@ from time import perf_counter_ns
 from typing import Any
 
 from hephaestus import Done, Instance, Status, Step, Unique, Workflow
-from report import add_common_arguments, factor, header, progress, table, write_section
+from report import add_common_arguments, factor, header, progress, publish, table
 
 try:
     engine: Any = importlib.import_module("hephaestus.engine")
@@ -1044,11 +1044,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     results = run_benchmarks(build_impls(args.engines), settings)
     section = render(results)
-    print(section)
-    if args.write:
-        write_section(args.write, section, "bench_engine")
-        progress(f"wrote {args.write}")
-    progress(f"done in {time.perf_counter() - started:.1f} s")
+    publish(section, args.write, "bench_engine", started)
     return 0
 
 

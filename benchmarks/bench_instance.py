@@ -42,7 +42,7 @@ from typing import Any
 
 import hephaestus
 from pyrsistent import PMap, PSet, PVector, freeze, pmap, pset, pvector, thaw
-from report import add_common_arguments, factor, header, progress, table, write_section
+from report import add_common_arguments, factor, header, progress, publish, table
 
 ALL_IMPLS = ("hephaestus", "frozen", "pyrsistent", "mutable")
 MEMORY_WORKERS = 2
@@ -1367,11 +1367,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     results = run_benchmarks(build_impls(args.impls), settings, with_memory=not args.no_memory)
     section = render(results)
-    print(section)
-    if args.write:
-        write_section(args.write, section, "bench_instance")
-        progress(f"wrote {args.write}")
-    progress(f"done in {time.perf_counter() - started:.1f} s")
+    publish(section, args.write, "bench_instance", started)
     return 0
 
 

@@ -46,7 +46,7 @@ from time import perf_counter, perf_counter_ns
 from typing import Any
 
 from hephaestus import Done, Hephaestus, Instance, Step, Unique, Wait, Workflow, step_key
-from report import add_common_arguments, factor, header, progress, table, write_section
+from report import add_common_arguments, factor, header, progress, publish, table
 
 ENGINES = ("hephaestus", "floor", "dbos")
 EVENT = "next"
@@ -1236,11 +1236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     results = run_benchmarks(args.engines, settings, args.dir)
     section = render(results)
-    print(section)
-    if args.write:
-        write_section(args.write, section, "bench_runtime")
-        progress(f"wrote {args.write}")
-    progress(f"done in {time.perf_counter() - started:.1f} s")
+    publish(section, args.write, "bench_runtime", started)
     return 0
 
 

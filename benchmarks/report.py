@@ -8,6 +8,7 @@ import importlib.metadata
 import os
 import platform
 import sys
+import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -77,6 +78,17 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
         + "|"
     )
     return "\n".join([line(header), rule, *(line(row) for row in rows)])
+
+
+def publish(section: str, write: Path | None, name: str, started: float) -> None:
+    """Prints ``section``; with ``write``, also stores it in that file
+    under ``name`` (see :func:`write_section`); then reports the run's time
+    since ``started`` (a ``time.perf_counter()`` reading)."""
+    print(section)
+    if write:
+        write_section(write, section, name)
+        progress(f"wrote {write}")
+    progress(f"done in {time.perf_counter() - started:.1f} s")
 
 
 def write_section(path: Path, section: str, name: str) -> None:

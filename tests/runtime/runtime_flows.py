@@ -351,6 +351,18 @@ class SprintFlow(Workflow, unique=Unique("sprint")):
     }
 
 
+class FlakyRaceFlow(Workflow, unique=Unique("flakyrace")):
+    """A race: Flaky (which backs off after a failure) against a payment."""
+
+    start = Quick
+    transitions = {
+        Quick: {"ok": [Flaky, AwaitPayment]},
+        Flaky: {"ok": FirstBack},
+        AwaitPayment: {"received": FirstBack},
+        FirstBack: {"ok": Done},
+    }
+
+
 #: Runs of `ReserveLine` going on now, and the most at once.
 LINES = {"now": 0, "most": 0}
 LINES_LOCK = threading.Lock()

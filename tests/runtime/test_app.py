@@ -532,6 +532,20 @@ def test_a_repeat_between_runs_does_not_hold_a_worker_slot(tmp_path: Path) -> No
         assert quick.status is Status.COMPLETED, "the polling runs let it through"
 
 
+def test_a_withdrawn_step_loses_its_pending_retry(app: Hephaestus, clock: VirtualClock) -> None:
+    iid = app.start_instance(rf.FlakyRaceFlow, id="flakyrace::a")
+    run_id = app.storage.newest(iid).run_id
+    timers = eventually(lambda: app.storage.load(run_id).timers)
+    assert sorted(t.kind for t in timers) == ["retry"]
+    app.resume(iid, "received", step=rf.AwaitPayment)
+    done = app.wait(iid, timeout=10)
+    assert done.status is Status.COMPLETED
+    assert done.skipped_steps == {rf.Flaky}
+    assert app.storage.load(run_id).timers == [], "the retry of the withdrawn step is gone"
+    clock.advance(60)
+    assert [c[0] for c in rf.CALLS].count("Flaky") == 1, "it never ran again"
+
+
 def test_terminate_discards_the_result_of_a_step_still_running(app: Hephaestus) -> None:
     iid = app.start_instance(rf.StopFlow, id="stop::a")
     done = app.wait(iid, timeout=10)

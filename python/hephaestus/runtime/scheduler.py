@@ -143,11 +143,10 @@ class _Live:
     backoff: dict[str, float] = dataclasses.field(default_factory=dict)
     #: Runs going on now.
     running: dict[Unit, asyncio.Task[None]] = dataclasses.field(default_factory=dict)
-    #: When each run going on now started (the clock's time), for `explain`.
-    started: dict[Unit, float] = dataclasses.field(default_factory=dict)
-    #: When each run going on now started (``time.monotonic_ns()``), and
-    #: how long each finished one took, for telemetry.
-    started_ns: dict[Unit, int] = dataclasses.field(default_factory=dict)
+    #: When each run going on now started: the clock's time (for
+    #: `explain`) and ``time.monotonic_ns()`` (for telemetry's durations).
+    started: dict[Unit, tuple[float, int]] = dataclasses.field(default_factory=dict)
+    #: How long each finished run took (ns), until its outcome is applied.
     durations: dict[Unit, int] = dataclasses.field(default_factory=dict)
     #: Commit rounds so far in this process (``engine.advance`` events).
     advances: int = 0
@@ -600,8 +599,7 @@ class _Scheduler:
                 timeout=getattr(step, "timeout", None),
             )
             self.running += 1
-            live.started[unit] = self.clock.now()
-            live.started_ns[unit] = time.monotonic_ns()
+            live.started[unit] = (self.clock.now(), time.monotonic_ns())
             live.running[unit] = self.loop.create_task(self._run_step(run_id, unit, call))
             events.step_start(instance, step, attempt, len(live.running))
 
@@ -614,10 +612,9 @@ class _Scheduler:
         if live is None:
             return  # dropped (cancelled, taken over): the result is discarded
         live.running.pop(unit, None)
-        live.started.pop(unit, None)
-        began = live.started_ns.pop(unit, None)
+        began = live.started.pop(unit, None)
         if began is not None:
-            live.durations[unit] = time.monotonic_ns() - began
+            live.durations[unit] = time.monotonic_ns() - began[1]
         live.settling.add(unit)
         live.pending.append((unit, attempted))
         await self._apply(live)
@@ -883,7 +880,7 @@ class _Scheduler:
             return {}
         while True:
             try:
-                return dict(live.started)
+                return {unit: at for unit, (at, _) in live.started.items()}
             except RuntimeError:  # it changed while copied, in the loop's thread
                 continue
 
