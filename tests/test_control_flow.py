@@ -471,8 +471,8 @@ def test_a_step_is_one_node() -> None:
         (lambda: Repeat(cf.Work, again=None, max_iterations=1), TypeError, "again"),
         (
             lambda: Repeat(cf.Work, again="x", every={"duration": 1}, max_iterations=1),
-            (TypeError, ValueError),
-            "unit",
+            ValueError,
+            "Repeat: every: Wait config is missing 'unit'",
         ),
         (lambda: Repeat(cf.Work, again="x", max_iterations="3"), TypeError, "max_iterations"),
     ],

@@ -134,7 +134,10 @@ class Repeat:
                     f"Repeat: every must be a Wait config dict, got {type(self.every).__name__}"
                 )
             every = dict(self.every)
-            wait_duration(every)  # TypeError / ValueError naming what is wrong
+            try:
+                wait_duration(every)
+            except (TypeError, ValueError, OverflowError) as exc:
+                raise type(exc)(f"Repeat: every: {exc}") from None
             object.__setattr__(self, "every", every)
         _limit(self.max_iterations, "max_iterations", "Repeat")
 

@@ -199,14 +199,10 @@ def _waiting(context: _Context, step: type) -> Reason:
 
 def _join(context: _Context, step: type) -> Reason:
     instance = context.instance
-    open_ = [
-        p
-        for p in context.graph.steps
-        if p in context.graph.predecessors(step)
-        and not (instance.is_completed(p) or instance.is_skipped(p))
-    ]
-    done = [p for p in context.graph.steps if p in context.graph.predecessors(step)]
-    done = [p for p in done if p not in open_]
+    predecessors = context.graph.predecessors(step)
+    ordered = [p for p in context.graph.steps if p in predecessors]
+    open_ = [p for p in ordered if not (instance.is_completed(p) or instance.is_skipped(p))]
+    done = [p for p in ordered if p not in open_]
     return Reason(
         "join",
         step_key(step),
