@@ -10,13 +10,16 @@ venv=${TEST_VENV:-$root/.venv-test}
 
 step() { printf '\n== %s\n' "$*"; }
 
-step "Tools: rustfmt and clippy; Graphviz for the DOT check"
+step "Tools: rustfmt and clippy; Graphviz for the DOT check, tmux for the terminal check"
 rustup component add clippy rustfmt >/dev/null 2>&1 || true
-if ! command -v dot >/dev/null; then
+missing=()
+command -v dot >/dev/null || missing+=(graphviz)
+command -v tmux >/dev/null || missing+=(tmux)
+if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz >/dev/null
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     else
-        echo "Graphviz's dot is missing (apt-get install graphviz): the DOT check will be skipped"
+        echo "missing ${missing[*]} (apt-get install ${missing[*]}): their checks will be skipped"
     fi
 fi
 

@@ -433,10 +433,15 @@ class Workflow:
         """
         from hephaestus.runtime.app import current_app
 
+        return current_app().start_instance(cls, context, id=cls._new_id(value))
+
+    @classmethod
+    def _new_id(cls, value: str) -> str:
+        """The id a new instance for ``value`` gets (suffixed for scope ``"none"``)."""
         iid = cls.unique.build_id(value)
         if cls.unique.scope == "none":
             iid = f"{iid}::{secrets.token_hex(4)}"
-        return current_app().start_instance(cls, context, id=iid)
+        return iid
 
     @classmethod
     def _facade_id(cls, value: str, operation: str) -> str:

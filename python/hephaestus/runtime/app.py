@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextvars
+import importlib
 import logging
 import math
 import os
@@ -164,6 +165,11 @@ class Hephaestus:
             system's; ``hephaestus.testing.VirtualClock`` for tests).
         lease: Seconds after which a run whose app stopped renewing its lease
             (a dead process) is taken over by another app.
+        import_workflows: Whether the app may import the module of a
+            workflow it finds in the storage but was not given (as the
+            ``hephaestus`` command does). Off by default: an app runs only
+            workflows whose modules are already imported, so a database
+            never makes it run code it was not told to.
 
     Raises:
         TypeError: An argument has the wrong type.
@@ -180,6 +186,7 @@ class Hephaestus:
         concurrency: int = 8,
         clock: Clock | None = None,
         lease: float = 30.0,
+        import_workflows: bool = False,
     ) -> None:
         if isinstance(concurrency, bool) or not isinstance(concurrency, int):
             raise TypeError(f"concurrency must be an int, got {type(concurrency).__name__}")
@@ -200,6 +207,7 @@ class Hephaestus:
         self._tokens: list[contextvars.Token[tuple[Hephaestus, ...]]] = []
         #: Workflow classes this app was given, by name (to load their runs).
         self._workflows: dict[str, type] = {}
+        self._import_workflows = bool(import_workflows)
         #: Notified whenever this app commits a change; `_changes` counts them.
         self._changed = threading.Condition()
         self._changes = 0
@@ -657,20 +665,32 @@ class Hephaestus:
         return driver
 
     def _resolve(self, name: str) -> type:
-        """The workflow class ``name`` names, if loaded in this process."""
+        """The workflow class ``name`` names, if loaded in this process (or,
+        with ``import_workflows``, importable)."""
         known = self._workflows.get(name)
         if known is not None:
             return known
         module_name, _, qualname = name.partition(":")
         module = sys.modules.get(module_name)
+        if module is None and self._import_workflows:
+            try:
+                module = importlib.import_module(module_name)
+            except Exception as exc:
+                raise SerializationError(
+                    f"cannot load runs of {name}: importing {module_name!r} failed: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
         obj: Any = module
         for part in qualname.split("."):
             obj = getattr(obj, part, None)
         if not isinstance(obj, type):
-            raise SerializationError(
-                f"cannot load runs of {name}: its module {module_name!r} is not imported in "
-                "this process (import it, or register the workflow with app.register())"
+            how = (
+                f"{module_name!r} has no class {qualname!r}"
+                if module is not None
+                else f"its module {module_name!r} is not imported in this process (import it, "
+                "or register the workflow with app.register())"
             )
+            raise SerializationError(f"cannot load runs of {name}: {how}")
         self._workflows[name] = obj
         return obj
 

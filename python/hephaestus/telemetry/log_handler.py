@@ -75,7 +75,9 @@ def _handler(minimum: int) -> telemetry.Handler:
         logger = logging.getLogger(f"hephaestus.{area}")
         if not logger.isEnabledFor(level):
             return
-        text = _line(event, measurements, metadata)
+        text = event_text(event, measurements, metadata)
+        if event != "runner.init":
+            text = f"[{metadata.get('instance_id')}] {text}"
         stacktrace = metadata.get("stacktrace")
         if stacktrace:
             text = f"{text}\n{str(stacktrace).rstrip()}"
@@ -93,8 +95,8 @@ def _handler(minimum: int) -> telemetry.Handler:
     return log_event
 
 
-def _ms(nanoseconds: Any) -> str:
-    """A duration for people: ``12 ms``, ``1.5 s``."""
+def duration_text(nanoseconds: Any) -> str:
+    """A duration in nanoseconds for people: ``12 ms``, ``1.5 s``."""
     seconds = (nanoseconds or 0) / 1e9
     if seconds < 1:
         return f"{seconds * 1000:.0f} ms"
@@ -107,8 +109,9 @@ def _name(value: Any) -> str:
     return getattr(value, "__name__", None) or str(value)
 
 
-def _line(event: str, m: dict[str, Any], md: dict[str, Any]) -> str:
-    """The event in words, prefixed with the instance id."""
+def event_text(event: str, m: dict[str, Any], md: dict[str, Any]) -> str:
+    """An event in words (without the instance id), as the log lines and
+    ``hephaestus run`` show it."""
     step = _name(md.get("step"))
     if event == "runner.init":
         return f"runner started: {md['storage']} in process {md['pid']} ({md['name']})"
@@ -118,7 +121,7 @@ def _line(event: str, m: dict[str, Any], md: dict[str, Any]) -> str:
             f"{_name(md['initial_step'])}"
         ),
         "workflow.stop": lambda: (
-            f"workflow {_name(md['workflow'])} completed in {_ms(m['duration'])} "
+            f"workflow {_name(md['workflow'])} completed in {duration_text(m['duration'])} "
             f"({m['step_count']} steps)"
         ),
         "workflow.exception": lambda: (
@@ -130,19 +133,21 @@ def _line(event: str, m: dict[str, Any], md: dict[str, Any]) -> str:
             f"{', '.join(_name(t) for t in md['targets'])}"
         ),
         "step.start": lambda: f"step {step} started (attempt {md['attempt']})",
-        "step.stop": lambda: f'step {step} completed in {_ms(m["duration"])} -> "{md["event"]}"',
+        "step.stop": lambda: (
+            f'step {step} completed in {duration_text(m["duration"])} -> "{md["event"]}"'
+        ),
         "step.exception": lambda: (
-            f"step {step} failed in {_ms(m['duration'])} (attempt {md['attempt']}"
+            f"step {step} failed in {duration_text(m['duration'])} (attempt {md['attempt']}"
             f"{', will retry' if md['will_retry'] else ''}): {md['kind']}: {md['reason']}"
         ),
         "step.async": lambda: f"step {step} waits (instance {md['instance_status']})",
         "step.resume": lambda: (
             f'step {step} resumed with "{md["resume_event"]}" ({md["source"]}) after '
-            f"{_ms(m['wait_duration'])}"
+            f"{duration_text(m['wait_duration'])}"
         ),
         "engine.advance": lambda: (
             f"engine advanced {md['status_before']} -> {md['status_after']} "
-            f"({m['completed_in_advance']} completed) in {_ms(m['duration'])}"
+            f"({m['completed_in_advance']} completed) in {duration_text(m['duration'])}"
         ),
     }
-    return f"[{md.get('instance_id')}] {words[event]()}"
+    return words[event]()

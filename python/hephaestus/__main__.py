@@ -1,0 +1,5 @@
+"""``python -m hephaestus``: the ``hephaestus`` command."""
+
+from hephaestus.cli import run
+
+run()
