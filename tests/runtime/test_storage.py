@@ -8,6 +8,7 @@ A new storage joins by adding itself to ``STORAGES`` and ``storage()``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import multiprocessing
 import os
 import shutil
@@ -127,6 +128,17 @@ def test_a_created_run_is_pending_and_runnable_with_its_snapshot_and_no_journal(
     assert (row.created_at, row.updated_at) == (5.0, 5.0)
     assert (stored.snapshot, stored.snapshot_seq) == (b"pending order::1", 0)
     assert (stored.records, stored.timers, stored.attempts) == ([], [], [])
+
+
+def test_a_run_keeps_the_trace_context_it_was_started_in(storage):
+    traced = dataclasses.replace(new_run(), trace='{"traceparent": "00-ab-cd-01"}')
+    run_id = storage.create(traced)
+    storage.commit([change(run_id, 0, b"r1")])
+    assert storage.load(run_id).row.trace == '{"traceparent": "00-ab-cd-01"}'
+    assert storage.newest("order::1").trace == '{"traceparent": "00-ab-cd-01"}'
+    assert storage.find(id="order::1")[0].trace == '{"traceparent": "00-ab-cd-01"}'
+    other = storage.create(new_run("order::2", unique_key=None))
+    assert storage.load(other).row.trace is None
 
 
 def test_create_with_a_unique_key_an_unfinished_run_holds_raises_already_running(storage):
@@ -683,10 +695,14 @@ def test_sqlite_migration_2_keeps_timers_and_takes_repeat_timers(tmp_path, monke
     with monkeypatch.context() as patch:
         patch.setattr(sqlite_module, "_MIGRATIONS", sqlite_module._MIGRATIONS[:1])
         patch.setattr(sqlite_module, "SCHEMA_VERSION", 1)
-        storage = open_sqlite(path)
-        run_id = storage.create(new_run())
-        storage.close()
+        open_sqlite(path).close()
     with raw(path) as conn:
+        # A run as schema 1 wrote it.
+        run_id = conn.execute(
+            "INSERT INTO runs (token, id, workflow, version, status, seq, runnable, "
+            "created_at, updated_at) VALUES ('t', 'order::1', 'm:W', 1, 'running', 0, 1, 0, 0)"
+        ).lastrowid
+        conn.execute("INSERT INTO snapshots (run_id, seq, data) VALUES (?, 0, x'00')", (run_id,))
         conn.execute(
             "INSERT INTO timers (run_id, step, kind, due, attempt) "
             "VALUES (?, 'pay', 'retry', 5, 2)",
@@ -704,7 +720,7 @@ def test_sqlite_migration_2_keeps_timers_and_takes_repeat_timers(tmp_path, monke
     finally:
         storage.close()
     with raw(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == sqlite_module.SCHEMA_VERSION
         conn.execute(
             "INSERT INTO timers (run_id, step, kind, due, attempt) "
             "VALUES (?, 'poll#1', 'repeat', 6, 0)",

@@ -53,6 +53,7 @@ from hephaestus.runtime.storage.base import (
     Stored,
 )
 from hephaestus.status import Status
+from hephaestus.telemetry import otel
 
 __all__ = ["Hephaestus", "current_app"]
 
@@ -348,6 +349,7 @@ class Hephaestus:
             unique_key=_unique_key(workflow, chosen, id),
             snapshot=instance.to_bytes(),
             created_at=self._clock.now(),
+            trace=otel.capture(),
         )
 
     def register(self, *workflows: type) -> None:

@@ -45,6 +45,7 @@ from hephaestus.runtime.storage.base import (
     Timer,
 )
 from hephaestus.steps import Wait, wait_duration
+from hephaestus.telemetry import otel
 
 if TYPE_CHECKING:
     from hephaestus.runtime.app import Hephaestus
@@ -191,6 +192,8 @@ class _Scheduler:
             target=self._thread_main, name="hephaestus-scheduler", daemon=True
         )
         self.live: dict[int, _Live] = {}
+        #: The OpenTelemetry span of each run this app drives (with OTel).
+        self.traces: dict[int, otel.Traced] = {}
         #: Changes waiting for the next group commit, with their waiters.
         self.batch: list[tuple[Append, asyncio.Future[ConflictError | None]]] = []
         self.slots = app._concurrency
@@ -522,6 +525,9 @@ class _Scheduler:
                 await self._io_call(self.storage.release, self.owner, [row.run_id])
                 continue
             self.live[row.run_id] = live
+            traced = otel.run_started(stored.row)
+            if traced is not None:
+                self.traces[row.run_id] = traced
             # Starting a pending run is a change committed before its first
             # step; timers that hold nothing back any more (of steps a
             # replayed record withdrew) go with it.
@@ -544,10 +550,12 @@ class _Scheduler:
             stored = await self._io_call(self.storage.load, run_id)
         except StorageError:
             log.exception("cannot reload %s; it will be taken up again", old.row.id)
+            self._end_trace(run_id, None, old.row.status)
             return
         if stored.row.lease_owner != self.owner or stored.row.status in _FINISHED:
             # Finished (cancelled, say) or taken over: running steps' results
             # are discarded, and async ones stop.
+            self._end_trace(run_id, None, stored.row.status)
             for task in old.running.values():
                 task.cancel()
             return
@@ -600,14 +608,24 @@ class _Scheduler:
             )
             self.running += 1
             live.started[unit] = (self.clock.now(), time.monotonic_ns())
-            live.running[unit] = self.loop.create_task(self._run_step(run_id, unit, call))
+            traced, current = otel.step_started(
+                self.traces.get(run_id), live.row.workflow, instance.id, step, attempt, iteration
+            )
+            with current:  # the step's task (and its thread) see its span
+                live.running[unit] = self.loop.create_task(
+                    self._run_step(run_id, unit, call, traced)
+                )
             events.step_start(instance, step, attempt, len(live.running))
 
-    async def _run_step(self, run_id: int, unit: Unit, call: StepCall) -> None:
+    async def _run_step(
+        self, run_id: int, unit: Unit, call: StepCall, traced: otel.Traced | None
+    ) -> None:
+        attempted = None
         try:
             attempted = await self.executor.run(call)
         finally:
             self.running -= 1
+            otel.step_ended(traced, attempted)
         live = self.live.get(run_id)
         if live is None:
             return  # dropped (cancelled, taken over): the result is discarded
@@ -731,6 +749,7 @@ class _Scheduler:
                 "cannot commit a change of %s; retrying in %.2f s", live.row.id, self.pause
             )
             self._drop(live)
+            self._end_trace(live.run_id, None, live.row.status)
             return
         if conflict is not None:
             # Another writer got there first: load what it did, then apply
@@ -755,6 +774,8 @@ class _Scheduler:
             events.workflow_changed(before, instance, duration_ns, live.advances)
         if not runnable:
             self._drop(live)
+            took = now - live.row.created_at if finished else None
+            self._end_trace(live.run_id, instance, status, took)
             return
         self._dispatch(live, to_run)
 
@@ -884,6 +905,14 @@ class _Scheduler:
             except RuntimeError:  # it changed while copied, in the loop's thread
                 continue
 
+    def _end_trace(
+        self, run_id: int, instance: Instance | None, status: str, took: float | None = None
+    ) -> None:
+        """Closes the span of a run this app stops driving (``took``: the
+        seconds a finished run took)."""
+        if self.traces:
+            otel.run_ended(self.traces.pop(run_id, None), instance, status, took)
+
     def _drop(self, live: _Live) -> None:
         if self.live.get(live.run_id) is live:
             del self.live[live.run_id]
@@ -906,6 +935,7 @@ class _Scheduler:
         await asyncio.gather(*tasks, return_exceptions=True)
         for live in list(self.live.values()):
             await live.idle.wait()
+            self._end_trace(live.run_id, None, live.row.status)
         self.live.clear()
         try:
             await self._io_call(self.storage.release, self.owner, None)

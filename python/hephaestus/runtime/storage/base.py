@@ -73,6 +73,9 @@ class NewRun:
     snapshot: bytes
     created_at: float
     status: str = "pending"
+    #: The caller's trace context (W3C ``traceparent``/``tracestate`` as
+    #: JSON) when OpenTelemetry is in use, carried into every step.
+    trace: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +97,8 @@ class RunRow:
     runnable: bool
     created_at: float
     updated_at: float
+    #: The trace context the run was started in (see ``NewRun.trace``).
+    trace: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -48,6 +48,7 @@ class _Run:
     snapshot: bytes
     created_at: float
     updated_at: float
+    trace: str | None = None
     snapshot_seq: int = 0
     lease_owner: str | None = None
     lease_expires: float | None = None
@@ -69,6 +70,7 @@ class _Run:
             runnable=self.runnable,
             created_at=self.created_at,
             updated_at=self.updated_at,
+            trace=self.trace,
         )
 
 
@@ -124,6 +126,7 @@ class MemoryStorage:
                 snapshot=snapshot,
                 created_at=run.created_at,
                 updated_at=run.created_at,
+                trace=run.trace,
             )
             if key is not None:
                 self._unique[key] = run_id

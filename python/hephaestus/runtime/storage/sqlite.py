@@ -438,7 +438,8 @@ def _row(values: Sequence[Any]) -> RunRow:
         runnable,
         created_at,
         updated_at,
-    ) = values[:12]
+        trace,
+    ) = values[:13]
     return RunRow(
         run_id=run_id,
         token=token,
@@ -452,6 +453,7 @@ def _row(values: Sequence[Any]) -> RunRow:
         runnable=bool(runnable),
         created_at=created_at,
         updated_at=updated_at,
+        trace=trace,
     )
 
 
@@ -582,6 +584,7 @@ class SQLiteStorage:
             "status": run.status,
             "runnable": int(not finished),
             "created_at": run.created_at,
+            "trace": run.trace,
         }
 
         snapshot = bytes(run.snapshot)
@@ -706,7 +709,7 @@ class SQLiteStorage:
             values = conn.execute(_Q["load_run"], {"run_id": run_id}).fetchone()
             if values is None:
                 raise KeyError(run_id)
-            snapshot, snapshot_seq = values[12], values[13]
+            snapshot, snapshot_seq = values[13], values[14]
             records = conn.execute(_Q["load_records"], {"run_id": run_id, "after": snapshot_seq})
             timers = conn.execute(_Q["load_timers"], {"run_id": run_id})
             attempts = conn.execute(_Q["load_attempts"], {"run_id": run_id})

@@ -3,7 +3,7 @@
 --
 -- A run's row is always selected as the columns of RunRow, in its order:
 -- run_id, token, id, workflow, version, status, seq, lease_owner,
--- lease_expires, runnable, created_at, updated_at.
+-- lease_expires, runnable, created_at, updated_at, trace.
 
 -- name: schema_objects
 -- How many tables, indexes, views and triggers the database has.
@@ -17,10 +17,11 @@ SELECT value FROM hephaestus_meta WHERE key = 'schema';
 
 -- name: create_run
 INSERT INTO runs (
-    token, id, workflow, version, unique_key, status, seq, runnable, created_at, updated_at
+    token, id, workflow, version, unique_key, status, seq, runnable, created_at, updated_at,
+    trace
 ) VALUES (
     :token, :id, :workflow, :version, :unique_key, :status, 0, :runnable,
-    :created_at, :created_at
+    :created_at, :created_at, :trace
 );
 
 -- name: create_snapshot
@@ -102,7 +103,7 @@ WHERE run_id IN (SELECT value FROM json_each(:run_ids));
 
 -- name: runs_by_ids
 SELECT run_id, token, id, workflow, version, status, seq, lease_owner,
-       lease_expires, runnable, created_at, updated_at
+       lease_expires, runnable, created_at, updated_at, trace
 FROM runs
 WHERE run_id IN (SELECT value FROM json_each(:run_ids))
 ORDER BY run_id;
@@ -135,7 +136,7 @@ WHERE runnable = 1 AND lease_owner IS NOT NULL AND lease_owner != :owner;
 
 -- name: load_run
 SELECT r.run_id, r.token, r.id, r.workflow, r.version, r.status, r.seq, r.lease_owner,
-       r.lease_expires, r.runnable, r.created_at, r.updated_at, s.data, s.seq
+       r.lease_expires, r.runnable, r.created_at, r.updated_at, r.trace, s.data, s.seq
 FROM runs AS r JOIN snapshots AS s ON s.run_id = r.run_id
 WHERE r.run_id = :run_id;
 
@@ -153,7 +154,7 @@ ORDER BY attempt_id;
 
 -- name: newest
 SELECT run_id, token, id, workflow, version, status, seq, lease_owner,
-       lease_expires, runnable, created_at, updated_at
+       lease_expires, runnable, created_at, updated_at, trace
 FROM runs
 WHERE id = :id
 ORDER BY run_id DESC
@@ -165,7 +166,7 @@ LIMIT 1;
 
 -- name: find_by_id
 SELECT run_id, token, id, workflow, version, status, seq, lease_owner,
-       lease_expires, runnable, created_at, updated_at
+       lease_expires, runnable, created_at, updated_at, trace
 FROM runs
 WHERE id = :id
   AND (:workflows IS NULL OR workflow IN (SELECT value FROM json_each(:workflows)))
@@ -176,7 +177,7 @@ LIMIT :limit;
 
 -- name: find_by_workflow
 SELECT run_id, token, id, workflow, version, status, seq, lease_owner,
-       lease_expires, runnable, created_at, updated_at
+       lease_expires, runnable, created_at, updated_at, trace
 FROM runs
 WHERE workflow IN (SELECT value FROM json_each(:workflows))
   AND (:statuses IS NULL OR status IN (SELECT value FROM json_each(:statuses)))
@@ -186,7 +187,7 @@ LIMIT :limit;
 
 -- name: find_by_status
 SELECT run_id, token, id, workflow, version, status, seq, lease_owner,
-       lease_expires, runnable, created_at, updated_at
+       lease_expires, runnable, created_at, updated_at, trace
 FROM runs
 WHERE status IN (SELECT value FROM json_each(:statuses))
   AND (:version IS NULL OR version = :version)
@@ -195,7 +196,7 @@ LIMIT :limit;
 
 -- name: find_all
 SELECT run_id, token, id, workflow, version, status, seq, lease_owner,
-       lease_expires, runnable, created_at, updated_at
+       lease_expires, runnable, created_at, updated_at, trace
 FROM runs
 WHERE (:version IS NULL OR version = :version)
 ORDER BY run_id DESC
