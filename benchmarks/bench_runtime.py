@@ -164,6 +164,8 @@ class Settings:
     memory_idle: float  # seconds the app idles before its RSS is read
     timers: int
     idle_cpu: float  # seconds of idling whose CPU time is measured
+    telemetry_rounds: int  # alternating rounds of the telemetry variants
+    telemetry_instances: int  # instances of the 10-step workflow per telemetry round
 
 
 FULL = Settings(
@@ -183,6 +185,8 @@ FULL = Settings(
     memory_idle=2.0,
     timers=10_000,
     idle_cpu=3.0,
+    telemetry_rounds=9,
+    telemetry_instances=300,
 )
 QUICK = Settings(
     quick=True,
@@ -201,6 +205,8 @@ QUICK = Settings(
     memory_idle=0.5,
     timers=100,
     idle_cpu=0.5,
+    telemetry_rounds=1,
+    telemetry_instances=10,
 )
 
 
@@ -649,6 +655,129 @@ def timers_child(settings: Settings, directory: Path) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------
+# Telemetry's cost: as shipped, stubbed out, and with a handler that does nothing
+# --------------------------------------------------------------------------------------
+
+TELEMETRY_VARIANTS = ("shipped", "stubbed", "handler")
+
+
+def _stub_telemetry() -> Callable[[], None]:
+    """Replace every telemetry hook the runtime calls with a no-op (the baseline:
+    telemetry compiled out); return what puts them back."""
+    from contextlib import nullcontext
+
+    from hephaestus.runtime import events
+    from hephaestus.telemetry import otel
+
+    def nothing(*args: Any, **kwargs: Any) -> None:
+        return None
+
+    stubs: dict[Any, dict[str, Any]] = {
+        events: {
+            name: nothing
+            for name in (
+                "runner_init",
+                "workflow_changed",
+                "step_start",
+                "step_returned",
+                "step_failed",
+                "step_resumed",
+                "advanced",
+            )
+        },
+        otel: {
+            "capture": nothing,
+            "run_started": nothing,
+            "run_ended": nothing,
+            "step_ended": nothing,
+            "step_started": lambda *args: (None, nullcontext()),
+        },
+    }
+    stubs[events]["listening"] = lambda *names: False
+    saved = {
+        (module, name): getattr(module, name) for module, names in stubs.items() for name in names
+    }
+    for module, names in stubs.items():
+        for name, stub in names.items():
+            setattr(module, name, stub)
+
+    def restore() -> None:
+        for (module, name), value in saved.items():
+            setattr(module, name, value)
+
+    return restore
+
+
+def _concurrent_ns(app: Hephaestus, prefix: str, count: int) -> int:
+    """Start ``count`` instances of the 10-step chain at once; the time until all completed."""
+    start = perf_counter_ns()
+    ids = [app.start_instance(Chain10, {}, id=f"bench::{prefix}{k}") for k in range(count)]
+    ends = [app.wait(iid, timeout=600) for iid in ids]
+    elapsed = perf_counter_ns() - start
+    done = sum(1 for instance in ends if instance.status == "completed")
+    check(done == count, f"telemetry: {done} of {count} instances completed")
+    return elapsed
+
+
+def telemetry_child(settings: Settings) -> dict[str, Any]:
+    """Time the runtime per step with telemetry as shipped (no handler attached, no
+    OpenTelemetry), with every hook stubbed out, and with a handler that does nothing
+    attached to every event. The storage is in memory, so that nothing but the runtime's
+    own work is timed; the variants alternate, round by round, in one process."""
+    from hephaestus import telemetry
+    from hephaestus.telemetry import otel
+
+    installed = otel.ENABLED
+    otel.ENABLED = False  # as if the [otel] extra were not installed
+    count = settings.telemetry_instances
+    per_instance = 0
+    counter = itertools.count()
+
+    def counting(event: str, measurements: Any, metadata: Any) -> None:
+        next(counter)
+
+    def nothing(event: str, measurements: Any, metadata: Any) -> None:
+        return None
+
+    times: dict[str, list[float]] = {name: [] for name in TELEMETRY_VARIANTS}
+    with Hephaestus("memory://", concurrency=settings.concurrency) as app:
+        # How many events a run emits (the handler's cost is per event).
+        telemetry.attach("bench-count", telemetry.EVENTS, counting)
+        _concurrent_ns(app, "count", 10)
+        telemetry.detach("bench-count")
+        per_instance = (next(counter)) // 10
+        _concurrent_ns(app, "warm", count)
+        for round_no in range(settings.telemetry_rounds):
+            for variant in TELEMETRY_VARIANTS:
+                restore: Callable[[], None] | None = None
+                if variant == "stubbed":
+                    restore = _stub_telemetry()
+                elif variant == "handler":
+                    telemetry.attach("bench-noop", telemetry.EVENTS, nothing)
+                try:
+                    elapsed = _concurrent_ns(app, f"t{round_no}{variant}", count)
+                finally:
+                    if restore is not None:
+                        restore()
+                    telemetry.detach("bench-noop")
+                check(not telemetry.handlers(), "telemetry: a handler stayed attached")
+                times[variant].append(elapsed / (count * 10))
+    best = {variant: min(values) for variant, values in times.items()}
+    progress(
+        "  telemetry: "
+        + ", ".join(
+            f"{variant} {best[variant] / 1e3:.2f} µs/step" for variant in TELEMETRY_VARIANTS
+        )
+    )
+    return {
+        "step_ns": best,
+        "rounds": times,
+        "events_per_instance": per_instance,
+        "otel_installed": installed,
+    }
+
+
+# --------------------------------------------------------------------------------------
 # Child processes
 # --------------------------------------------------------------------------------------
 
@@ -673,6 +802,8 @@ def child_main(kind: str, spec: dict[str, Any], out: Path) -> int:
         result = memory_child(settings, Path(spec["path"]))
     elif kind == "timers":
         result = timers_child(settings, directory)
+    elif kind == "telemetry":
+        result = telemetry_child(settings)
     else:
         raise ValueError(f"unknown child {kind!r}")
     out.write_text(json.dumps(result))
@@ -727,6 +858,7 @@ class Results:
     populated: dict[str, Any] = dataclasses.field(default_factory=dict)
     memory: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     timers: dict[str, Any] = dataclasses.field(default_factory=dict)
+    telemetry: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def has(self, name: str) -> bool:
         """Whether ``name`` took part."""
@@ -759,6 +891,8 @@ def run_benchmarks(engines: list[str], settings: Settings, root: Path | None) ->
                     getattr(results, name).append(run_child(name, round=round_no, **common))
         if results.has("hephaestus"):
             measure_stored(results, directory, common)
+            progress("telemetry's cost")
+            results.telemetry = run_child("telemetry", **common)
     return results
 
 
@@ -882,6 +1016,17 @@ def memory_ratio(results: Results) -> float | None:
     return factor(stored["rss_mib"], empty["rss_mib"])
 
 
+def telemetry_costs(results: Results) -> tuple[float, float] | None:
+    """Telemetry as shipped over stubbed out (a factor), and a no-op handler's cost per
+    event in nanoseconds."""
+    t = results.telemetry
+    if not t:
+        return None
+    step = t["step_ns"]
+    events_per_step = t["events_per_instance"] / 10
+    return step["shipped"] / step["stubbed"], (step["handler"] - step["shipped"]) / events_per_step
+
+
 def evaluate_targets(results: Results) -> list[Target]:
     """Return the issue's targets judged on these results."""
     s = summarize(results)
@@ -894,6 +1039,7 @@ def evaluate_targets(results: Results) -> list[Target]:
     size = results.settings.history_steps
     early = results.settings.history_start + 1
     stored = results.settings.memory_finished + results.settings.memory_waiting
+    costs = telemetry_costs(results)
     return [
         judge(
             "sequential: time per step vs DBOS",
@@ -936,6 +1082,20 @@ def evaluate_targets(results: Results) -> list[Target]:
             memory,
             f"{memory or 0:.2f}x",
             memory is not None and memory <= 1.10,
+        ),
+        judge(
+            "telemetry, no handler, no OpenTelemetry: per step vs stubbed out",
+            "<= 2% more",
+            None if costs is None else costs[0],
+            f"{((costs or (1, 0))[0] - 1) * 100:+.1f}%",
+            costs is not None and costs[0] <= 1.02,
+        ),
+        judge(
+            "telemetry: a handler that does nothing, per event",
+            "< 1 µs",
+            None if costs is None else costs[1],
+            f"{(costs or (0, 0))[1] / 1e3:.2f} µs",
+            costs is not None and costs[1] < 1000,
         ),
     ]
 
@@ -1152,6 +1312,42 @@ def render_timers(results: Results) -> list[str]:
     ]
 
 
+def render_telemetry(results: Results) -> list[str]:
+    """The table of the telemetry case."""
+    t = results.telemetry
+    costs = telemetry_costs(results)
+    if not t or costs is None:
+        return []
+    settings = results.settings
+    step = t["step_ns"]
+    events_per_step = t["events_per_instance"] / 10
+    rows = [
+        ["stubbed out (every hook a no-op)", micros(step["stubbed"]), "1.00x"],
+        ["as shipped: no handler, no OpenTelemetry", micros(step["shipped"]), ratio(costs[0])],
+        [
+            "a no-op handler on all 11 events",
+            micros(step["handler"]),
+            ratio(step["handler"] / step["stubbed"]),
+        ],
+    ]
+    return [
+        "### Telemetry's cost",
+        "",
+        f"{settings.telemetry_instances} instances of the 10-step chain at once (concurrency "
+        f"{settings.concurrency}) on `memory://` storage, so that no disk time hides the "
+        "runtime's own work; time per step. The three variants alternate in one process, "
+        f"round by round; each number is the best of {settings.telemetry_rounds} rounds. "
+        "*Stubbed out* replaces every event and OpenTelemetry hook the runtime calls with a "
+        "no-op (telemetry compiled out); *as shipped* has no handler attached and "
+        "OpenTelemetry off (as without the `[otel]` extra); the handler variant attaches one "
+        f"that does nothing to all 11 events ({events_per_step:.1f} events per step), so its "
+        "difference from *as shipped* is what building and delivering the events costs: "
+        f"**{costs[1] / 1e3:.2f} µs per event**.",
+        "",
+        table(["variant", "per step", "vs stubbed"], rows),
+    ]
+
+
 def render_targets(results: Results) -> list[str]:
     """The table of the issue's targets with PASS or MISS."""
     rows = [[t.name, t.requirement, t.measured, t.status] for t in evaluate_targets(results)]
@@ -1178,6 +1374,7 @@ def render(results: Results) -> str:
         render_history(results),
         render_memory(results),
         render_timers(results),
+        render_telemetry(results),
         render_targets(results),
     ]
     return "\n\n".join("\n".join(lines) for lines in sections if lines) + "\n"

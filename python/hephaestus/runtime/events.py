@@ -9,7 +9,7 @@ import traceback
 from typing import Any
 
 from hephaestus import telemetry
-from hephaestus._core import Instance, step_key
+from hephaestus._core import Instance, WorkflowGraph, step_key
 from hephaestus.engine import graph_of
 
 #: What the events name as their runner.
@@ -19,19 +19,36 @@ STEP_EVENTS = ("step.stop", "step.exception", "step.async", "workflow.transition
 
 
 def listening(*events: str) -> bool:
-    """Whether a handler listens to any of ``events``."""
-    return any(telemetry.attached(event) for event in events)
+    """Whether a handler listens to any of ``events`` (one dict lookup when
+    none is attached at all)."""
+    return telemetry.attached_any(events)
+
+
+#: Each run's first and last metadata (id, workflow and version; its
+#: ``telemetry_metadata``), by instance id and ``telemetry_start_time``,
+#: which tell runs apart: they are read from the instance once per run.
+_RUNS: dict[tuple[str, int | None], tuple[dict[str, Any], dict[str, Any]]] = {}
+_RUNS_KEPT = 4096
 
 
 def _metadata(instance: Instance, **fields: Any) -> dict[str, Any]:
-    metadata: dict[str, Any] = {
-        "instance_id": instance.id,
-        "workflow": instance.workflow,
-        "workflow_version": instance.workflow_version,
-    }
-    metadata.update(fields)
-    metadata.update(instance.telemetry_metadata)
-    return metadata
+    """``fields`` with the instance's id, workflow and version before them
+    and its ``telemetry_metadata`` after."""
+    run = (instance.id, instance.telemetry_start_time)
+    known = _RUNS.get(run)
+    if known is None:
+        if len(_RUNS) >= _RUNS_KEPT:
+            _RUNS.clear()
+        known = _RUNS[run] = (
+            {
+                "instance_id": run[0],
+                "workflow": instance.workflow,
+                "workflow_version": instance.workflow_version,
+            },
+            instance.telemetry_metadata,
+        )
+    first, last = known
+    return {**first, **fields, **last}
 
 
 def runner_init(owner: str, storage: object) -> None:
@@ -72,7 +89,7 @@ def workflow_changed(before: str, instance: Instance, duration_ns: int, advances
             "workflow.stop",
             {
                 "duration": duration_ns,
-                "step_count": len(instance.execution_history),
+                "step_count": instance.history_length,
                 "advance_count": advances,
             },
             _metadata(
@@ -111,18 +128,23 @@ def step_start(instance: Instance, step: type, attempt: int, running: int) -> No
                 step=step,
                 step_key=step_key(step),
                 concurrent=running > 1,
-                active_steps_count=len(instance.active_steps),
+                active_steps_count=instance.active_count,
                 attempt=attempt,
             ),
         )
 
 
 def step_returned(
-    before: Instance, after: Instance, step: type, result: object, duration_ns: int
+    graph: WorkflowGraph,
+    before: Instance,
+    after: Instance,
+    step: type,
+    result: object,
+    duration_ns: int,
 ) -> None:
     """``step.stop`` (with ``workflow.transition`` when it led somewhere),
     ``step.async`` or ``step.exception`` for an attempt that returned
-    ``result``, applied to ``before`` giving ``after``."""
+    ``result``, applied to ``before`` giving ``after`` (on ``graph``)."""
     key = step_key(step)
     if after.is_waiting(step) and not before.is_waiting(step):
         if telemetry.attached("step.async"):
@@ -132,8 +154,8 @@ def step_returned(
                 _metadata(after, step=step, step_key=key, instance_status=after.status.value),
             )
         return
-    error = after.error
-    if after.status.value == "failed" and error is not None and error.get("step") == key:
+    error = after.error  # (set only on a failed instance)
+    if error is not None and error.get("step") == key:
         if telemetry.attached("step.exception"):
             telemetry.emit(
                 "step.exception",
@@ -150,15 +172,21 @@ def step_returned(
                 ),
             )
         return
-    event = getattr(result, "event", result if isinstance(result, str) else None)
-    updates = getattr(result, "context_updates", None)
-    metadata_updates = getattr(result, "metadata", None)
-    graph = graph_of(after)
-    opened = (after.active_steps | after.reached_steps) - (
-        before.active_steps | before.reached_steps
-    )
-    targets = [s for s in graph.successors(step) if s in opened]
-    targets.sort(key=graph.steps.index)
+    event: object
+    updates: object
+    metadata_updates: object
+    if isinstance(result, str):
+        event, updates, metadata_updates = result, None, None
+    else:
+        event = getattr(result, "event", None)
+        updates = getattr(result, "context_updates", None)
+        metadata_updates = getattr(result, "metadata", None)
+    targets = [s for s in graph.successors(step) if after.is_active(s) and not before.is_active(s)]
+    if after.reached_steps:
+        reached = after.reached_steps - before.reached_steps
+        targets.extend(s for s in graph.successors(step) if s in reached)
+    if len(targets) > 1:
+        targets.sort(key=graph.steps.index)
     if telemetry.attached("step.stop"):
         telemetry.emit(
             "step.stop",
@@ -242,9 +270,8 @@ def advanced(before: Instance, after: Instance, duration_ns: int, iteration: int
             "engine.advance",
             {
                 "duration": duration_ns,
-                "active_steps_count": len(after.active_steps),
-                "completed_in_advance": len(after.execution_history)
-                - len(before.execution_history),
+                "active_steps_count": after.active_count,
+                "completed_in_advance": after.history_length - before.history_length,
             },
             _metadata(
                 after,

@@ -799,7 +799,7 @@ class _Scheduler:
             live.driver.complete(step, attempted.value, iteration=iteration, timestamp=stamp)
             if before is not None and before.is_active(step):
                 events.step_returned(
-                    before, live.driver.instance, step, attempted.value, duration_ns
+                    live.graph, before, live.driver.instance, step, attempted.value, duration_ns
                 )
             self._delay_repeat(live, unit, now, timers)
             return

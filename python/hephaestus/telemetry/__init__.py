@@ -27,7 +27,16 @@ import threading
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
-__all__ = ["EVENTS", "Handler", "attach", "attached", "detach", "emit", "handlers"]
+__all__ = [
+    "EVENTS",
+    "Handler",
+    "attach",
+    "attached",
+    "attached_any",
+    "detach",
+    "emit",
+    "handlers",
+]
 
 #: Every event the runtime emits.
 EVENTS: tuple[str, ...] = (
@@ -106,6 +115,13 @@ def attached(event: str) -> bool:
     """Whether any handler listens to ``event`` (cheap: callers check it
     before they build an event's data)."""
     return event in _by_event
+
+
+def attached_any(events: Iterable[str]) -> bool:
+    """Whether any handler listens to any of ``events`` (cheapest when no
+    handler is attached at all)."""
+    by_event = _by_event
+    return bool(by_event) and any(event in by_event for event in events)
 
 
 def emit(event: str, measurements: dict[str, Any], metadata: dict[str, Any]) -> None:

@@ -82,6 +82,13 @@ class MemoryStorage:
         self._runs: dict[int, _Run] = {}
         #: ``unique_key`` -> ``run_id`` of the unfinished run holding it.
         self._unique: dict[str, int] = {}
+        # Indexes, so that no operation but a listing walks every run:
+        #: ``id`` -> its runs' ``run_id``s, oldest first.
+        self._by_id: dict[str, list[int]] = {}
+        #: Runs with work to do, runs with timers, and runs with a lease holder.
+        self._runnable: set[int] = set()
+        self._timed: set[int] = set()
+        self._leased: set[int] = set()
         self._last_run_id = 0
         self._state: str = "new"
         #: Counts the writes that may make work (see ``data_version``).
@@ -130,6 +137,9 @@ class MemoryStorage:
             )
             if key is not None:
                 self._unique[key] = run_id
+            self._by_id.setdefault(run.id, []).append(run_id)
+            if not finished:
+                self._runnable.add(run_id)
             self._version += 1
             return run_id
 
@@ -174,7 +184,20 @@ class MemoryStorage:
                 run.unique_key = None
         if change.finished or change.release:
             run.lease_owner = run.lease_expires = None
+        self._index(run)
         return None
+
+    def _index(self, run: _Run) -> None:
+        """Brings the indexes up to date with ``run``."""
+        for index, member in (
+            (self._runnable, run.runnable),
+            (self._timed, bool(run.timers)),
+            (self._leased, run.lease_owner is not None),
+        ):
+            if member:
+                index.add(run.run_id)
+            else:
+                index.discard(run.run_id)
 
     def fire(self, firings: Sequence[Firing], now: float) -> list[bool]:
         with self._lock:
@@ -191,6 +214,7 @@ class MemoryStorage:
                     run.status = "running"
                 run.runnable = True
                 run.updated_at = now
+                self._index(run)
                 fired.append(True)
             return fired
 
@@ -200,21 +224,24 @@ class MemoryStorage:
         with self._lock:
             self._check_open()
             claimed: list[RunRow] = []
-            for run in sorted(self._runs.values(), key=lambda r: r.run_id):
+            for run_id in sorted(self._runnable):
                 if len(claimed) >= limit:
                     break
-                if not run.runnable or run.workflow in skip:
+                run = self._runs[run_id]
+                if run.workflow in skip:
                     continue
                 free = run.lease_owner is None or run.lease_owner == owner
                 if free or (run.lease_expires is not None and run.lease_expires <= now):
                     run.lease_owner, run.lease_expires = owner, now + lease
+                    self._leased.add(run_id)
                     claimed.append(run.row())
             return claimed
 
     def renew(self, owner: str, now: float, lease: float) -> None:
         with self._lock:
             self._check_open()
-            for run in self._runs.values():
+            for run_id in self._leased:
+                run = self._runs[run_id]
                 if run.lease_owner == owner:
                     run.lease_expires = now + lease
 
@@ -222,10 +249,12 @@ class MemoryStorage:
         with self._lock:
             self._check_open()
             self._version += 1
-            runs = self._runs.values() if run_ids is None else map(self._runs.get, run_ids)
-            for run in runs:
+            chosen = list(self._leased) if run_ids is None else run_ids
+            for run_id in chosen:
+                run = self._runs.get(run_id)
                 if run is not None and run.lease_owner == owner:
                     run.lease_owner = run.lease_expires = None
+                    self._leased.discard(run_id)
 
     def data_version(self) -> int:
         with self._lock:
@@ -235,7 +264,11 @@ class MemoryStorage:
     def lease_owners(self) -> set[str]:
         with self._lock:
             self._check_open()
-            return {run.lease_owner for run in self._runs.values() if run.lease_owner is not None}
+            return {
+                owner
+                for owner in (self._runs[run_id].lease_owner for run_id in self._leased)
+                if owner is not None
+            }
 
     # -- reads ----------------------------------------------------------------
 
@@ -243,9 +276,9 @@ class MemoryStorage:
         with self._lock:
             self._check_open()
             timers = [
-                (run.run_id, timer)
-                for run in self._runs.values()
-                for timer in run.timers.values()
+                (run_id, timer)
+                for run_id in self._timed
+                for timer in self._runs[run_id].timers.values()
                 if timer.due <= now
             ]
         timers.sort(key=lambda item: (item[1].due, item[0], item[1].step))
@@ -254,10 +287,12 @@ class MemoryStorage:
     def next_wake(self, owner: str) -> float | None:
         with self._lock:
             self._check_open()
-            times = [timer.due for run in self._runs.values() for timer in run.timers.values()]
+            times = [
+                timer.due for run_id in self._timed for timer in self._runs[run_id].timers.values()
+            ]
             times.extend(
                 run.lease_expires
-                for run in self._runs.values()
+                for run in map(self._runs.__getitem__, self._runnable & self._leased)
                 if run.runnable
                 and run.lease_expires is not None
                 and run.lease_owner is not None
@@ -295,15 +330,22 @@ class MemoryStorage:
     ) -> list[RunRow]:
         with self._lock:
             self._check_open()
-            rows = [
-                run.row()
-                for run in sorted(self._runs.values(), key=lambda r: r.run_id, reverse=True)
-                if (workflows is None or run.workflow in workflows)
-                and (statuses is None or run.status in statuses)
-                and (version is None or run.version == version)
-                and (id is None or run.id == id)
-            ]
-        return rows if limit is None else rows[: max(limit, 0)]
+            newest_first = (
+                reversed(self._runs.values())  # created in run_id order
+                if id is None
+                else map(self._runs.__getitem__, reversed(self._by_id.get(id, ())))
+            )
+            rows: list[RunRow] = []
+            for run in newest_first:
+                if limit is not None and len(rows) >= limit:
+                    break
+                if (
+                    (workflows is None or run.workflow in workflows)
+                    and (statuses is None or run.status in statuses)
+                    and (version is None or run.version == version)
+                ):
+                    rows.append(run.row())
+        return rows
 
 
 def _seq_conflict(change: Append, seq: int) -> str:
