@@ -217,6 +217,14 @@ def test_show_prints_status_steps_context_history_error_and_graph(tmp_path: Path
     assert "boom attempt 1: builtins.ValueError: the card was declined" in failed
     assert "Error" in failed
     assert "  kind       exception" in failed
+    assert "  traceback (last frames of the last attempt):" in failed
+    assert 'raise ValueError("the card was declined")' in failed
+    shown = hep_json(tmp_path, "show", "broken::f2")
+    assert (
+        shown["failed_attempts"][-1]["traceback"]
+        .rstrip()
+        .endswith("ValueError: the card was declined")
+    )
     assert "[!] Boom" in failed
 
 

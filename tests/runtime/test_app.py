@@ -959,3 +959,25 @@ def test_an_idle_app_takes_up_at_once_a_run_another_app_gave_back(
         done = idle.wait(iid, timeout=10)
     # Whichever app claimed it first, the idle one finished it.
     assert done.status == "completed"
+
+
+def test_a_failed_attempt_keeps_the_last_frames_of_its_traceback(tmp_path):
+    """The instance's `error` stays as CONTRACT §10 gives it; each failed
+    attempt, stored with the run, keeps a short traceback (what `hephaestus
+    show` prints and `workflow.exception` carries)."""
+    with Hephaestus(tmp_path / "h.db") as app:
+        iid = app.start_instance(rf.BrokenFlow, id="broken::tb")
+        failed = app.wait(iid, timeout=60)
+        stored = app.storage.load(app.storage.newest(iid).run_id)
+    assert failed.error == {
+        "kind": "exception",
+        "step": "broken",
+        "type": "builtins.ValueError",
+        "message": "card declined",
+        "attempts": 1,
+    }
+    (attempt,) = stored.attempts
+    assert attempt.traceback.startswith("Traceback (most recent call last):")
+    assert "runtime_flows.py" in attempt.traceback
+    assert attempt.traceback.rstrip().endswith("ValueError: card declined")
+    assert len(attempt.traceback) <= 4100

@@ -316,7 +316,8 @@ def test_release_gives_the_lease_up_after_the_change(storage):
 def test_attempts_are_kept_in_order_and_loaded(storage):
     run_id = storage.create(new_run())
     first = Attempt("charge", 1, finished=3.0, outcome="exception", error_type="ValueError",
-                    error_message="no card", started=2.5)  # fmt: skip
+                    error_message="no card", started=2.5,
+                    traceback='Traceback...\nValueError: no card\n')  # fmt: skip
     second = Attempt("charge", 2, finished=6.0, outcome="timeout")
     storage.commit([change(run_id, 0, b"r1", attempts=[first])])
     storage.commit([change(run_id, 1, b"r2", snapshot=b"s2", attempts=[second])])

@@ -146,6 +146,10 @@ def test_every_event_carries_its_measurements_and_metadata(seen: list[Any]) -> N
     assert "RuntimeError: attempt 1 failed" in failures[0]["stacktrace"]
     [(_, crashed)] = of(seen, "workflow.exception")
     assert (crashed["failed_step"], crashed["kind"]) == ("broken", "exception")
+    # The short traceback of the attempt that failed the instance.
+    assert crashed["stacktrace"].startswith("Traceback (most recent call last):")
+    assert 'raise ValueError("card declined")' in crashed["stacktrace"]
+    assert crashed["stacktrace"].rstrip().endswith("ValueError: card declined")
     assert isinstance(started, int)
     assert 0 < started <= time.monotonic_ns()
     stops = {md["instance_id"]: (m, md) for m, md in of(seen, "workflow.stop")}

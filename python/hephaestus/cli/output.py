@@ -223,6 +223,7 @@ def show_json(instance: Instance, row: RunRow, stored: Stored) -> dict[str, Any]
                 "type": a.error_type,
                 "message": a.error_message,
                 "finished": _iso(a.finished),
+                "traceback": a.traceback,
             }
             for a in stored.attempts
         ],
@@ -295,6 +296,11 @@ def print_show(out: Console, instance: Instance, row: RunRow, stored: Stored) ->
         out.print("[bold red]Error[/]")
         for key, value in instance.error.items():
             out.print(f"  {key:<10} {escape(value if isinstance(value, str) else _compact(value))}")
+        last = stored.attempts[-1] if stored.attempts else None
+        if instance.error.get("kind") == "exception" and last is not None and last.traceback:
+            out.print("  traceback (last frames of the last attempt):")
+            for line in last.traceback.rstrip().splitlines():
+                out.print(f"    {escape(line)}")
         out.print()
     out.print("[bold]Graph[/]")
     for line in graph_of(instance).to_text(instance).splitlines():

@@ -66,9 +66,16 @@ def runner_init(owner: str, storage: object) -> None:
         )
 
 
-def workflow_changed(before: str, instance: Instance, duration_ns: int, advances: int) -> None:
+def workflow_changed(
+    before: str,
+    instance: Instance,
+    duration_ns: int,
+    advances: int,
+    stacktrace: str | None = None,
+) -> None:
     """``workflow.start``, ``workflow.stop`` or ``workflow.exception`` when a
-    committed change moved the status from ``before``."""
+    committed change moved the status from ``before`` (``stacktrace``: the
+    short traceback of the attempt that failed it)."""
     status = instance.status.value
     if status == before:
         return
@@ -110,7 +117,7 @@ def workflow_changed(before: str, instance: Instance, duration_ns: int, advances
                 failed_step=error.get("step"),
                 reason=error.get("message", error.get("reason")),
                 kind=error.get("kind"),
-                stacktrace=error.get("stacktrace"),
+                stacktrace=stacktrace,
                 runner=RUNNER,
             ),
         )

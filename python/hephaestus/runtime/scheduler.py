@@ -22,6 +22,7 @@ import secrets
 import socket
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -771,7 +772,8 @@ class _Scheduler:
             live.row = dataclasses.replace(live.row, status=status)
             self.app._notify()
             duration_ns = int(max(0.0, now - live.row.created_at) * 1e9)
-            events.workflow_changed(before, instance, duration_ns, live.advances)
+            stacktrace = next((a.traceback for a in reversed(attempts) if a.traceback), None)
+            events.workflow_changed(before, instance, duration_ns, live.advances, stacktrace)
         if not runnable:
             self._drop(live)
             took = now - live.row.created_at if finished else None
@@ -812,7 +814,17 @@ class _Scheduler:
             kind = type(exc)
             type_name = f"{kind.__module__}.{kind.__qualname__}"
             message = _message(exc)
-            attempts.append(Attempt(key, attempt, now, "exception", type_name, message))
+            attempts.append(
+                Attempt(
+                    key,
+                    attempt,
+                    now,
+                    "exception",
+                    type_name,
+                    message,
+                    traceback=short_traceback(exc),
+                )
+            )
             error = {
                 "kind": "exception",
                 "step": step_key(step),
@@ -1012,6 +1024,27 @@ def _starter(live: _Live) -> Callable[[], list[Unit]]:
         return []
 
     return start
+
+
+#: How many frames, nearest the raise first, a failed attempt keeps.
+_TRACEBACK_FRAMES = 8
+#: And at most how much text.
+_TRACEBACK_CHARS = 4000
+
+
+def short_traceback(exc: object) -> str | None:
+    """The last frames of ``exc``'s traceback, as text (at most a few KiB)."""
+    if not isinstance(exc, BaseException):
+        return None
+    try:
+        text = "".join(
+            traceback.format_exception(type(exc), exc, exc.__traceback__, limit=-_TRACEBACK_FRAMES)
+        )
+    except Exception:
+        return None
+    if len(text) > _TRACEBACK_CHARS:
+        text = "...\n" + text[-_TRACEBACK_CHARS:]
+    return text
 
 
 def _message(exc: object) -> str:

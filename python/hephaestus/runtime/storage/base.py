@@ -128,6 +128,8 @@ class Attempt:
     error_type: str | None = None
     error_message: str | None = None
     started: float | None = None
+    #: The last frames of the exception's traceback, as text.
+    traceback: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -846,6 +846,7 @@ def _apply(
                 "error_type": attempt.error_type,
                 "error_message": attempt.error_message,
                 "started": attempt.started,
+                "traceback": attempt.traceback,
             }
             for attempt in change.attempts
         ],

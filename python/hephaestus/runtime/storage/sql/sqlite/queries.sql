@@ -69,9 +69,10 @@ DELETE FROM timers WHERE run_id = :run_id;
 
 -- name: add_attempt
 INSERT INTO attempts (
-    run_id, step, attempt, finished, outcome, error_type, error_message, started
+    run_id, step, attempt, finished, outcome, error_type, error_message, started, traceback
 ) VALUES (
-    :run_id, :step, :attempt, :finished, :outcome, :error_type, :error_message, :started
+    :run_id, :step, :attempt, :finished, :outcome, :error_type, :error_message, :started,
+    :traceback
 );
 
 -- name: fire_append_record
@@ -147,7 +148,7 @@ SELECT record FROM journal WHERE run_id = :run_id AND seq > :after ORDER BY seq;
 SELECT step, kind, due, attempt FROM timers WHERE run_id = :run_id ORDER BY due, step;
 
 -- name: load_attempts
-SELECT step, attempt, finished, outcome, error_type, error_message, started
+SELECT step, attempt, finished, outcome, error_type, error_message, started, traceback
 FROM attempts
 WHERE run_id = :run_id
 ORDER BY attempt_id;
