@@ -138,6 +138,9 @@ def test_every_event_carries_its_measurements_and_metadata(seen: list[Any]) -> N
     resumes = {md["source"]: md for _, md in of(seen, "step.resume")}
     assert resumes["external"]["resume_event"] == "received"
     assert resumes["timeout"]["step"] is rf.Nap
+    # A timer's wait is its own duration (NapFlow waits 30 days).
+    [nap_waited] = [m["wait_duration"] for m, md in of(seen, "step.resume") if md["step"] is rf.Nap]
+    assert nap_waited == 30 * 86_400 * 10**9
     failures = [md for _, md in of(seen, "step.exception")]
     assert [(md["step_key"], md["attempt"], md["will_retry"]) for md in failures] == [
         ("flaky", 1, True),

@@ -306,8 +306,9 @@ def worker(modules: tuple[str, ...], concurrency: int, log_level: str, db: str |
     try:
         with _app(db, must_exist=False, concurrency=concurrency) as app:
             app.start()
+            where = getattr(app.storage, "path", None) or type(app.storage).__name__
             logging.getLogger("hephaestus.runner").info(
-                "worker ready on %s; stop with Ctrl-C", app.storage
+                "worker ready on %s; stop with Ctrl-C or SIGTERM", where
             )
             stop.wait()
             logging.getLogger("hephaestus.runner").info("stopping")

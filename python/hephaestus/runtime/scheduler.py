@@ -441,26 +441,34 @@ class _Scheduler:
                 record = _core.resume_record(timer.step, "timeout", as_datetime(now))
             firings.append(Firing(run_id, timer.step, record))
         if firings:
-            await self._io_call(self.storage.fire, firings, now)
-            self.app._notify()
+            waiting = []
             if events.listening("step.resume"):
-                await self._io_call(self._resumed_elsewhere, firings, now)
+                waiting = await self._io_call(self._waiting_steps, firings)
+            fired = await self._io_call(self.storage.fire, firings, now)
+            self.app._notify()
+            for (instance, step), done in zip(waiting, fired):
+                if done and instance is not None and step is not None:
+                    waited = _waited_for(instance, step)
+                    events.step_resumed(instance, step, "timeout", "timeout", waited)
         return len(due) == 256
 
-    def _resumed_elsewhere(self, firings: Sequence[Firing], now: float) -> None:
-        """``step.resume`` for wait timers fired without loading their runs
-        (read back only when a handler listens)."""
+    def _waiting_steps(
+        self, firings: Sequence[Firing]
+    ) -> list[tuple[Instance | None, type | None]]:
+        """The instance and the waiting step of each wait timer about to fire
+        without its run being loaded, for ``step.resume`` (read only when a
+        handler listens)."""
+        found: list[tuple[Instance | None, type | None]] = []
         for firing in firings:
-            if firing.record is None:
-                continue
-            try:
-                instance = self.app._rebuild(self.storage.load(firing.run_id)).finish()
-            except (SerializationError, StorageError, LookupError):
-                continue
-            step = self._step_of(instance, firing.step)
-            if step is not None:
-                waited = _waited_for(instance, step)
-                events.step_resumed(instance, step, "timeout", "timeout", waited)
+            instance, step = None, None
+            if firing.record is not None:
+                try:
+                    instance = self.app._rebuild(self.storage.load(firing.run_id)).finish()
+                    step = self._step_of(instance, firing.step)
+                except (SerializationError, StorageError, LookupError):
+                    pass
+            found.append((instance, step))
+        return found
 
     @staticmethod
     def _step_of(instance: Instance, key: str) -> type | None:
