@@ -10,11 +10,12 @@ venv=${TEST_VENV:-$root/.venv-test}
 
 step() { printf '\n== %s\n' "$*"; }
 
-step "Tools: rustfmt and clippy; Graphviz for the DOT check, tmux for the terminal check"
+step "Tools: rustfmt and clippy; Graphviz, tmux and PostgreSQL for their tests"
 rustup component add clippy rustfmt >/dev/null 2>&1 || true
 missing=()
 command -v dot >/dev/null || missing+=(graphviz)
 command -v tmux >/dev/null || missing+=(tmux)
+command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null

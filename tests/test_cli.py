@@ -454,3 +454,17 @@ def _strip_ansi(text: str) -> str:
     import re
 
     return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+
+# -- db migrate --------------------------------------------------------------------------------
+
+
+def test_db_migrate_creates_and_reports_the_sqlite_schema(tmp_path: Path) -> None:
+    from hephaestus.runtime.storage import sqlite
+
+    done = hep(tmp_path, "db", "migrate", "--db", "fresh.db")
+    assert done.returncode == 0, done.stderr
+    version = sqlite.SCHEMA_VERSION
+    assert done.stdout.strip() == f"fresh.db: schema version {version} (migrated from version 0)"
+    again = hep(tmp_path, "db", "migrate", "--db", "fresh.db")
+    assert again.stdout.strip() == f"fresh.db: schema version {version} (up to date)"

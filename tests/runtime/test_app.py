@@ -35,8 +35,9 @@ from hephaestus.runtime.app import current_app
 from hephaestus.runtime.scheduler import stale_timers
 from hephaestus.runtime.storage import NewRun, Timer
 from hephaestus.testing import VirtualClock
+from pg_server import fresh_postgres
 
-STORAGES = ["memory", "sqlite"]
+STORAGES = ["memory", "sqlite", "postgres"]
 
 
 @pytest.fixture(autouse=True)
@@ -57,6 +58,8 @@ def make_storage(kind: str, tmp_path: Path) -> Any:
 
 @pytest.fixture(params=STORAGES)
 def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    if request.param == "postgres":
+        return fresh_postgres(request.getfixturevalue("postgres_url"))
     return make_storage(request.param, tmp_path)
 
 

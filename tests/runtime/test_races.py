@@ -51,6 +51,7 @@ from hephaestus import (
     step_key,
 )
 from hephaestus.testing import VirtualClock
+from pg_server import fresh_postgres
 
 #: A hang guard for anything the tests wait for; no test comes near it.
 GUARD = 60.0
@@ -131,7 +132,7 @@ def gates() -> Iterator[list[str]]:
 
 
 def spawn_racers(
-    target: Callable[..., None], db: Path, ids: list[str], processes: int, threads: int
+    target: Callable[..., None], db: str | Path, ids: list[str], processes: int, threads: int
 ) -> list[tuple[int, str, str]]:
     """Runs ``target(db, ids, threads, barrier, results)`` in ``processes``
     'spawn' children at once, all sharing one barrier; returns every
@@ -197,11 +198,21 @@ def assert_one_start(app: Hephaestus, iid: str, outcomes: list[tuple[str, Any]],
     assert all(status == "completed" for status in statuses[1:]), statuses
 
 
-def test_racing_starts_from_processes_leave_one_unfinished_instance(tmp_path):
+def shared_database(request: pytest.FixtureRequest, kind: str, tmp_path: Path) -> str:
+    """A database processes can share: an SQLite file, or a Postgres database
+    with an empty schema."""
+    if kind == "postgres":
+        fresh_postgres(request.getfixturevalue("postgres_url"))
+        return str(request.getfixturevalue("postgres_url"))
+    return str(tmp_path / "races.db")
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_racing_starts_from_processes_leave_one_unfinished_instance(request, tmp_path, kind):
     """Three processes with three threads each, every one with the same
     database, start the same id at once, for several ids: one start in all
     wins, every other raises AlreadyRunningError, one run is left, unfinished."""
-    db = tmp_path / "races.db"
+    db = shared_database(request, kind, tmp_path)
     with Hephaestus(db):  # the schema, before the children race for it
         pass
     ids = [HoldFlow.unique.build_id(f"p{n}") for n in range(4)]
@@ -332,11 +343,12 @@ def assert_one_resume_each(app: Hephaestus, log: Path, outcomes: list[tuple[str,
         assert counts[iid, step_key(Released)] == 1, counts
 
 
-def test_racing_resumes_from_processes_have_exactly_one_winner(tmp_path):
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_racing_resumes_from_processes_have_exactly_one_winner(request, tmp_path, kind):
     """Three processes with two threads each resume the same waiting
     instances at once: one resume per instance wins, in whichever process;
     every other raises InvalidTransitionError."""
-    db, log = tmp_path / "races.db", tmp_path / "effects.log"
+    db, log = shared_database(request, kind, tmp_path), tmp_path / "effects.log"
     with Hephaestus(db) as app:
         ids = [
             app.start_instance(HoldFlow, {"log": str(log)}, id=HoldFlow.unique.build_id(f"q{n}"))

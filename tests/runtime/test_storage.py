@@ -32,14 +32,20 @@ from hephaestus.runtime.storage import (
     Timer,
 )
 from hephaestus.runtime.storage import sqlite as sqlite_module
+from pg_server import fresh_postgres
 
-STORAGES = ["memory", "sqlite"]
+STORAGES = ["memory", "sqlite", "postgres"]
 WORKFLOW = "shop:Order"
 
 
 @pytest.fixture(params=STORAGES)
 def storage(request, tmp_path):
-    opened = MemoryStorage() if request.param == "memory" else SQLiteStorage(tmp_path / "h.db")
+    if request.param == "memory":
+        opened = MemoryStorage()
+    elif request.param == "sqlite":
+        opened = SQLiteStorage(tmp_path / "h.db")
+    else:
+        opened = fresh_postgres(request.getfixturevalue("postgres_url"))
     opened.open()
     yield opened
     opened.close()

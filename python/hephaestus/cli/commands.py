@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -23,7 +25,7 @@ from hephaestus.cli.loading import (
     parse_context,
 )
 from hephaestus.engine import graph_of
-from hephaestus.runtime.app import Hephaestus, _names
+from hephaestus.runtime.app import Hephaestus, _names, open_storage
 from hephaestus.runtime.storage.base import RunRow, Stored
 from hephaestus.status import Status
 from hephaestus.telemetry import log_handler
@@ -319,3 +321,38 @@ def worker(modules: tuple[str, ...], concurrency: int, log_level: str, db: str |
 
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@cli.group()
+def db() -> None:
+    """The database's schema."""
+
+
+@db.command()
+@_db
+def migrate(db: str | None) -> None:
+    """Create the schema, or bring it up to date (SQLite migrates on open
+    too; Postgres apps made with migrate=False need this)."""
+    url = database(db, must_exist=False) or "hephaestus.db"
+    if url.startswith(("postgresql://", "postgres://")):
+        from hephaestus.runtime.storage.postgres import PostgresStorage
+
+        storage = PostgresStorage(url, migrate=False)
+        try:
+            before, after = storage.migrate()
+        finally:
+            storage.close()
+    else:
+        from hephaestus.runtime.storage import sqlite
+
+        path = url[len("sqlite:///") :] if url.startswith("sqlite:///") else url
+        before = 0
+        if os.path.exists(path):
+            with contextlib.closing(sqlite3.connect(path)) as conn:
+                before = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        opened, owned = open_storage(url)  # opening migrates an SQLite file
+        if owned:
+            opened.close()
+        after = sqlite.SCHEMA_VERSION
+    what = "up to date" if before == after else f"migrated from version {before}"
+    output.console().print(f"{url}: schema version {after} ({what})", markup=False)

@@ -100,7 +100,11 @@ def open_storage(storage: Storage | str | os.PathLike[str] | None) -> tuple[Stor
 
     url = storage
     opened: Storage
-    if url == "memory://" or url == "memory:":
+    if url.startswith(("postgresql://", "postgres://")):
+        from hephaestus.runtime.storage.postgres import PostgresStorage
+
+        opened = PostgresStorage(url)
+    elif url == "memory://" or url == "memory:":
         opened = MemoryStorage()
     elif url.startswith("sqlite:///"):
         path = url[len("sqlite:///") :]
@@ -111,7 +115,8 @@ def open_storage(storage: Storage | str | os.PathLike[str] | None) -> tuple[Stor
         scheme = url.split(":", 1)[0]
         raise ValueError(
             f"unknown storage URL scheme {scheme!r} in {url!r}; supported: "
-            "'sqlite:///relative.db', 'sqlite:////absolute.db', a file path, 'memory://'"
+            "'sqlite:///relative.db', 'sqlite:////absolute.db', a file path, 'memory://', "
+            "'postgresql://user@host/db'"
         )
     elif not url:
         raise ValueError("storage URL must not be empty")
@@ -157,9 +162,10 @@ class Hephaestus:
             order = app.wait(iid, timeout=10)
 
     Args:
-        storage: A storage object (``SQLiteStorage(path)``, ``MemoryStorage()``),
-            or a URL: ``"sqlite:///relative.db"``, ``"sqlite:////absolute.db"``,
-            a plain file path, or ``"memory://"``. ``None``: the URL in
+        storage: A storage object (``SQLiteStorage(path)``, ``MemoryStorage()``,
+            ``PostgresStorage(url)``), or a URL: ``"sqlite:///relative.db"``,
+            ``"sqlite:////absolute.db"``, a plain file path, ``"memory://"``, or
+            ``"postgresql://user@host/db"`` (the ``[postgres]`` extra). ``None``: the URL in
             ``HEPHAESTUS_DATABASE_URL``, else ``./hephaestus.db``.
         concurrency: How many steps run at once.
         clock: Where timers, retries and leases get their time (default: the

@@ -446,7 +446,7 @@ class _Scheduler:
                 waiting = await self._io_call(self._waiting_steps, firings)
             fired = await self._io_call(self.storage.fire, firings, now)
             self.app._notify()
-            for (instance, step), done in zip(waiting, fired):
+            for (instance, step), done in zip(waiting, fired, strict=False):
                 if done and instance is not None and step is not None:
                     waited = _waited_for(instance, step)
                     events.step_resumed(instance, step, "timeout", "timeout", waited)
@@ -617,13 +617,20 @@ class _Scheduler:
             )
             self.running += 1
             live.started[unit] = (self.clock.now(), time.monotonic_ns())
-            traced, current = otel.step_started(
-                self.traces.get(run_id), live.row.workflow, instance.id, step, attempt, iteration
-            )
-            with current:  # the step's task (and its thread) see its span
-                live.running[unit] = self.loop.create_task(
-                    self._run_step(run_id, unit, call, traced)
+            if self.traces:  # OpenTelemetry is on
+                traced, current = otel.step_started(
+                    self.traces.get(run_id),
+                    live.row.workflow,
+                    instance.id,
+                    step,
+                    attempt,
+                    iteration,
                 )
+                with current:  # the step's task (and its thread) see its span
+                    task = self.loop.create_task(self._run_step(run_id, unit, call, traced))
+            else:
+                task = self.loop.create_task(self._run_step(run_id, unit, call, None))
+            live.running[unit] = task
             events.step_start(instance, step, attempt, len(live.running))
 
     async def _run_step(
@@ -634,7 +641,8 @@ class _Scheduler:
             attempted = await self.executor.run(call)
         finally:
             self.running -= 1
-            otel.step_ended(traced, attempted)
+            if traced is not None:
+                otel.step_ended(traced, attempted)
         live = self.live.get(run_id)
         if live is None:
             return  # dropped (cancelled, taken over): the result is discarded

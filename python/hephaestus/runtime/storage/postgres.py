@@ -1,0 +1,635 @@
+"""``PostgresStorage``: the storage protocol in a Postgres database, for
+apps on many machines sharing one database (``pip install
+'hephaestus-core[postgres]'``: psycopg 3 with its connection pool).
+
+Its tables live in their own schema, ``hephaestus``, beside anything else
+the database holds. The three rules of the protocol are the database's:
+
+* uniqueness: a partial unique index over the unfinished runs' keys;
+* single writer: a change is one ``UPDATE ... WHERE seq = expected AND
+  lease_owner = owner``, which also locks the run's row until the
+  transaction ends, so two writers of one run are serialized and the
+  second finds the position moved;
+* durability: a method returns after its transaction committed.
+
+A commit sends ``NOTIFY hephaestus``; every storage keeps one connection
+listening on that channel, and :meth:`PostgresStorage.data_version` counts
+what it heard, so an idle app notices work made on another machine at
+once, without querying. Claims use ``FOR UPDATE SKIP LOCKED``.
+
+The schema version is in ``hephaestus.meta``; the numbered migrations in
+``sql/postgres/`` bring a database up to date (``open()`` runs them under an
+advisory lock, and so does ``hephaestus db migrate``). ``open()`` refuses,
+without changing anything, a ``hephaestus`` schema that is not ours or one
+written by a newer version.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from hephaestus.errors import AlreadyRunningError
+
+from .base import (
+    Append,
+    Attempt,
+    ConflictError,
+    Firing,
+    NewRun,
+    RunRow,
+    StorageError,
+    Stored,
+    Timer,
+    already_running,
+    opt_bytes,
+)
+from .sqlfiles import sql_files
+
+try:
+    import psycopg
+    from psycopg import errors as pg_errors
+    from psycopg_pool import ConnectionPool
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise ImportError(
+        "PostgresStorage needs psycopg 3 and psycopg_pool: pip install 'hephaestus-core[postgres]'"
+    ) from exc
+
+__all__ = ["SCHEMA_VERSION", "PostgresStorage"]
+
+_T = TypeVar("_T")
+_Q, _MIGRATIONS = sql_files("postgres")
+#: The schema version this code writes and reads.
+SCHEMA_VERSION = len(_MIGRATIONS)
+#: The channel every commit notifies.
+CHANNEL = "hephaestus"
+#: The advisory lock (any fixed number) that serializes schema changes.
+_SCHEMA_LOCK = 0x6865_7068  # "heph"
+_MARKER = "hephaestus"
+_FINISHED = ("completed", "failed")
+_ROW = (
+    "run_id, token, id, workflow, version, status, seq, lease_owner, lease_expires, "
+    "runnable, created_at, updated_at, trace"
+)
+
+
+def _row(values: Sequence[Any]) -> RunRow:
+    (
+        run_id,
+        token,
+        id,
+        workflow,
+        version,
+        status,
+        seq,
+        lease_owner,
+        lease_expires,
+        runnable,
+        created_at,
+        updated_at,
+        trace,
+    ) = values[:13]
+    return RunRow(
+        run_id=run_id,
+        token=token,
+        id=id,
+        workflow=workflow,
+        version=version,
+        status=status,
+        seq=seq,
+        lease_owner=lease_owner,
+        lease_expires=lease_expires,
+        runnable=runnable,
+        created_at=created_at,
+        updated_at=updated_at,
+        trace=trace,
+    )
+
+
+class PostgresStorage:
+    """Runs in a Postgres database (see the module docs).
+
+    Args:
+        url: A libpq connection string or URL, ``postgresql://user@host/db``.
+        max_connections: The most connections the pool opens (one more
+            listens for notifications).
+        connect_timeout: Seconds to wait for a connection before a call
+            fails with :class:`StorageError` (the runtime retries).
+        migrate: Whether ``open()`` brings an older schema up to date. With
+            ``False`` it refuses one, and only :meth:`migrate` (``hephaestus
+            db migrate``) changes the schema: for fleets whose deploys
+            migrate in one step of their own.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        max_connections: int = 10,
+        connect_timeout: float = 30.0,
+        migrate: bool = True,
+    ):
+        if not isinstance(url, str) or not url:
+            raise TypeError(f"url must be a non-empty str, got {url!r}")
+        self.url = url
+        self._max = max_connections
+        self._timeout = connect_timeout
+        self._auto_migrate = migrate
+        self._pool: ConnectionPool[Any] | None = None
+        self._state = "new"
+        self._lock = threading.Lock()
+        #: Notifications heard (and this storage's own writes).
+        self._version = 0
+        self._listener: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def __repr__(self) -> str:
+        return f"PostgresStorage({_redacted(self.url)!r})"
+
+    # -- lifetime -------------------------------------------------------------
+
+    def open(self) -> None:
+        self._open(migrate=self._auto_migrate)
+
+    def migrate(self) -> tuple[int, int]:
+        """Opens the storage if needed and brings its schema up to date;
+        returns the schema versions before and after."""
+        return self._open(migrate=True)
+
+    def _open(self, *, migrate: bool) -> tuple[int, int]:
+        with self._lock:
+            if self._state == "closed":
+                raise StorageError("the storage is closed")
+            if self._state == "open":
+                return self._migrate(migrate) if migrate else (SCHEMA_VERSION, SCHEMA_VERSION)
+            pool: ConnectionPool[Any] = ConnectionPool(
+                self.url,
+                min_size=1,
+                max_size=self._max,
+                timeout=self._timeout,
+                open=False,
+                check=ConnectionPool.check_connection,
+                name="hephaestus",
+            )
+            try:
+                pool.open(wait=True, timeout=self._timeout)
+            except Exception as error:
+                pool.close()
+                raise StorageError(
+                    f"cannot connect to Postgres at {_redacted(self.url)}: {error}"
+                ) from None
+            self._pool = pool
+            try:
+                versions = self._migrate(migrate)
+            except BaseException:
+                pool.close()
+                self._pool = None
+                raise
+            self._state = "open"
+            self._listener = threading.Thread(
+                target=self._listen, name="hephaestus-listen", daemon=True
+            )
+            self._listener.start()
+            return versions
+
+    def close(self) -> None:
+        with self._lock:
+            if self._state == "closed":
+                return
+            self._state = "closed"
+            self._stop.set()
+            pool, self._pool = self._pool, None
+        # (The listener sees the stop within a second and closes its connection.)
+        if pool is not None:
+            pool.close()
+
+    def _migrate(self, apply: bool) -> tuple[int, int]:
+        """Creates the schema, or checks it and (with ``apply``) migrates it."""
+
+        def work(conn: psycopg.Connection[Any]) -> tuple[int, int]:
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+            tables = {
+                name
+                for (name,) in conn.execute(
+                    "SELECT table_name FROM information_schema.tables "
+                    "WHERE table_schema = 'hephaestus'"
+                )
+            }
+            if tables and "meta" not in tables:
+                raise StorageError(
+                    f"the database at {_redacted(self.url)} has a 'hephaestus' schema that "
+                    "hephaestus did not make; it is left unchanged"
+                )
+            if not tables:
+                conn.execute("CREATE SCHEMA IF NOT EXISTS hephaestus")
+                conn.execute(
+                    "CREATE TABLE hephaestus.meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+                )
+                conn.execute(
+                    "INSERT INTO hephaestus.meta VALUES ('schema', %s), ('version', '0')",
+                    (_MARKER,),
+                )
+            meta = dict(conn.execute("SELECT key, value FROM hephaestus.meta").fetchall())
+            if meta.get("schema") != _MARKER or not str(meta.get("version", "")).isdigit():
+                raise StorageError(
+                    f"the 'hephaestus' schema at {_redacted(self.url)} is not a hephaestus "
+                    "storage; it is left unchanged"
+                )
+            found = int(meta["version"])
+            if found > SCHEMA_VERSION:
+                raise StorageError(
+                    f"the database at {_redacted(self.url)} has schema version {found}, newer "
+                    f"than this hephaestus knows ({SCHEMA_VERSION}); upgrade hephaestus-core"
+                )
+            if found and found < SCHEMA_VERSION and not apply:
+                raise StorageError(
+                    f"the database at {_redacted(self.url)} has schema version {found}; this "
+                    f"hephaestus needs {SCHEMA_VERSION}: run `hephaestus db migrate`"
+                )
+            for number, _, script in _MIGRATIONS[found:]:
+                conn.execute(script)
+                conn.execute(
+                    "UPDATE hephaestus.meta SET value = %s WHERE key = 'version'", (str(number),)
+                )
+            return found, SCHEMA_VERSION
+
+        return self._run(work)
+
+    def _check_open(self) -> ConnectionPool[Any]:
+        pool = self._pool
+        if self._state != "open" and not (self._state == "new" and pool is not None):
+            raise StorageError(f"the storage is {self._state}, not open")
+        assert pool is not None
+        return pool
+
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        pool = self._check_open()
+        try:
+            with pool.connection() as conn:
+                yield conn
+        except psycopg.Error as error:
+            raise _storage_error(error, self.url) from error
+        except psycopg_pool_errors() as error:
+            raise StorageError(
+                f"no connection to Postgres at {_redacted(self.url)}: {error}"
+            ) from error
+
+    def _run(self, work: Callable[[psycopg.Connection[Any]], _T], *, notify: bool = False) -> _T:
+        """Runs ``work`` in one transaction (committed when it returns)."""
+        with self._connection() as conn:
+            with conn.transaction():
+                result = work(conn)
+                if notify:
+                    conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
+            if notify:
+                self._version += 1
+            return result
+
+    def _read(self, work: Callable[[psycopg.Connection[Any]], _T]) -> _T:
+        """Runs ``work`` in a read-only transaction that sees one snapshot."""
+        with self._connection() as conn, conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            return work(conn)
+
+    # -- listening --------------------------------------------------------------
+
+    def _listen(self) -> None:
+        """Counts the notifications of every storage's commits; reconnects
+        with a growing pause when the connection drops."""
+        pause = 0.1
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(
+                    self.url, autocommit=True, connect_timeout=max(1, int(self._timeout))
+                ) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    self._version += 1  # anything may have changed while not listening
+                    pause = 0.1
+                    while not self._stop.is_set():
+                        # (Wakes at least every second to see whether to stop.)
+                        for _ in conn.notifies(timeout=1.0):
+                            self._version += 1
+            except psycopg.Error:
+                if self._stop.is_set():
+                    return
+            self._stop.wait(pause)
+            pause = min(pause * 2, 5.0)
+
+    def data_version(self) -> int:
+        self._check_open()
+        return self._version
+
+    # -- writes ---------------------------------------------------------------
+
+    def create(self, run: NewRun) -> int:
+        finished = run.status in _FINISHED
+        key = None if finished else run.unique_key
+        params = {
+            "token": run.token,
+            "id": run.id,
+            "workflow": run.workflow,
+            "version": run.version,
+            "unique_key": key,
+            "status": run.status,
+            "runnable": not finished,
+            "created_at": run.created_at,
+            "trace": run.trace,
+        }
+        snapshot = bytes(run.snapshot)
+
+        def work(conn: psycopg.Connection[Any]) -> int:
+            try:
+                with conn.transaction():
+                    row = conn.execute(_Q["create_run"], params).fetchone()
+            except pg_errors.UniqueViolation:
+                holder = conn.execute(_Q["unique_key_holder"], {"unique_key": key}).fetchone()
+                if holder is None:
+                    raise
+                raise AlreadyRunningError(already_running(run, holder[0], holder[1])) from None
+            assert row is not None
+            run_id: int = row[0]
+            conn.execute(_Q["create_snapshot"], {"run_id": run_id, "snapshot": snapshot})
+            return run_id
+
+        return self._run(work, notify=True)
+
+    def commit(self, changes: Sequence[Append]) -> list[ConflictError | None]:
+        prepared = [
+            (change, [bytes(r) for r in change.records], opt_bytes(change.snapshot))
+            for change in changes
+        ]
+        if not prepared:
+            return []
+
+        def work(conn: psycopg.Connection[Any]) -> list[ConflictError | None]:
+            results = []
+            for change, records, snap in prepared:
+                with conn.transaction():  # a savepoint: one change fails alone
+                    results.append(_apply(conn, change, records, snap))
+            return results
+
+        return self._run(work, notify=True)
+
+    def fire(self, firings: Sequence[Firing], now: float) -> list[bool]:
+        prepared = [(f.run_id, f.step, opt_bytes(f.record)) for f in firings]
+
+        def work(conn: psycopg.Connection[Any]) -> list[bool]:
+            fired = []
+            for run_id, step, record in prepared:
+                dropped = conn.execute(_Q["drop_timer"], {"run_id": run_id, "step": step})
+                if dropped.rowcount != 1:
+                    fired.append(False)
+                    continue
+                appended = int(record is not None)
+                row = conn.execute(
+                    _Q["fire_wake_run"], {"run_id": run_id, "appended": appended, "now": now}
+                ).fetchone()
+                if record is not None and row is not None:
+                    conn.execute(
+                        _Q["append_record"], {"run_id": run_id, "seq": row[0], "record": record}
+                    )
+                fired.append(True)
+            return fired
+
+        return self._run(work, notify=True)
+
+    def claim(
+        self, owner: str, now: float, lease: float, limit: int, skip: Collection[str] = ()
+    ) -> list[RunRow]:
+        if limit <= 0:
+            self._check_open()
+            return []
+        params = {
+            "owner": owner,
+            "now": now,
+            "until": now + lease,
+            "skip": list(skip),
+            "limit": limit,
+        }
+
+        def work(conn: psycopg.Connection[Any]) -> list[RunRow]:
+            rows = [_row(values) for values in conn.execute(_Q["claim"], params)]
+            return sorted(rows, key=lambda row: row.run_id)
+
+        return self._run(work)
+
+    def renew(self, owner: str, now: float, lease: float) -> None:
+        self._run(lambda conn: conn.execute(_Q["renew"], {"owner": owner, "until": now + lease}))
+
+    def release(self, owner: str, run_ids: Collection[int] | None) -> None:
+        def work(conn: psycopg.Connection[Any]) -> None:
+            if run_ids is None:
+                conn.execute(_Q["release_all"], {"owner": owner})
+            else:
+                conn.execute(_Q["release_some"], {"owner": owner, "run_ids": list(run_ids)})
+
+        self._run(work, notify=True)
+
+    def lease_owners(self) -> set[str]:
+        return self._read(lambda conn: {o for (o,) in conn.execute(_Q["lease_owners"])})
+
+    # -- reads ----------------------------------------------------------------
+
+    def due(self, now: float, limit: int) -> list[tuple[int, Timer]]:
+        if limit <= 0:
+            self._check_open()
+            return []
+
+        def work(conn: psycopg.Connection[Any]) -> list[tuple[int, Timer]]:
+            rows = conn.execute(_Q["due"], {"now": now, "limit": limit})
+            return [
+                (run_id, Timer(step=step, kind=kind, due=due, attempt=attempt))
+                for run_id, step, kind, due, attempt in rows
+            ]
+
+        return self._read(work)
+
+    def next_wake(self, owner: str) -> float | None:
+        def work(conn: psycopg.Connection[Any]) -> float | None:
+            timer = _scalar(conn, _Q["next_timer"], {})
+            lease = _scalar(conn, _Q["next_foreign_lease_expiry"], {"owner": owner})
+            times: list[float] = [t for t in (timer, lease) if t is not None]
+            return min(times, default=None)
+
+        return self._read(work)
+
+    def load(self, run_id: int) -> Stored:
+        def work(conn: psycopg.Connection[Any]) -> Stored:
+            values = conn.execute(_Q["load_run"], {"run_id": run_id}).fetchone()
+            if values is None:
+                raise KeyError(run_id)
+            snapshot, snapshot_seq = values[13], values[14]
+            records = conn.execute(_Q["load_records"], {"run_id": run_id, "after": snapshot_seq})
+            timers = conn.execute(_Q["load_timers"], {"run_id": run_id})
+            attempts = conn.execute(_Q["load_attempts"], {"run_id": run_id})
+            return Stored(
+                row=_row(values),
+                snapshot=bytes(snapshot),
+                snapshot_seq=snapshot_seq,
+                records=[bytes(record) for (record,) in records],
+                timers=[Timer(*values) for values in timers],
+                attempts=[Attempt(*values) for values in attempts],
+            )
+
+        return self._read(work)
+
+    def newest(self, id: str) -> RunRow | None:
+        found = self.find(id=id, limit=1)
+        return found[0] if found else None
+
+    def find(
+        self,
+        *,
+        workflows: Collection[str] | None = None,
+        statuses: Collection[str] | None = None,
+        version: int | None = None,
+        id: str | None = None,
+        limit: int | None = None,
+    ) -> list[RunRow]:
+        if limit is not None and limit <= 0:
+            self._check_open()
+            return []
+        # Only the filters given, so that the planner sees which index serves.
+        query = _Q["find"]
+        params: dict[str, Any] = {
+            "id": id,
+            "workflows": None if workflows is None else list(workflows),
+            "statuses": None if statuses is None else list(statuses),
+            "version": version,
+        }
+        for column, test in (
+            ("id", "id = %(id)s"),
+            ("workflows", "workflow = ANY(%(workflows)s)"),
+            ("statuses", "status = ANY(%(statuses)s)"),
+            ("version", "version = %(version)s"),
+        ):
+            if params[column] is not None:
+                query += f"\n  AND {test}"
+        query += "\nORDER BY run_id DESC"
+        if limit is not None:
+            query += "\nLIMIT %(limit)s"
+            params["limit"] = limit
+        return self._read(lambda conn: [_row(values) for values in conn.execute(query, params)])
+
+
+def _apply(
+    conn: psycopg.Connection[Any], change: Append, records: list[bytes], snapshot: bytes | None
+) -> ConflictError | None:
+    """Applies one change of a ``commit``, or returns why it conflicts."""
+    run_id = change.run_id
+    finished = change.finished
+    updated = conn.execute(
+        _Q["append_run"],
+        {
+            "run_id": run_id,
+            "expected_seq": change.expected_seq,
+            "owner": change.owner,
+            "count": len(records),
+            "status": change.status,
+            "runnable": change.runnable and not finished,
+            "updated_at": change.updated_at,
+            "finished": finished,
+            "release": finished or change.release,
+        },
+    ).fetchone()
+    if updated is None:
+        state = conn.execute(_Q["run_state"], {"run_id": run_id}).fetchone()
+        if state is None:
+            return ConflictError(f"run {run_id} does not exist")
+        seq, lease_owner = state
+        if seq != change.expected_seq:
+            return ConflictError(
+                f"run {run_id} has {seq} journal records, "
+                f"the change was built on {change.expected_seq}"
+            )
+        held = "no one" if lease_owner is None else repr(lease_owner)
+        return ConflictError(f"run {run_id} is leased to {held}, not to {change.owner!r}")
+    seq = change.expected_seq
+    if records:
+        with conn.cursor() as cursor:
+            cursor.executemany(
+                _Q["append_record"],
+                [
+                    {"run_id": run_id, "seq": seq + i, "record": record}
+                    for i, record in enumerate(records, start=1)
+                ],
+            )
+    seq += len(records)
+    if snapshot is not None:
+        conn.execute(_Q["replace_snapshot"], {"run_id": run_id, "snapshot": snapshot, "seq": seq})
+    # (Most changes have no timers or attempts: no statement runs for them.)
+    with conn.cursor() as cursor:
+        if finished:
+            cursor.execute(_Q["drop_all_timers"], {"run_id": run_id})
+        else:
+            if change.drop_timers:
+                cursor.executemany(
+                    _Q["drop_timer"], [{"run_id": run_id, "step": s} for s in change.drop_timers]
+                )
+            if change.set_timers:
+                cursor.executemany(
+                    _Q["set_timer"],
+                    [
+                        {
+                            "run_id": run_id,
+                            "step": timer.step,
+                            "kind": timer.kind,
+                            "due": timer.due,
+                            "attempt": timer.attempt,
+                        }
+                        for timer in change.set_timers
+                    ],
+                )
+        if change.attempts:
+            cursor.executemany(
+                _Q["add_attempt"],
+                [
+                    {
+                        "run_id": run_id,
+                        "step": a.step,
+                        "attempt": a.attempt,
+                        "finished": a.finished,
+                        "outcome": a.outcome,
+                        "error_type": a.error_type,
+                        "error_message": a.error_message,
+                        "started": a.started,
+                        "traceback": a.traceback,
+                    }
+                    for a in change.attempts
+                ],
+            )
+    return None
+
+
+def _scalar(conn: psycopg.Connection[Any], query: str, params: dict[str, Any]) -> Any:
+    row = conn.execute(query, params).fetchone()
+    return None if row is None else row[0]
+
+
+def psycopg_pool_errors() -> tuple[type[BaseException], ...]:
+    """The pool's own errors (a timeout waiting for a connection)."""
+    from psycopg_pool import PoolTimeout, TooManyRequests
+
+    return (PoolTimeout, TooManyRequests)
+
+
+def _storage_error(error: psycopg.Error, url: str) -> StorageError:
+    """A psycopg error as a :class:`StorageError` that says what failed."""
+    message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return StorageError(f"Postgres at {_redacted(url)}: {message}")
+
+
+def _redacted(url: str) -> str:
+    """``url`` without its password."""
+    try:
+        info = psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.Error:
+        return "<invalid connection string>"
+    if "password" in info:
+        info["password"] = "***"
+    host = info.get("host", "localhost")
+    port = info.get("port", "5432")
+    return f"postgresql://{info.get('user', '')}@{host}:{port}/{info.get('dbname', '')}"
