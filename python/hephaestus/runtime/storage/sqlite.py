@@ -29,12 +29,10 @@ import contextlib
 import dataclasses
 import json
 import os
-import re
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
-from importlib import resources
 from typing import Any, TypeVar
 
 from hephaestus.errors import AlreadyRunningError
@@ -52,6 +50,7 @@ from .base import (
     already_running,
     opt_bytes,
 )
+from .sqlfiles import sql_files
 
 __all__ = ["SQLiteStorage"]
 
@@ -61,42 +60,7 @@ _HEADER = b"SQLite format 3\x00"
 _MARKER = "hephaestus"
 
 
-# -- SQL files ----------------------------------------------------------------
-
-
-def _sql_files() -> tuple[dict[str, str], list[tuple[int, str, str]]]:
-    """The named queries and the numbered migrations ``(number, name, script)``."""
-    folder = resources.files("hephaestus.runtime.storage") / "sql" / "sqlite"
-    queries = _parse_queries((folder / "queries.sql").read_text(encoding="utf-8"))
-    migrations = []
-    for entry in folder.iterdir():
-        match = re.fullmatch(r"(\d+)_\w+\.sql", entry.name)
-        if match:
-            migrations.append((int(match[1]), entry.name, entry.read_text(encoding="utf-8")))
-    migrations.sort()
-    numbers = [number for number, _, _ in migrations]
-    if numbers != list(range(1, len(numbers) + 1)):
-        raise RuntimeError(f"the SQLite migrations are not numbered 1, 2, ...: {numbers}")
-    return queries, migrations
-
-
-def _parse_queries(text: str) -> dict[str, str]:
-    """``-- name: foo`` starts query ``foo``; whole-line comments are dropped."""
-    queries: dict[str, str] = {}
-    name: str | None = None
-    for line in text.splitlines():
-        match = re.fullmatch(r"--\s*name:\s*(\w+)\s*", line)
-        if match:
-            name = match[1]
-            if name in queries:
-                raise RuntimeError(f"query {name!r} is defined twice in queries.sql")
-            queries[name] = ""
-        elif name is not None and not line.lstrip().startswith("--"):
-            queries[name] += line + "\n"
-    return {name: sql.strip() for name, sql in queries.items()}
-
-
-_Q, _MIGRATIONS = _sql_files()
+_Q, _MIGRATIONS = sql_files("sqlite")
 #: The schema version this code writes and reads.
 SCHEMA_VERSION = len(_MIGRATIONS)
 
