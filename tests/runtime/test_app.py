@@ -119,8 +119,8 @@ def test_urls_and_paths_pick_the_storage(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def test_an_unknown_scheme_names_the_supported_ones() -> None:
-    with pytest.raises(ValueError, match=r"'postgresql'.*sqlite:///.*memory://"):
-        Hephaestus("postgresql://db/orders")
+    with pytest.raises(ValueError, match=r"'mysql'.*sqlite:///.*memory://.*postgresql://"):
+        Hephaestus("mysql://db/orders")
 
 
 @pytest.mark.parametrize(
