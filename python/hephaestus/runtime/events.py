@@ -11,6 +11,7 @@ from typing import Any
 from hephaestus import telemetry
 from hephaestus._core import Instance, WorkflowGraph, step_key
 from hephaestus.engine import graph_of
+from hephaestus.status import Status
 
 #: What the events name as their runner.
 RUNNER = "hephaestus.runtime"
@@ -23,6 +24,9 @@ def listening(*events: str) -> bool:
     none is attached at all)."""
     return telemetry.attached_any(events)
 
+
+#: Each status's value (quicker than ``Status.value``, an enum property).
+_VALUES = {status: status.value for status in Status}
 
 #: Each run's first and last metadata (id, workflow and version; its
 #: ``telemetry_metadata``), by instance id and ``telemetry_start_time``,
@@ -76,7 +80,7 @@ def workflow_changed(
     """``workflow.start``, ``workflow.stop`` or ``workflow.exception`` when a
     committed change moved the status from ``before`` (``stacktrace``: the
     short traceback of the attempt that failed it)."""
-    status = instance.status.value
+    status = _VALUES[instance.status]
     if status == before:
         return
     if before == "pending" and telemetry.attached("workflow.start"):
@@ -158,7 +162,7 @@ def step_returned(
             telemetry.emit(
                 "step.async",
                 {"duration": duration_ns},
-                _metadata(after, step=step, step_key=key, instance_status=after.status.value),
+                _metadata(after, step=step, step_key=key, instance_status=_VALUES[after.status]),
             )
         return
     error = after.error  # (set only on a failed instance)
@@ -282,8 +286,8 @@ def advanced(before: Instance, after: Instance, duration_ns: int, iteration: int
             },
             _metadata(
                 after,
-                status_before=before.status.value,
-                status_after=after.status.value,
+                status_before=_VALUES[before.status],
+                status_after=_VALUES[after.status],
                 iteration=iteration,
             ),
         )

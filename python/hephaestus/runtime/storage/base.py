@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Collection, Sequence
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from hephaestus.errors import HephaestusError
 
@@ -262,6 +262,57 @@ class Storage(Protocol):
         limit: int | None = None,
     ) -> list[RunRow]:
         """Runs matching every filter given, newest first."""
+
+
+def row_from(values: Sequence[Any]) -> RunRow:
+    """A :class:`RunRow` from the first 13 columns of a query that selects
+    them in its fields' order (the SQL storages' rows)."""
+    (
+        run_id,
+        token,
+        id,
+        workflow,
+        version,
+        status,
+        seq,
+        lease_owner,
+        lease_expires,
+        runnable,
+        created_at,
+        updated_at,
+        trace,
+    ) = values[:13]
+    return RunRow(
+        run_id=run_id,
+        token=token,
+        id=id,
+        workflow=workflow,
+        version=version,
+        status=status,
+        seq=seq,
+        lease_owner=lease_owner,
+        lease_expires=lease_expires,
+        runnable=bool(runnable),
+        created_at=created_at,
+        updated_at=updated_at,
+        trace=trace,
+    )
+
+
+def timer_params(run_id: int, timer: Timer) -> dict[str, object]:
+    """The parameters of the SQL storages' ``set_timer`` query."""
+    return {
+        "run_id": run_id,
+        "step": timer.step,
+        "kind": timer.kind,
+        "due": timer.due,
+        "attempt": timer.attempt,
+    }
+
+
+def attempt_params(run_id: int, attempt: Attempt) -> dict[str, object]:
+    """The parameters of the SQL storages' ``add_attempt`` query."""
+    return {"run_id": run_id, **dataclasses.asdict(attempt)}
 
 
 def opt_bytes(value: bytes | None) -> bytes | None:

@@ -44,7 +44,10 @@ from .base import (
     Stored,
     Timer,
     already_running,
+    attempt_params,
     opt_bytes,
+    row_from,
+    timer_params,
 )
 from .sqlfiles import sql_files
 
@@ -73,39 +76,6 @@ _ROW = (
     "run_id, token, id, workflow, version, status, seq, lease_owner, lease_expires, "
     "runnable, created_at, updated_at, trace"
 )
-
-
-def _row(values: Sequence[Any]) -> RunRow:
-    (
-        run_id,
-        token,
-        id,
-        workflow,
-        version,
-        status,
-        seq,
-        lease_owner,
-        lease_expires,
-        runnable,
-        created_at,
-        updated_at,
-        trace,
-    ) = values[:13]
-    return RunRow(
-        run_id=run_id,
-        token=token,
-        id=id,
-        workflow=workflow,
-        version=version,
-        status=status,
-        seq=seq,
-        lease_owner=lease_owner,
-        lease_expires=lease_expires,
-        runnable=runnable,
-        created_at=created_at,
-        updated_at=updated_at,
-        trace=trace,
-    )
 
 
 class PostgresStorage:
@@ -411,7 +381,7 @@ class PostgresStorage:
         }
 
         def work(conn: psycopg.Connection[Any]) -> list[RunRow]:
-            rows = [_row(values) for values in conn.execute(_Q["claim"], params)]
+            rows = [row_from(values) for values in conn.execute(_Q["claim"], params)]
             return sorted(rows, key=lambda row: row.run_id)
 
         return self._run(work)
@@ -466,7 +436,7 @@ class PostgresStorage:
             timers = conn.execute(_Q["load_timers"], {"run_id": run_id})
             attempts = conn.execute(_Q["load_attempts"], {"run_id": run_id})
             return Stored(
-                row=_row(values),
+                row=row_from(values),
                 snapshot=bytes(snapshot),
                 snapshot_seq=snapshot_seq,
                 records=[bytes(record) for (record,) in records],
@@ -512,7 +482,7 @@ class PostgresStorage:
         if limit is not None:
             query += "\nLIMIT %(limit)s"
             params["limit"] = limit
-        return self._read(lambda conn: [_row(values) for values in conn.execute(query, params)])
+        return self._read(lambda conn: [row_from(values) for values in conn.execute(query, params)])
 
 
 def _apply(
@@ -572,34 +542,12 @@ def _apply(
             if change.set_timers:
                 cursor.executemany(
                     _Q["set_timer"],
-                    [
-                        {
-                            "run_id": run_id,
-                            "step": timer.step,
-                            "kind": timer.kind,
-                            "due": timer.due,
-                            "attempt": timer.attempt,
-                        }
-                        for timer in change.set_timers
-                    ],
+                    [timer_params(run_id, timer) for timer in change.set_timers],
                 )
         if change.attempts:
             cursor.executemany(
                 _Q["add_attempt"],
-                [
-                    {
-                        "run_id": run_id,
-                        "step": a.step,
-                        "attempt": a.attempt,
-                        "finished": a.finished,
-                        "outcome": a.outcome,
-                        "error_type": a.error_type,
-                        "error_message": a.error_message,
-                        "started": a.started,
-                        "traceback": a.traceback,
-                    }
-                    for a in change.attempts
-                ],
+                [attempt_params(run_id, a) for a in change.attempts],
             )
     return None
 

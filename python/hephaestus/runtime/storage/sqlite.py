@@ -48,7 +48,10 @@ from .base import (
     Stored,
     Timer,
     already_running,
+    attempt_params,
     opt_bytes,
+    row_from,
+    timer_params,
 )
 from .sqlfiles import sql_files
 
@@ -388,39 +391,6 @@ def _release_writer(writer: _Writer) -> None:
 # -- the storage --------------------------------------------------------------
 
 
-def _row(values: Sequence[Any]) -> RunRow:
-    (
-        run_id,
-        token,
-        id,
-        workflow,
-        version,
-        status,
-        seq,
-        lease_owner,
-        lease_expires,
-        runnable,
-        created_at,
-        updated_at,
-        trace,
-    ) = values[:13]
-    return RunRow(
-        run_id=run_id,
-        token=token,
-        id=id,
-        workflow=workflow,
-        version=version,
-        status=status,
-        seq=seq,
-        lease_owner=lease_owner,
-        lease_expires=lease_expires,
-        runnable=bool(runnable),
-        created_at=created_at,
-        updated_at=updated_at,
-        trace=trace,
-    )
-
-
 def _json(values: Iterable[Any]) -> str:
     return json.dumps(list(values))
 
@@ -612,7 +582,7 @@ class SQLiteStorage:
             params = {"owner": owner, "now": now, "skip": skip_json, "limit": limit}
             run_ids = _json(run_id for (run_id,) in conn.execute(_Q["claimable"], params))
             conn.execute(_Q["lease"], {"owner": owner, "expires": now + lease, "run_ids": run_ids})
-            return [_row(r) for r in conn.execute(_Q["runs_by_ids"], {"run_ids": run_ids})]
+            return [row_from(r) for r in conn.execute(_Q["runs_by_ids"], {"run_ids": run_ids})]
 
         return self._write(work)
 
@@ -678,7 +648,7 @@ class SQLiteStorage:
             timers = conn.execute(_Q["load_timers"], {"run_id": run_id})
             attempts = conn.execute(_Q["load_attempts"], {"run_id": run_id})
             return Stored(
-                row=_row(values),
+                row=row_from(values),
                 snapshot=snapshot,
                 snapshot_seq=snapshot_seq,
                 records=[record for (record,) in records],
@@ -694,7 +664,7 @@ class SQLiteStorage:
     def newest(self, id: str) -> RunRow | None:
         def work(conn: sqlite3.Connection) -> RunRow | None:
             values = conn.execute(_Q["newest"], {"id": id}).fetchone()
-            return None if values is None else _row(values)
+            return None if values is None else row_from(values)
 
         return self._read(work)
 
@@ -725,7 +695,7 @@ class SQLiteStorage:
             query = _Q["find_all"]
 
         def work(conn: sqlite3.Connection) -> list[RunRow]:
-            return [_row(values) for values in conn.execute(query, params)]
+            return [row_from(values) for values in conn.execute(query, params)]
 
         return self._read(work)
 
@@ -785,34 +755,12 @@ def _apply(
         )
         conn.executemany(
             _Q["set_timer"],
-            [
-                {
-                    "run_id": run_id,
-                    "step": timer.step,
-                    "kind": timer.kind,
-                    "due": timer.due,
-                    "attempt": timer.attempt,
-                }
-                for timer in change.set_timers
-            ],
+            [timer_params(run_id, timer) for timer in change.set_timers],
         )
     if not change.attempts:
         return None
     conn.executemany(
         _Q["add_attempt"],
-        [
-            {
-                "run_id": run_id,
-                "step": attempt.step,
-                "attempt": attempt.attempt,
-                "finished": attempt.finished,
-                "outcome": attempt.outcome,
-                "error_type": attempt.error_type,
-                "error_message": attempt.error_message,
-                "started": attempt.started,
-                "traceback": attempt.traceback,
-            }
-            for attempt in change.attempts
-        ],
+        [attempt_params(run_id, a) for a in change.attempts],
     )
     return None
