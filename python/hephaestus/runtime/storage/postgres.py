@@ -29,6 +29,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
+from importlib.util import find_spec
 from typing import Any, TypeVar
 
 from hephaestus.errors import AlreadyRunningError
@@ -51,14 +52,14 @@ from .base import (
 )
 from .sqlfiles import sql_files
 
-try:
-    import psycopg
-    from psycopg import errors as pg_errors
-    from psycopg_pool import ConnectionPool
-except ImportError as exc:  # pragma: no cover - depends on the installed extras
+if find_spec("psycopg") is None or find_spec("psycopg_pool") is None:  # pragma: no cover
     raise ImportError(
         "PostgresStorage needs psycopg 3 and psycopg_pool: pip install 'hephaestus-core[postgres]'"
-    ) from exc
+    )
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg_pool import ConnectionPool
 
 __all__ = ["SCHEMA_VERSION", "PostgresStorage"]
 
