@@ -540,6 +540,8 @@ def test_a_withdrawn_step_loses_its_pending_retry(app: Hephaestus, clock: Virtua
     run_id = app.storage.newest(iid).run_id
     timers = eventually(lambda: app.storage.load(run_id).timers)
     assert sorted(t.kind for t in timers) == ["retry"]
+    # (The other branch's wait may be committed in a later round.)
+    eventually(lambda: rf.AwaitPayment in app.get(iid).waiting_steps)
     app.resume(iid, "received", step=rf.AwaitPayment)
     done = app.wait(iid, timeout=10)
     assert done.status is Status.COMPLETED

@@ -92,25 +92,33 @@ def _progress(as_json: bool) -> Iterator[output.Progress | None]:
         telemetry.detach(handler_id)
 
 
-def _finish(app: Hephaestus, id: str, as_json: bool) -> int:
-    """Waits until ``id`` completes, fails or waits; says how it ended and
-    returns the exit status."""
+def _settle(app: Hephaestus, id: str, as_json: bool) -> Callable[[], int]:
+    """Waits until ``id`` completes, fails or waits, and returns what says
+    how it ended and gives the exit status (called once the app closed, so
+    that every progress line came first)."""
     app.wait(id)
     row, stored, instance = _load(app, id)
     status = instance.status.value
-    if as_json:
-        output.print_json(output.show_json(instance, row, stored))
+    explanation = app.explain(id) if status == "waiting" else None
+
+    def report() -> int:
+        if as_json:
+            output.print_json(output.show_json(instance, row, stored))
+            return EXIT[status]
+        out = output.console()
+        if status == "completed":
+            out.print(f"{id} completed ({len(instance.execution_history)} steps)", markup=False)
+        elif status == "failed":
+            error = instance.error or {}
+            what = error.get("message", error.get("reason", ""))
+            out.print(
+                f"{id} failed at {error.get('step')}: {error.get('kind')}: {what}", markup=False
+            )
+        else:
+            out.print(str(explanation), markup=False)
         return EXIT[status]
-    out = output.console()
-    if status == "completed":
-        out.print(f"{id} completed ({len(instance.execution_history)} steps)")
-    elif status == "failed":
-        error = instance.error or {}
-        what = error.get("message", error.get("reason", ""))
-        out.print(f"{id} failed at {error.get('step')}: {error.get('kind')}: {what}")
-    else:
-        out.print(str(app.explain(id)))
-    return EXIT[status]
+
+    return report
 
 
 @cli.command()
@@ -137,11 +145,12 @@ def run(
         iid = cls._new_id(value)
     except ValueError as exc:
         raise UserError(f"--id: {exc}") from None
-    with _app(db, must_exist=False) as app, _progress(as_json) as progress:
+    with _progress(as_json) as progress, _app(db, must_exist=False) as app:
         if progress is not None:
             progress.id = iid
         app.start_instance(cls, initial, id=iid)
-        ctx.exit(_finish(app, iid, as_json))
+        report = _settle(app, iid, as_json)
+    ctx.exit(report())
 
 
 @cli.command(name="list")
@@ -207,13 +216,13 @@ def resume(
     ctx: click.Context, id: str, event: str, step: str | None, db: str | None, as_json: bool
 ) -> None:
     """Deliver EVENT to the instance's waiting step, then drive it as run does."""
-    with _app(db) as app:
+    with _progress(as_json) as progress, _app(db) as app:
         chosen = None if step is None else _step(_load(app, id)[2], step)
-        with _progress(as_json) as progress:
-            if progress is not None:
-                progress.id = id
-            app.resume(id, event, step=chosen)
-            ctx.exit(_finish(app, id, as_json))
+        if progress is not None:
+            progress.id = id
+        app.resume(id, event, step=chosen)
+        report = _settle(app, id, as_json)
+    ctx.exit(report())
 
 
 def _step(instance: Instance, name: str) -> type:

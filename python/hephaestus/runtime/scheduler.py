@@ -786,10 +786,11 @@ class _Scheduler:
         if status != live.row.status:
             before = live.row.status
             live.row = dataclasses.replace(live.row, status=status)
-            self.app._notify()
+            # (The events first: whoever waits for the change sees them delivered.)
             duration_ns = int(max(0.0, now - live.row.created_at) * 1e9)
             stacktrace = next((a.traceback for a in reversed(attempts) if a.traceback), None)
             events.workflow_changed(before, instance, duration_ns, live.advances, stacktrace)
+            self.app._notify()
         if not runnable:
             self._drop(live)
             took = now - live.row.created_at if finished else None
