@@ -31,6 +31,7 @@ import pytest
 from crash_child import crash_ids
 from durable_flows import CRASH_LOGGED, CRASH_STEPS, Begin, read_log
 from hephaestus import ExecutionEntry, Hephaestus, InstanceNotFoundError, step_key
+from pg_server import fresh_postgres
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="POSIX signals and /proc"
@@ -54,7 +55,7 @@ class Child:
     """A ``crash_child.py`` process: its stdout is read line by line (to
     time kills from), its stderr goes to a file for failure messages."""
 
-    def __init__(self, tmp_path: Path, name: str, db: Path, log: Path, *args: str) -> None:
+    def __init__(self, tmp_path: Path, name: str, db: Path | str, log: Path, *args: str) -> None:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE), env.get("PYTHONPATH")) if p)
         self.name = name
@@ -158,7 +159,7 @@ def spawn(tmp_path: Path) -> Iterator[object]:
 
 
 @contextlib.contextmanager
-def reader(db: Path) -> Iterator[Hephaestus]:
+def reader(db: Path | str) -> Iterator[Hephaestus]:
     """An app on ``db`` used only to read: it never starts workers."""
     app = Hephaestus(db)
     try:
@@ -290,15 +291,23 @@ SEEDS = [11, 23, 37]
 CRASH_ARGS = ("--count", str(COUNT), "--concurrency", "2", "--work", "0.02", "0.08")
 
 
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 @pytest.mark.parametrize("seed", SEEDS)
-def test_children_killed_at_random_moments_lose_nothing_committed(tmp_path, spawn, seed):
+def test_children_killed_at_random_moments_lose_nothing_committed(
+    request, tmp_path, spawn, seed, kind
+):
     """Round after round, a child drives 20 instances and is SIGKILLed
     20-400 ms after it started; what was committed before each kill is
     still there after it and after the next child ran. A last child then
     runs until every instance completes: each with one history entry per
-    step, each logged step having run at least once."""
+    step, each logged step having run at least once. On an SQLite file and
+    on a Postgres server."""
     rng = random.Random(seed)
-    db, log = tmp_path / "crash.db", tmp_path / "effects.log"
+    db: Path | str = tmp_path / "crash.db"
+    if kind == "postgres":
+        db = request.getfixturevalue("postgres_url")
+        fresh_postgres(db)
+    log = tmp_path / "effects.log"
     ids = crash_ids("i", COUNT)
     with reader(db) as app:
         seen: Seen = {}
