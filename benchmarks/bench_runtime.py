@@ -287,11 +287,14 @@ def verify_hephaestus(app: Hephaestus, flow: type, steps: Sequence[type[Step]], 
     check(stored.status == "completed", f"hephaestus: {id} is stored as {stored.status}")
 
 
-def hephaestus_round(settings: Settings, directory: Path, round_no: int) -> dict[str, Any]:
-    """One round of the sequential, concurrent and history cases in one app."""
-    path = directory / f"hephaestus-{round_no}.db"
+def hephaestus_round(
+    settings: Settings, directory: Path, round_no: int, storage: str | None = None
+) -> dict[str, Any]:
+    """One round of the sequential, concurrent and (on the default SQLite file) history
+    cases in one app; ``storage`` is another database's URL."""
+    url = storage or str(directory / f"hephaestus-{round_no}.db")
     result: dict[str, Any] = {}
-    with Hephaestus(str(path), concurrency=settings.concurrency) as app:
+    with Hephaestus(url, concurrency=settings.concurrency) as app:
         verify_hephaestus(app, Chain20, SEQ_STEPS, "bench::verify20")
         verify_hephaestus(app, Chain10, CONC_STEPS, "bench::verify10")
         app.run(Chain20, {}, id="bench::warm", timeout=60)
@@ -317,7 +320,8 @@ def hephaestus_round(settings: Settings, directory: Path, round_no: int) -> dict
         f"  hephaestus round {round_no + 1}: {result['seq_step_ns'] / 1e3:8.0f} µs per step, "
         f"{result['conc_steps_per_s']:8,.0f} steps/s at {settings.concurrency} at once"
     )
-    result["history"] = history_run(settings, directory / f"history-{round_no}.db")
+    if storage is None:
+        result["history"] = history_run(settings, directory / f"history-{round_no}.db")
     return result
 
 
@@ -360,20 +364,25 @@ def history_run(settings: Settings, path: Path) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------
 
 
-def dbos_round(settings: Settings, directory: Path, round_no: int) -> dict[str, Any]:
+def dbos_round(
+    settings: Settings, directory: Path, round_no: int, system_database: str | None = None
+) -> dict[str, Any]:
     """One round of the sequential and concurrent cases on DBOS with a SQLite system
-    database in WAL mode."""
+    database in WAL mode, or the Postgres one ``system_database`` names."""
     import sqlalchemy as sa
     from dbos import DBOS
 
-    path = directory / f"dbos-{round_no}.sqlite"
-    conn = sqlite3.connect(path)
-    check(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0] == "wal", "dbos: no WAL")
-    conn.close()
+    url = system_database
+    if url is None:
+        path = directory / f"dbos-{round_no}.sqlite"
+        conn = sqlite3.connect(path)
+        check(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0] == "wal", "dbos: no WAL")
+        conn.close()
+        url = f"sqlite:///{path}"
     DBOS(
         config={
             "name": "hephaestus-bench",
-            "system_database_url": f"sqlite:///{path}",
+            "system_database_url": url,
             "log_level": "WARNING",
             # start_workflow runs workflows on this many threads: the concurrency of 8.
             "max_executor_threads": settings.concurrency,
@@ -395,14 +404,15 @@ def dbos_round(settings: Settings, directory: Path, round_no: int) -> dict[str, 
     result: dict[str, Any] = {}
     DBOS.launch()
     try:
-        # DBOS sets neither pragma; read them on its own engine (a private attribute).
-        from dbos._dbos import _get_dbos_instance
+        if system_database is None:
+            # DBOS sets neither pragma; read them on its own engine (a private attribute).
+            from dbos._dbos import _get_dbos_instance
 
-        with _get_dbos_instance()._sys_db.engine.connect() as connection:
-            mode = connection.execute(sa.text("PRAGMA journal_mode")).scalar()
-            sync = connection.execute(sa.text("PRAGMA synchronous")).scalar()
-        check(mode == "wal" and sync == 2, f"dbos: journal_mode {mode}, synchronous {sync}")
-        result["pragmas"] = f"journal_mode={mode}, synchronous={sync}"
+            with _get_dbos_instance()._sys_db.engine.connect() as connection:
+                mode = connection.execute(sa.text("PRAGMA journal_mode")).scalar()
+                sync = connection.execute(sa.text("PRAGMA synchronous")).scalar()
+            check(mode == "wal" and sync == 2, f"dbos: journal_mode {mode}, synchronous {sync}")
+            result["pragmas"] = f"journal_mode={mode}, synchronous={sync}"
 
         # Verification: a 20-step workflow runs each step once and records all 20.
         before = next(runs)
@@ -856,9 +866,9 @@ def child_main(kind: str, spec: dict[str, Any], out: Path) -> int:
     if kind == "floor":
         result = floor_round(settings, directory, spec["round"])
     elif kind == "hephaestus":
-        result = hephaestus_round(settings, directory, spec["round"])
+        result = hephaestus_round(settings, directory, spec["round"], spec.get("storage"))
     elif kind == "dbos":
-        result = dbos_round(settings, directory, spec["round"])
+        result = dbos_round(settings, directory, spec["round"], spec.get("system_database"))
     elif kind == "populate":
         path = Path(spec["path"])
         seconds = populate(path, spec["finished"], spec["waiting"])
@@ -882,14 +892,15 @@ def file_bytes(path: Path) -> int:
     return path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
 
 
-def run_child(kind: str, **spec: Any) -> Any:
-    """Run ``kind`` in a fresh Python process running this script; return its result."""
+def run_child(kind: str, script: str | None = None, **spec: Any) -> Any:
+    """Run ``kind`` in a fresh Python process running this script (or ``script``, which
+    has the same ``--child`` options); return its result."""
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as handle:
         out = Path(handle.name)
     try:
         command = [
             sys.executable,
-            str(Path(__file__).resolve()),
+            str(Path(script or __file__).resolve()),
             "--child",
             kind,
             "--child-spec",

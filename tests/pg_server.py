@@ -52,9 +52,12 @@ def _free_port() -> int:
 
 
 class PostgresServer:
-    """One server in its own temporary directory."""
+    """One server in its own temporary directory. Tests trade durability
+    for speed (``fsync=off``); ``durable=True`` keeps Postgres's defaults,
+    as a benchmark must."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, durable: bool = False) -> None:
+        self.durable = durable
         self.initdb, self.pg_ctl = require_postgres()
         self.root = Path(tempfile.mkdtemp(prefix="hephaestus-pg-"))
         self.data = self.root / "data"
@@ -74,10 +77,10 @@ class PostgresServer:
             raise RuntimeError(f"{command[0]} failed: {done.stdout}{done.stderr}")
 
     def _ctl(self, action: str) -> None:
-        options = (
-            f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} "
-            "-c fsync=off -c full_page_writes=off -c max_connections=200"
-        )
+        options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} "
+        options += "-c max_connections=200"
+        if not self.durable:
+            options += " -c fsync=off -c full_page_writes=off"
         self._run(
             self.pg_ctl, action, "-w", "-D", str(self.data), "-l", str(self.root / "log"),
             "-o", options, "-m", "fast",

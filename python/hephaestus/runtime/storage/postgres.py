@@ -141,7 +141,10 @@ class PostgresStorage:
                 max_size=self._max,
                 timeout=self._timeout,
                 open=False,
-                check=ConnectionPool.check_connection,
+                # Single statements need no transaction; writes open one. (A
+                # connection broken by a restart fails its call, which the
+                # runtime retries, and the pool replaces it.)
+                kwargs={"autocommit": True},
                 name="hephaestus",
             )
             try:
@@ -265,6 +268,11 @@ class PostgresStorage:
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             return work(conn)
 
+    def _query(self, query: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """The rows of one statement (which sees one snapshot on its own)."""
+        with self._connection() as conn:
+            return conn.execute(query, params).fetchall()
+
     # -- listening --------------------------------------------------------------
 
     def _listen(self) -> None:
@@ -336,11 +344,9 @@ class PostgresStorage:
             return []
 
         def work(conn: psycopg.Connection[Any]) -> list[ConflictError | None]:
-            results = []
-            for change, records, snap in prepared:
-                with conn.transaction():  # a savepoint: one change fails alone
-                    results.append(_apply(conn, change, records, snap))
-            return results
+            # (A conflict applies nothing and raises nothing; any error fails
+            # the whole call, which the runtime retries.)
+            return [_apply(conn, change, records, snap) for change, records, snap in prepared]
 
         return self._run(work, notify=True)
 
@@ -400,7 +406,7 @@ class PostgresStorage:
         self._run(work, notify=True)
 
     def lease_owners(self) -> set[str]:
-        return self._read(lambda conn: {o for (o,) in conn.execute(_Q["lease_owners"])})
+        return {owner for (owner,) in self._query(_Q["lease_owners"], {})}
 
     # -- reads ----------------------------------------------------------------
 
@@ -408,24 +414,16 @@ class PostgresStorage:
         if limit <= 0:
             self._check_open()
             return []
-
-        def work(conn: psycopg.Connection[Any]) -> list[tuple[int, Timer]]:
-            rows = conn.execute(_Q["due"], {"now": now, "limit": limit})
-            return [
-                (run_id, Timer(step=step, kind=kind, due=due, attempt=attempt))
-                for run_id, step, kind, due, attempt in rows
-            ]
-
-        return self._read(work)
+        rows = self._query(_Q["due"], {"now": now, "limit": limit})
+        return [
+            (run_id, Timer(step=step, kind=kind, due=due, attempt=attempt))
+            for run_id, step, kind, due, attempt in rows
+        ]
 
     def next_wake(self, owner: str) -> float | None:
-        def work(conn: psycopg.Connection[Any]) -> float | None:
-            timer = _scalar(conn, _Q["next_timer"], {})
-            lease = _scalar(conn, _Q["next_foreign_lease_expiry"], {"owner": owner})
-            times: list[float] = [t for t in (timer, lease) if t is not None]
-            return min(times, default=None)
-
-        return self._read(work)
+        ((timer, lease),) = self._query(_Q["next_wake"], {"owner": owner})
+        times: list[float] = [t for t in (timer, lease) if t is not None]
+        return min(times, default=None)
 
     def load(self, run_id: int) -> Stored:
         def work(conn: psycopg.Connection[Any]) -> Stored:
@@ -483,7 +481,7 @@ class PostgresStorage:
         if limit is not None:
             query += "\nLIMIT %(limit)s"
             params["limit"] = limit
-        return self._read(lambda conn: [row_from(values) for values in conn.execute(query, params)])
+        return [row_from(values) for values in self._query(query, params)]
 
 
 def _apply(
@@ -518,7 +516,16 @@ def _apply(
             )
         held = "no one" if lease_owner is None else repr(lease_owner)
         return ConflictError(f"run {run_id} is leased to {held}, not to {change.owner!r}")
-    seq = change.expected_seq
+    with conn.pipeline():  # the writes go to the server together
+        _write(conn, change, records, snapshot)
+    return None
+
+
+def _write(
+    conn: psycopg.Connection[Any], change: Append, records: list[bytes], snapshot: bytes | None
+) -> None:
+    """The writes of a change whose position and lease were checked."""
+    run_id, finished, seq = change.run_id, change.finished, change.expected_seq
     if records:
         with conn.cursor() as cursor:
             cursor.executemany(
@@ -551,11 +558,6 @@ def _apply(
                 [attempt_params(run_id, a) for a in change.attempts],
             )
     return None
-
-
-def _scalar(conn: psycopg.Connection[Any], query: str, params: dict[str, Any]) -> Any:
-    row = conn.execute(query, params).fetchone()
-    return None if row is None else row[0]
 
 
 def psycopg_pool_errors() -> tuple[type[BaseException], ...]:

@@ -110,12 +110,12 @@ WHERE due <= %(now)s
 ORDER BY due, run_id, step
 LIMIT %(limit)s;
 
--- name: next_timer
-SELECT min(due) FROM hephaestus.timers;
-
--- name: next_foreign_lease_expiry
-SELECT min(lease_expires) FROM hephaestus.runs
-WHERE runnable AND lease_owner IS NOT NULL AND lease_owner != %(owner)s;
+-- name: next_wake
+-- The earliest timer, and the earliest lease of another owner on a runnable run.
+SELECT
+    (SELECT min(due) FROM hephaestus.timers),
+    (SELECT min(lease_expires) FROM hephaestus.runs
+     WHERE runnable AND lease_owner IS NOT NULL AND lease_owner != %(owner)s);
 
 -- name: load_run
 SELECT r.run_id, r.token, r.id, r.workflow, r.version, r.status, r.seq, r.lease_owner,
