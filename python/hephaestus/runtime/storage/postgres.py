@@ -69,6 +69,7 @@ _Q, _MIGRATIONS = sql_files("postgres")
 SCHEMA_VERSION = len(_MIGRATIONS)
 #: The channel every commit notifies.
 CHANNEL = "hephaestus"
+_NOTIFY = "SELECT pg_notify(%s, '')"
 #: The advisory lock (any fixed number) that serializes schema changes.
 _SCHEMA_LOCK = 0x6865_7068  # "heph"
 _MARKER = "hephaestus"
@@ -257,7 +258,7 @@ class PostgresStorage:
             with conn.transaction():
                 result = work(conn)
                 if notify:
-                    conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
+                    conn.execute(_NOTIFY, (CHANNEL,))
             if notify:
                 self._version += 1
             return result
@@ -344,11 +345,24 @@ class PostgresStorage:
             return []
 
         def work(conn: psycopg.Connection[Any]) -> list[ConflictError | None]:
-            # (A conflict applies nothing and raises nothing; any error fails
-            # the whole call, which the runtime retries.)
-            return [_apply(conn, change, records, snap) for change, records, snap in prepared]
+            # Each change's position and lease are checked (and its row
+            # locked) first; then every write of the changes that may apply,
+            # and the notification, go to the server together. (A conflict
+            # applies nothing and raises nothing; any error fails the whole
+            # call, which the runtime retries.)
+            conflicts = [
+                _claim_position(conn, change, len(records)) for change, records, _ in prepared
+            ]
+            with conn.pipeline():
+                for (change, records, snap), conflict in zip(prepared, conflicts, strict=True):
+                    if conflict is None:
+                        _write(conn, change, records, snap)
+                conn.execute(_NOTIFY, (CHANNEL,))
+            return conflicts
 
-        return self._run(work, notify=True)
+        result = self._run(work)
+        self._version += 1
+        return result
 
     def fire(self, firings: Sequence[Firing], now: float) -> list[bool]:
         prepared = [(f.run_id, f.step, opt_bytes(f.record)) for f in firings]
@@ -484,10 +498,11 @@ class PostgresStorage:
         return [row_from(values) for values in self._query(query, params)]
 
 
-def _apply(
-    conn: psycopg.Connection[Any], change: Append, records: list[bytes], snapshot: bytes | None
+def _claim_position(
+    conn: psycopg.Connection[Any], change: Append, count: int
 ) -> ConflictError | None:
-    """Applies one change of a ``commit``, or returns why it conflicts."""
+    """Moves the run's row to where ``change`` (of ``count`` records) leads,
+    locking it, or returns why the change conflicts."""
     run_id = change.run_id
     finished = change.finished
     updated = conn.execute(
@@ -496,7 +511,7 @@ def _apply(
             "run_id": run_id,
             "expected_seq": change.expected_seq,
             "owner": change.owner,
-            "count": len(records),
+            "count": count,
             "status": change.status,
             "runnable": change.runnable and not finished,
             "updated_at": change.updated_at,
@@ -516,8 +531,6 @@ def _apply(
             )
         held = "no one" if lease_owner is None else repr(lease_owner)
         return ConflictError(f"run {run_id} is leased to {held}, not to {change.owner!r}")
-    with conn.pipeline():  # the writes go to the server together
-        _write(conn, change, records, snapshot)
     return None
 
 
