@@ -190,3 +190,20 @@ def test_the_command_migrates_and_runs_on_postgres(postgres_url: str, tmp_path: 
     assert ran.returncode == 0, ran.stderr
     listed = json.loads(hep("list", "--json").stdout)
     assert [(r["id"], r["status"]) for r in listed] == [("simple::pg1", "completed")]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"url": ""}, TypeError),
+        ({"url": 5}, TypeError),
+        ({"max_connections": 0}, ValueError),
+        ({"max_connections": "10"}, TypeError),
+        ({"connect_timeout": 0}, ValueError),
+        ({"connect_timeout": True}, TypeError),
+    ],
+)
+def test_bad_arguments_are_refused(kwargs: dict[str, Any], error: type[Exception]) -> None:
+    arguments: dict[str, Any] = {"url": "postgresql://127.0.0.1/x", **kwargs}
+    with pytest.raises(error):
+        PostgresStorage(**arguments)

@@ -59,7 +59,7 @@ if find_spec("psycopg") is None or find_spec("psycopg_pool") is None:  # pragma:
 
 import psycopg
 from psycopg import errors as pg_errors
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout, TooManyRequests
 
 __all__ = ["SCHEMA_VERSION", "PostgresStorage"]
 
@@ -105,6 +105,14 @@ class PostgresStorage:
     ):
         if not isinstance(url, str) or not url:
             raise TypeError(f"url must be a non-empty str, got {url!r}")
+        if isinstance(max_connections, bool) or not isinstance(max_connections, int):
+            raise TypeError(f"max_connections must be an int, got {max_connections!r}")
+        if max_connections < 1:
+            raise ValueError(f"max_connections must be at least 1, got {max_connections}")
+        if isinstance(connect_timeout, bool) or not isinstance(connect_timeout, (int, float)):
+            raise TypeError(f"connect_timeout must be a number of seconds, got {connect_timeout!r}")
+        if not connect_timeout > 0:
+            raise ValueError(f"connect_timeout must be positive, got {connect_timeout!r}")
         self.url = url
         self._max = max_connections
         self._timeout = connect_timeout
@@ -247,7 +255,7 @@ class PostgresStorage:
                 yield conn
         except psycopg.Error as error:
             raise _storage_error(error, self.url) from error
-        except psycopg_pool_errors() as error:
+        except (PoolTimeout, TooManyRequests) as error:
             raise StorageError(
                 f"no connection to Postgres at {_redacted(self.url)}: {error}"
             ) from error
@@ -571,13 +579,6 @@ def _write(
                 [attempt_params(run_id, a) for a in change.attempts],
             )
     return None
-
-
-def psycopg_pool_errors() -> tuple[type[BaseException], ...]:
-    """The pool's own errors (a timeout waiting for a connection)."""
-    from psycopg_pool import PoolTimeout, TooManyRequests
-
-    return (PoolTimeout, TooManyRequests)
 
 
 def _storage_error(error: psycopg.Error, url: str) -> StorageError:
