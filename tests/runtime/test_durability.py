@@ -412,13 +412,15 @@ def test_two_processes_drive_one_database_at_once(tmp_path, spawn):
 
 
 def hung_child(
-    spawn, tmp_path: Path, lease: float, count: int = 4
-) -> tuple[Child, Path, Path, Path]:
+    spawn, tmp_path: Path, lease: float, count: int = 4, database: str | None = None
+) -> tuple[Child, Path | str, Path, Path]:
     """A child (lease ``lease`` s) whose ``count`` instances all run
     :class:`Begin`, which keeps running until the returned hang file is
     removed: the child holds every run's lease. Returns the child, the
-    database, the side-effect log and the hang file."""
-    db, log, hang = tmp_path / "lease.db", tmp_path / "effects.log", tmp_path / "hang"
+    database (an SQLite file, or ``database``), the side-effect log and the
+    hang file."""
+    db: Path | str = database or tmp_path / "lease.db"
+    log, hang = tmp_path / "effects.log", tmp_path / "hang"
     hang.touch()
     child = spawn(
         "holder",
@@ -494,11 +496,26 @@ def test_stalled_app_is_taken_over_once_its_lease_runs_out(tmp_path, spawn):
     assert {n for (iid, key), n in runs.items() if key != begin} == {1}, runs
 
 
-def test_restart_takes_over_runs_of_a_dead_process_without_waiting_out_the_lease(tmp_path, spawn):
+def shared_database(request, kind: str) -> str | None:
+    """``None`` (an SQLite file of the test's own), or a Postgres database
+    with an empty schema."""
+    if kind == "sqlite":
+        return None
+    url = str(request.getfixturevalue("postgres_url"))
+    fresh_postgres(url)
+    return url
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_restart_takes_over_runs_of_a_dead_process_without_waiting_out_the_lease(
+    request, tmp_path, spawn, kind
+):
     """A child holding four runs with an hour-long lease is SIGKILLed; an app
     started afterwards on the same database proves them orphaned (same host,
     dead pid) and completes them at once."""
-    child, db, log, hang = hung_child(spawn, tmp_path, lease=3600.0)
+    child, db, log, hang = hung_child(
+        spawn, tmp_path, lease=3600.0, database=shared_database(request, kind)
+    )
     child.kill()
     hang.unlink()
     ids = crash_ids("h", 4)
@@ -531,13 +548,16 @@ def test_restart_leaves_the_runs_of_a_live_process_alone(tmp_path, spawn):
         assert_all_done_once(app, ids, log)
 
 
-def test_cancel_from_another_process_sticks(tmp_path, spawn):
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_cancel_from_another_process_sticks(request, tmp_path, spawn, kind):
     """A child drives four runs, each in a running step; this process
     cancels them (an app that only reads and cancels starts no workers).
     When the child's steps return, their results are discarded: the
     instances stay exactly as the cancels left them and nothing after the
     running step runs."""
-    child, db, log, hang = hung_child(spawn, tmp_path, lease=30.0)
+    child, db, log, hang = hung_child(
+        spawn, tmp_path, lease=30.0, database=shared_database(request, kind)
+    )
     ids = crash_ids("h", 4)
     with reader(db) as app:
         cancelled = {iid: app.cancel(iid, reason="from afar") for iid in ids}
