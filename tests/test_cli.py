@@ -396,6 +396,10 @@ def test_the_console_script_and_help(tmp_path: Path) -> None:
     for command in ("run", "list", "show", "why", "resume", "cancel", "graph", "worker"):
         assert command in done.stdout
     assert hep(tmp_path, "run", "--help").returncode == 0
+    alone = hep(tmp_path)
+    assert alone.returncode == 0
+    assert alone.stdout.startswith("Usage: hephaestus")
+    assert alone.stderr == ""
     assert "hephaestus, version" in hep(tmp_path, "--version").stdout
 
 

@@ -23,6 +23,10 @@ __all__ = ["cli", "main"]
 
 #: Exit status of a user's mistake.
 USAGE = 2
+#: What click (8.2 and later) raises for a group called with no arguments.
+_NO_ARGUMENTS: type[click.UsageError] | tuple[()] = getattr(
+    click.exceptions, "NoArgsIsHelpError", ()
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -34,6 +38,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.exceptions.Abort:
         _say("interrupted")
         return 130
+    except _NO_ARGUMENTS as exc:  # `hephaestus` alone: the help, not an error
+        sys.stdout.write(exc.format_message() + "\n")
+        return 0
     except click.UsageError as exc:
         where = exc.ctx.command_path if exc.ctx is not None else "hephaestus"
         _say(f"{exc.format_message()} (see {where} --help)")
