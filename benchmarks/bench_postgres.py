@@ -22,7 +22,6 @@ its rounds. Run ``python benchmarks/bench_postgres.py --help`` for the options.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import sys
@@ -33,7 +32,16 @@ from time import perf_counter_ns
 from typing import Any
 
 import bench_runtime as runtime
-from report import add_common_arguments, factor, header, progress, publish, table
+from report import (
+    add_common_arguments,
+    add_engines_arguments,
+    chosen_engines,
+    factor,
+    header,
+    progress,
+    publish,
+    table,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from pg_server import PostgresServer
@@ -219,23 +227,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add_common_arguments(
         parser, "a smoke run of a few seconds with tiny sizes; the numbers mean nothing"
     )
-    parser.add_argument(
-        "--engines",
-        default=",".join(ENGINES),
-        help=f"comma-separated subset of {','.join(ENGINES)} (default: all)",
-    )
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    parser.add_argument("--child-spec", help=argparse.SUPPRESS)
-    parser.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
+    add_engines_arguments(parser, ENGINES)
     args = parser.parse_args(argv)
     if args.child:
         return args
-    args.engines = [name.strip() for name in args.engines.split(",") if name.strip()]
-    unknown = sorted(set(args.engines) - set(ENGINES))
-    if unknown or not args.engines:
-        parser.error(f"--engines takes names from {', '.join(ENGINES)}; got {args.engines}")
-    if "dbos" in args.engines and importlib.util.find_spec("dbos") is None:
-        parser.error("cannot import dbos; `pip install dbos`, or leave it out with --engines")
+    args.engines = chosen_engines(parser, args.engines, ENGINES)
     return args
 
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
-import importlib.util
 import itertools
 import json
 import os
@@ -46,7 +45,16 @@ from time import perf_counter, perf_counter_ns
 from typing import Any
 
 from hephaestus import Done, Hephaestus, Instance, Step, Unique, Wait, Workflow, step_key
-from report import add_common_arguments, factor, header, progress, publish, table
+from report import (
+    add_common_arguments,
+    add_engines_arguments,
+    chosen_engines,
+    factor,
+    header,
+    progress,
+    publish,
+    table,
+)
 
 ENGINES = ("hephaestus", "floor", "dbos")
 EVENT = "next"
@@ -1514,11 +1522,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add_common_arguments(
         parser, "a smoke run of a few seconds with tiny sizes; the numbers mean nothing"
     )
-    parser.add_argument(
-        "--engines",
-        default=",".join(ENGINES),
-        help=f"comma-separated subset of {','.join(ENGINES)} (default: all)",
-    )
+    add_engines_arguments(parser, ENGINES)
     parser.add_argument(
         "--dir",
         type=Path,
@@ -1526,21 +1530,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="where the databases go (default: the system's temporary directory); the disk "
         "decides the cost of a commit",
     )
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    parser.add_argument("--child-spec", help=argparse.SUPPRESS)
-    parser.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         return args
-    args.engines = [name.strip() for name in args.engines.split(",") if name.strip()]
-    unknown = sorted(set(args.engines) - set(ENGINES))
-    if unknown or not args.engines:
-        parser.error(f"--engines takes names from {', '.join(ENGINES)}; got {args.engines}")
-    if "dbos" in args.engines and importlib.util.find_spec("dbos") is None:
-        parser.error(
-            "cannot import dbos; `pip install dbos` (DBOS Transact), or leave it out with "
-            "--engines hephaestus,floor"
-        )
+    args.engines = chosen_engines(parser, args.engines, ENGINES)
     return args
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import importlib.util
 import os
 import platform
 import sys
@@ -29,6 +30,34 @@ def add_common_arguments(parser: argparse.ArgumentParser, quick_help: str) -> No
         help="write the Markdown section to PATH (default: BENCHMARKS.md at "
         "the repository root), replacing this script's earlier section",
     )
+
+
+def add_engines_arguments(parser: argparse.ArgumentParser, engines: Sequence[str]) -> None:
+    """Adds ``--engines`` (a subset of ``engines``) and the hidden options of a script's
+    child processes (``--child``, ``--child-spec``, ``--child-out``)."""
+    parser.add_argument(
+        "--engines",
+        default=",".join(engines),
+        help=f"comma-separated subset of {','.join(engines)} (default: all)",
+    )
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--child-spec", help=argparse.SUPPRESS)
+    parser.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
+
+
+def chosen_engines(parser: argparse.ArgumentParser, text: str, engines: Sequence[str]) -> list[str]:
+    """The engines ``--engines`` named; a parser error for an unknown one, or for DBOS
+    when it cannot be imported."""
+    chosen = [name.strip() for name in text.split(",") if name.strip()]
+    if set(chosen) - set(engines) or not chosen:
+        parser.error(f"--engines takes names from {', '.join(engines)}; got {chosen}")
+    if "dbos" in chosen and importlib.util.find_spec("dbos") is None:
+        others = ",".join(e for e in engines if e != "dbos")
+        parser.error(
+            f"cannot import dbos; `pip install dbos` (DBOS Transact), or leave it out with "
+            f"--engines {others}"
+        )
+    return chosen
 
 
 def cpu_model() -> str:
