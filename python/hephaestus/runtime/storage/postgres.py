@@ -12,10 +12,13 @@ the database holds. The three rules of the protocol are the database's:
   second finds the position moved;
 * durability: a method returns after its transaction committed.
 
-A commit sends ``NOTIFY hephaestus``; every storage keeps one connection
-listening on that channel, and :meth:`PostgresStorage.data_version` counts
-what it heard, so an idle app notices work made on another machine at
-once, without querying. Claims use ``FOR UPDATE SKIP LOCKED``.
+A write that may concern another app (a new run, a fired timer, a released
+lease, a change from outside the lease holder, one that finishes a run or
+moves its timers) sends ``NOTIFY hephaestus``; every storage keeps one
+connection listening on that channel, and
+:meth:`PostgresStorage.data_version` counts what it heard, so an idle app
+notices work made on another machine at once, without querying. Claims use
+``FOR UPDATE SKIP LOCKED``.
 
 The schema version is in ``hephaestus.meta``; the numbered migrations in
 ``sql/postgres/`` bring a database up to date (``open()`` runs them under an
@@ -365,7 +368,8 @@ class PostgresStorage:
                 for (change, records, snap), conflict in zip(prepared, conflicts, strict=True):
                     if conflict is None:
                         _write(conn, change, records, snap)
-                conn.execute(_NOTIFY, (CHANNEL,))
+                if any(_concerns_others(change) for change in changes):
+                    conn.execute(_NOTIFY, (CHANNEL,))
             return conflicts
 
         result = self._run(work)
@@ -504,6 +508,21 @@ class PostgresStorage:
             query += "\nLIMIT %(limit)s"
             params["limit"] = limit
         return [row_from(values) for values in self._query(query, params)]
+
+
+def _concerns_others(change: Append) -> bool:
+    """Whether another app may have to act on ``change`` (so the commit
+    notifies): it comes from outside the run's lease holder (a cancel, a
+    resume), gives the run up, finishes it, or moves its timers. A lease
+    holder's plain progress concerns no one else, and a notification costs
+    every commit that sends one a share of a global lock."""
+    return (
+        change.owner is None
+        or change.release
+        or change.finished
+        or bool(change.set_timers)
+        or bool(change.drop_timers)
+    )
 
 
 def _claim_position(
