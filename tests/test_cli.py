@@ -472,3 +472,27 @@ def test_db_migrate_creates_and_reports_the_sqlite_schema(tmp_path: Path) -> Non
     assert done.stdout.strip() == f"fresh.db: schema version {version} (migrated from version 0)"
     again = hep(tmp_path, "db", "migrate", "--db", "fresh.db")
     assert again.stdout.strip() == f"fresh.db: schema version {version} (up to date)"
+
+
+def test_a_workflow_in_the_working_directory_loads_for_every_command(tmp_path: Path) -> None:
+    """A user's module beside them, not on PYTHONPATH: `run` imports it, and
+    so do `show`, `why` and `resume`, which find its name in the database."""
+    (tmp_path / "my_orders.py").write_text(
+        "from hephaestus import Done, Step, Unique, WaitForEvent, Workflow\n"
+        "class Pick(Step):\n"
+        "    events = ('picked',)\n"
+        "    def execute(self, instance, config, context):\n"
+        "        return 'picked'\n"
+        "class Approve(WaitForEvent):\n"
+        "    events = ('approved',)\n"
+        "class Order(Workflow, unique=Unique('order')):\n"
+        "    start = Pick\n"
+        "    transitions = {Pick: {'picked': Approve}, Approve: {'approved': Done}}\n"
+    )
+    assert hep(tmp_path, "run", "my_orders:Order", "--id", "w1").returncode == 3
+    shown = hep(tmp_path, "show", "order::w1")
+    assert shown.returncode == 0, shown.stderr
+    assert "[~] Approve" in shown.stdout
+    why = hep(tmp_path, "why", "order::w1")
+    assert "Approve waits for an event" in why.stdout
+    assert hep(tmp_path, "resume", "order::w1", "approved").returncode == 0

@@ -21,6 +21,7 @@ from hephaestus.cli.loading import (
     UserError,
     database,
     import_modules,
+    importable_here,
     load_workflow,
     parse_context,
 )
@@ -55,6 +56,7 @@ def _json(command: F) -> F:
 @click.version_option(package_name="hephaestus-core", prog_name="hephaestus")
 def cli() -> None:
     """Run and inspect hephaestus workflows."""
+    importable_here()
 
 
 @contextlib.contextmanager

@@ -13,15 +13,23 @@ from typing import Any
 
 from hephaestus.workflow import Workflow
 
-__all__ = ["UserError", "database", "import_modules", "load_workflow", "parse_context"]
+__all__ = [
+    "UserError",
+    "database",
+    "import_modules",
+    "importable_here",
+    "load_workflow",
+    "parse_context",
+]
 
 
 class UserError(Exception):
     """A mistake in the command's input: printed as one line, exit status 2."""
 
 
-def _importable_here() -> None:
-    """Modules in the working directory import, as with ``python -m``."""
+def importable_here() -> None:
+    """Modules in the working directory import, as with ``python -m``: the
+    workflows a command names and those its database names alike."""
     cwd = os.getcwd()
     if cwd not in sys.path and "" not in sys.path:
         sys.path.insert(0, cwd)
@@ -34,7 +42,6 @@ def import_modules(names: tuple[str, ...]) -> None:
 
 
 def _import(name: str) -> Any:
-    _importable_here()
     if not name or any(not part.isidentifier() for part in name.split(".")):
         raise UserError(f"{name!r} is not a module name")
     try:
