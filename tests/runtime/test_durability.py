@@ -570,3 +570,25 @@ def test_cancel_from_another_process_sticks(request, tmp_path, spawn, kind):
             assert instance.error == {"kind": "cancelled", "reason": "from afar"}
             assert instance.execution_history == []
     assert Counter(key for _, key, _, _ in read_log(log)) == {step_key(Begin): 4}
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_a_running_app_takes_over_the_runs_of_a_process_that_dies_beside_it(
+    request, tmp_path, spawn, kind
+):
+    """An app is already running when a child holding four runs (an
+    hour-long lease) is SIGKILLed and left unreaped, a zombie, as happens when
+    its parent is slow to wait: the app sees it dead within seconds and
+    completes its runs, without waiting out the lease."""
+    child, db, log, hang = hung_child(
+        spawn, tmp_path, lease=3600.0, database=shared_database(request, kind)
+    )
+    ids = crash_ids("h", 4)
+    with Hephaestus(db, lease=3600.0) as app:
+        time.sleep(0.5)  # the app has started and seen the child's leases
+        child.process.send_signal(signal.SIGKILL)  # not reaped: a zombie for now
+        hang.unlink()
+        wait_completed(app, ids, GUARD)
+    child.kill()
+    with reader(db) as app:
+        assert_all_done_once(app, ids, log)

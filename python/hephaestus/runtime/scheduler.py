@@ -64,18 +64,29 @@ _SNAPSHOT_MIN_BYTES = 16 * 1024
 #: Seconds between an idle app's glances at the storage's data version (one
 #: cheap read): how soon it notices work another process made.
 _GLANCE = 0.5
+#: While another process on this host holds leases, how often (seconds) an
+#: app checks whether it died, to take its runs over without waiting out
+#: their leases.
+_ORPHAN_CHECK = 1.0
 
 
 # -- the owner of leases ---------------------------------------------------------------
 
 
-def _process_start(pid: int) -> str:
-    """The start time of process ``pid`` (Linux), to tell a reused pid."""
+def _process_stat(pid: int) -> tuple[str, str]:
+    """The state and start time of process ``pid`` (Linux): the start time
+    tells a reused pid, the state a zombie; ``("?", "?")`` when unknown."""
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[19]
+            fields = stat.read().rsplit(")", 1)[1].split()
+            return fields[0], fields[19]
     except (OSError, IndexError):
-        return "?"
+        return "?", "?"
+
+
+def _process_start(pid: int) -> str:
+    """The start time of process ``pid`` (Linux), to tell a reused pid."""
+    return _process_stat(pid)[1]
 
 
 def _owner() -> str:
@@ -98,7 +109,9 @@ def _orphaned(owner: str) -> bool:
         return True
     except OSError:
         return False
-    return started != "?" and _process_start(pid) != started
+    # A killed process that its parent has not reaped yet is a zombie: dead.
+    state, start = _process_stat(pid)
+    return state in ("Z", "X") or (started != "?" and start != started)
 
 
 # -- one run this app drives -------------------------------------------------------------
@@ -210,6 +223,9 @@ class _Scheduler:
         self._main: asyncio.Task[None] | None = None
         self._started = threading.Event()
         self._renewed_at = -math.inf
+        #: When (``time.monotonic()``) to look for dead processes' leases
+        #: next, while another process on this host holds some (else never).
+        self._orphans_due: float | None = None
         self.grace = 5.0
         #: Backing off after a failed write (real seconds).
         self.pause = 0.0
@@ -352,17 +368,23 @@ class _Scheduler:
 
     def _release_orphans(self) -> None:
         """Gives up the leases of this host's processes that died, so their
-        runs need not wait out the lease."""
+        runs need not wait out the lease; while live ones hold leases, looks
+        again every ``_ORPHAN_CHECK`` seconds."""
+        self._orphans_due = None
         try:
             owners = self.storage.lease_owners()
             for owner in sorted(owners - {self.owner}):
                 if _orphaned(owner):
                     log.info("taking over the runs of %s, which is no longer running", owner)
                     self.storage.release(owner, None)
+                elif owner.startswith(f"{socket.gethostname()}:"):
+                    self._orphans_due = time.monotonic() + _ORPHAN_CHECK
         except StorageError:
             log.exception("cannot look for orphaned runs")
 
     async def _tick(self) -> None:
+        if self._orphans_due is not None and time.monotonic() >= self._orphans_due:
+            await self._io_call(self._release_orphans)
         now = self.clock.now()
         if self.live and now - self._renewed_at >= self.lease / 3:
             await self._io_call(self.storage.renew, self.owner, now, self.lease)
@@ -399,6 +421,8 @@ class _Scheduler:
         timeout = self.lease if timeout is None else min(timeout, self.lease)
         if self.paused_until > time.monotonic():
             timeout = min(timeout, self.paused_until - time.monotonic())
+        if self._orphans_due is not None:
+            timeout = max(0.0, min(timeout, self._orphans_due - time.monotonic()))
         await self._doze(event, timeout)
         event.clear()
 
@@ -414,6 +438,8 @@ class _Scheduler:
                 await asyncio.wait_for(event.wait(), min(left, _GLANCE))
                 return
             if version is None or self._data_version() != version:
+                # Another process is at work: see whether any has died since.
+                self._orphans_due = time.monotonic()
                 return
 
     def _data_version(self) -> int | None:
