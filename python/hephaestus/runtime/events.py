@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import time
-import traceback
 from typing import Any
 
 from hephaestus import telemetry
@@ -230,20 +229,16 @@ def step_failed(
     instance: Instance,
     step: type,
     kind: str,
-    error: BaseException | None,
+    stacktrace: str | None,
     message: str,
     duration_ns: int,
     attempt: int,
     will_retry: bool,
 ) -> None:
-    """``step.exception``: an attempt raised (``kind`` ``"exception"``) or
-    ran over its timeout (``"timeout"``)."""
+    """``step.exception``: an attempt raised (``kind`` ``"exception"``, with
+    the short traceback the attempt keeps) or ran over its timeout
+    (``"timeout"``)."""
     if telemetry.attached("step.exception"):
-        stacktrace = (
-            "".join(traceback.format_exception(type(error), error, error.__traceback__))
-            if error is not None
-            else None
-        )
         telemetry.emit(
             "step.exception",
             {"duration": duration_ns},

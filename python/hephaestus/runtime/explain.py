@@ -188,12 +188,11 @@ def _waiting(context: _Context, step: type) -> Reason:
         )
     events = list(getattr(step, "events", ()))
     listed = ", ".join(repr(e) for e in events)
+    how = (
+        f" (deliver one with app.resume({context.instance.id!r}, {events[0]!r}))" if events else ""
+    )
     return Reason(
-        "event",
-        key,
-        f"{step.__name__} waits for an event: {listed} (deliver one with "
-        f"app.resume({context.instance.id!r}, {events[0]!r}))",
-        {"events": events},
+        "event", key, f"{step.__name__} waits for an event: {listed}{how}", {"events": events}
     )
 
 

@@ -600,6 +600,8 @@ class _Scheduler:
         live.started = old.started
         live.pending = [*outcomes, *old.pending]
         live.settling = old.settling
+        live.durations = old.durations
+        live.advances = old.advances
         self.live[run_id] = live
         await self._apply(live, drop_timers=live.outdated, extra=_starter(live))
 
@@ -892,12 +894,11 @@ class _Scheduler:
         policy = getattr(step, "retry", None)
         will_retry = policy is not None and attempt < policy.max_attempts
         if events.listening("step.exception"):
-            raised = attempted.value if isinstance(attempted.value, BaseException) else None
             events.step_failed(
                 live.driver.instance,
                 step,
                 error["kind"],
-                raised,
+                attempts[-1].traceback,
                 str(error.get("message", error.get("timeout"))),
                 duration_ns,
                 attempt,
@@ -954,11 +955,8 @@ class _Scheduler:
         live = self.live.get(run_id)
         if live is None:
             return {}
-        while True:
-            try:
-                return {unit: at for unit, (at, _) in live.started.items()}
-            except RuntimeError:  # it changed while copied, in the loop's thread
-                continue
+        # (dict.copy is atomic under the GIL, while the loop's thread changes it.)
+        return {unit: at for unit, (at, _) in live.started.copy().items()}
 
     def _end_trace(
         self, run_id: int, instance: Instance | None, status: str, took: float | None = None
