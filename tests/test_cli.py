@@ -496,3 +496,9 @@ def test_a_workflow_in_the_working_directory_loads_for_every_command(tmp_path: P
     why = hep(tmp_path, "why", "order::w1")
     assert "Approve waits for an event" in why.stdout
     assert hep(tmp_path, "resume", "order::w1", "approved").returncode == 0
+
+
+def test_db_migrate_refuses_what_it_cannot_migrate(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("not a database " * 100)
+    one_line_error(hep(tmp_path, "db", "migrate", "--db", "notes.txt"), "not an SQLite database")
+    one_line_error(hep(tmp_path, "db", "migrate", "--db", "memory://"), "memory://")

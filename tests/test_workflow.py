@@ -309,3 +309,32 @@ def test_version_for_returning_none_means_the_current_version() -> None:
     assert Defaulted.resolve_version() == (2, TriageFlow)
     assert Defaulted.resolve_version(legacy=True) == (1, TriageV1)
     assert Defaulted.resolve_version(1) == (1, TriageV1)
+
+
+def test_a_route_target_with_a_config_is_refused() -> None:
+    """A route picks its target at run time and passes no config: a
+    ``(Step, config)`` among its targets is a definition error, not dropped."""
+    from hephaestus import Done, Step, Unique, Workflow, transit
+    from hephaestus.errors import WorkflowDefinitionError
+
+    class Choose(Step):
+        events = ("chosen",)
+
+        def execute(self, instance, config, context):
+            return "chosen"
+
+    class Next(Step):
+        events = ("done",)
+
+        def execute(self, instance, config, context):
+            return "done"
+
+    with pytest.raises(WorkflowDefinitionError, match="take no config"):
+
+        class Routed(Workflow, unique=Unique("routed")):
+            start = Choose
+            transitions = {Next: {"done": Done}}
+
+            @transit(Choose, "chosen", targets=[(Next, {"a": 1})])
+            def route(context):
+                return Next

@@ -348,7 +348,15 @@ class Workflow:
                 edges.append((source, event, [(s, c) for s, c, _ in triples], None, False))
         for route in (v for v in vars(cls).values() if isinstance(v, Route)):
             steps.setdefault(route.source, None)
-            declared = _targets(list(route.targets), f"the route {route.function.__name__}", name)
+            where = f"the route {route.function.__name__}"
+            declared = _targets(list(route.targets), where, name)
+            configured = [step for step, config, _ in declared if config is not None]
+            if configured:
+                raise _option(
+                    name,
+                    f"{where}: a route's targets take no config (its target gets none); "
+                    f"got one for {', '.join(s.__qualname__ for s in configured)}",
+                )
             for step, _, node in declared:
                 steps.setdefault(step, None)
                 nodes.use(step, node)

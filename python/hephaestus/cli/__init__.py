@@ -17,7 +17,6 @@ import click
 from hephaestus.cli.commands import cli
 from hephaestus.cli.loading import UserError
 from hephaestus.errors import HephaestusError
-from hephaestus.runtime.storage.base import StorageError
 
 __all__ = ["cli", "main"]
 
@@ -48,12 +47,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.ClickException as exc:
         _say(exc.format_message())
         return USAGE
-    except (UserError, HephaestusError, StorageError, ValueError, TypeError) as exc:
+    except (UserError, HephaestusError, ValueError, TypeError) as exc:
         _say(_message(exc))
         return USAGE
-    except TimeoutError as exc:
-        _say(str(exc))
-        return 1
     return status if isinstance(status, int) else 0
 
 

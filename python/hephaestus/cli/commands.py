@@ -24,6 +24,7 @@ from hephaestus.cli.loading import (
     importable_here,
     load_workflow,
     parse_context,
+    sqlite_path,
 )
 from hephaestus.engine import graph_of
 from hephaestus.runtime.app import Hephaestus, _names, open_storage
@@ -98,9 +99,8 @@ def _settle(app: Hephaestus, id: str, as_json: bool) -> Callable[[], int]:
     """Waits until ``id`` completes, fails or waits, and returns what says
     how it ended and gives the exit status (called once the app closed, so
     that every progress line came first)."""
-    app.wait(id)
+    status = app.wait(id).status.value
     row, stored, instance = _load(app, id)
-    status = instance.status.value
     explanation = app.explain(id) if status == "waiting" else None
 
     def report() -> int:
@@ -247,11 +247,11 @@ def cancel(id: str, reason: str | None, db: str | None, as_json: bool) -> None:
     """Cancel an unfinished instance."""
     with _app(db) as app:
         app.cancel(id, reason=reason)
-        row, stored, instance = _load(app, id)
-    if as_json:
-        output.print_json(output.show_json(instance, row, stored))
-    else:
-        output.console().print(f"{id} cancelled", markup=False)
+        if as_json:
+            row, stored, instance = _load(app, id)
+            output.print_json(output.show_json(instance, row, stored))
+            return
+    output.console().print(f"{id} cancelled", markup=False)
 
 
 @cli.command()
@@ -348,7 +348,7 @@ def migrate(db: str | None) -> None:
     if url.startswith(("postgresql://", "postgres://")):
         from hephaestus.runtime.storage.postgres import PostgresStorage
 
-        storage = PostgresStorage(url, migrate=False)
+        storage = PostgresStorage(url)
         try:
             before, after = storage.migrate()
         finally:
@@ -356,11 +356,16 @@ def migrate(db: str | None) -> None:
     else:
         from hephaestus.runtime.storage import sqlite
 
-        path = url[len("sqlite:///") :] if url.startswith("sqlite:///") else url
+        path = sqlite_path(url)
+        if path is None:
+            raise UserError(f"{url} is neither an SQLite file nor a Postgres database")
         before = 0
         if os.path.exists(path):
-            with contextlib.closing(sqlite3.connect(path)) as conn:
-                before = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            try:
+                with contextlib.closing(sqlite3.connect(path)) as conn:
+                    before = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            except sqlite3.DatabaseError as error:
+                raise UserError(f"{path} is not an SQLite database ({error})") from None
         opened, owned = open_storage(url)  # opening migrates an SQLite file
         if owned:
             opened.close()

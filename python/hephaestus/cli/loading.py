@@ -20,6 +20,7 @@ __all__ = [
     "importable_here",
     "load_workflow",
     "parse_context",
+    "sqlite_path",
 ]
 
 
@@ -96,13 +97,14 @@ def database(url: str | None, *, must_exist: bool) -> str | None:
     empty database."""
     chosen = url if url is not None else os.environ.get("HEPHAESTUS_DATABASE_URL")
     if must_exist:
-        path = _sqlite_path(chosen if chosen else "hephaestus.db")
+        path = sqlite_path(chosen if chosen else "hephaestus.db")
         if path is not None and not Path(path).exists():
             raise UserError(f"no database at {path} (pass --db, or set HEPHAESTUS_DATABASE_URL)")
     return chosen or None
 
 
-def _sqlite_path(url: str) -> str | None:
+def sqlite_path(url: str) -> str | None:
+    """The file an SQLite URL or path names; ``None`` for any other URL."""
     if url.startswith("sqlite:///"):
         return url[len("sqlite:///") :]
     if "://" in url or url.startswith(("sqlite:", "memory:")):

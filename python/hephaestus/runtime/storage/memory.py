@@ -293,8 +293,7 @@ class MemoryStorage:
             times.extend(
                 run.lease_expires
                 for run in map(self._runs.__getitem__, self._runnable & self._leased)
-                if run.runnable
-                and run.lease_expires is not None
+                if run.lease_expires is not None
                 and run.lease_owner is not None
                 and run.lease_owner != owner
             )

@@ -77,10 +77,6 @@ _NOTIFY = "SELECT pg_notify(%s, '')"
 _SCHEMA_LOCK = 0x6865_7068  # "heph"
 _MARKER = "hephaestus"
 _FINISHED = ("completed", "failed")
-_ROW = (
-    "run_id, token, id, workflow, version, status, seq, lease_owner, lease_expires, "
-    "runnable, created_at, updated_at, trace"
-)
 
 
 class PostgresStorage:
