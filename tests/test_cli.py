@@ -175,6 +175,8 @@ def test_list_is_a_table_and_json_with_filters(tmp_path: Path) -> None:
         ("simple::e1", "cli_flows:Simple", 1, "completed"),
     ]
     assert [r["id"] for r in hep_json(tmp_path, "list", "--status", "completed")] == ["simple::e1"]
+    both = hep_json(tmp_path, "list", "--status", "completed", "--status", "waiting")
+    assert [r["id"] for r in both] == ["approval::e2", "simple::e1"]
     assert [r["id"] for r in hep_json(tmp_path, "list", "--workflow", "cli_flows:Approval")] == [
         "approval::e2"
     ]
@@ -248,6 +250,11 @@ def test_cancel_fails_the_instance_with_the_reason(tmp_path: Path) -> None:
     assert shown["status"] == "failed"
     assert shown["error"] == {"kind": "cancelled", "reason": "customer asked"}
     one_line_error(hep(tmp_path, "cancel", "approval::h1"), "cannot be cancelled")
+    assert hep(tmp_path, "run", "cli_flows:Approval", "--id", "h2").returncode == 3
+    cancelled = hep_json(tmp_path, "cancel", "approval::h2", "--reason", "as json")
+    assert cancelled["id"] == "approval::h2"
+    assert cancelled["status"] == "failed"
+    assert cancelled["error"] == {"kind": "cancelled", "reason": "as json"}
 
 
 # -- graph ---------------------------------------------------------------------------------
