@@ -1058,6 +1058,59 @@ impl PyRun {
             .apply_outcome(py, (position, iteration), outcome)
     }
 
+    /// What the run `(step, iteration)`'s `execute` returned (already
+    /// awaited), read as of `timestamp` (default: now) and encoded as a
+    /// journal record, without applying it: for a result made in one
+    /// process (a queue worker) and applied by another
+    /// (`complete_record`).
+    #[pyo3(signature = (step, result, *, iteration=None, timestamp=None))]
+    fn outcome_record<'py>(
+        &self,
+        step: &Bound<'py, PyAny>,
+        result: &Bound<'py, PyAny>,
+        iteration: Option<u32>,
+        timestamp: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let py = step.py();
+        let position = self.position(step)?;
+        let outcome = self
+            .driver
+            .outcome(py, position, result, timestamp_or_now(timestamp)?)?;
+        let record = Record::Outcome {
+            step: Arc::clone(&self.driver.graph.get().inner.step_at(position).key),
+            iteration,
+            outcome,
+        };
+        Ok(PyBytes::new(py, &journal::encode(&record).py()?))
+    }
+
+    /// Applies a step's result made by `outcome_record` (`complete` with a
+    /// result read elsewhere). A record that is not a step's outcome, or
+    /// names a step this workflow lacks, raises `SerializationError`.
+    fn complete_record(&mut self, py: Python<'_>, record: &[u8]) -> PyResult<()> {
+        let graph = &self.driver.graph.get().inner;
+        let Record::Outcome {
+            step,
+            iteration,
+            outcome,
+        } = journal::decode(record, graph).py()?
+        else {
+            return Err(to_py_err(&CoreError::serialization(
+                "the record is not a step's outcome",
+            )));
+        };
+        let position = graph.position_of_key(&step).ok_or_else(|| {
+            to_py_err(&CoreError::serialization(format!(
+                "the workflow has no step with the key {step:?}"
+            )))
+        })?;
+        if self.driver.instance.status().is_terminal() {
+            self.driver.run_ended((position, iteration));
+            return Ok(());
+        }
+        self.driver.apply_outcome(py, (position, iteration), outcome)
+    }
+
     /// Applies the exception the run `(step, iteration)`'s `execute`
     /// raised: the instance fails.
     #[pyo3(signature = (step, error, *, iteration=None))]

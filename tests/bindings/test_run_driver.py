@@ -145,3 +145,55 @@ def test_a_record_that_is_not_one_is_refused():
     driver = Run(graph_of(first), first, record=False, start=False)
     with pytest.raises(SerializationError):
         driver.replay([b"\x00not a record"])
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    flow=st.sampled_from(FLOWS),
+    seed=st.integers(0, 2**32 - 1),
+    valid=st.booleans(),
+    target=st.sampled_from(["express", "finish", "stray"]),
+)
+def test_a_result_recorded_elsewhere_completes_like_the_result(flow, seed, valid, target):
+    # A queue worker reads a step's result on its own copy of the instance
+    # (`outcome_record`); the run's driver applies the record
+    # (`complete_record`): the instance and the journal must be exactly those
+    # of completing with the result itself.
+    rnd = random.Random(seed)
+    context = {"valid": valid, "target": target, "express": False, "choice": "x"}
+    first = Instance.new(flow, 1, context, f"{flow.unique.key}::x")
+    direct = Run(graph_of(first), first, record=True, start=False)
+    remote = Run(graph_of(first), first, record=True, start=False)
+    for driver in (direct, remote):
+        driver.start()
+    ready: list = []
+    for tick in range(50):
+        handed = direct.take_runnable()
+        assert handed == remote.take_runnable()
+        ready += handed
+        if not ready or direct.instance.is_terminal:
+            break
+        stamp = T0 + dt.timedelta(seconds=tick)
+        step, iteration = ready.pop(rnd.randrange(len(ready)))
+        worker = Run(graph_of(direct.instance), direct.instance, start=False, drive=False)
+        try:
+            value = _execute(step, worker.instance, worker.config(step, iteration))
+        except Exception:
+            break
+        record = worker.outcome_record(step, value, iteration=iteration, timestamp=stamp)
+        direct.complete(step, value, iteration=iteration, timestamp=stamp)
+        remote.complete_record(record)
+        assert direct.take_records() == remote.take_records()
+        assert remote.instance == direct.instance
+        for driver in (direct, remote):
+            driver.finish()
+
+
+def test_complete_record_refuses_what_is_not_an_outcome():
+    first = Instance.new(samples.EventFlow, 1, {}, "eventflow::x")
+    driver = Run(graph_of(first), first, record=True, start=False)
+    driver.start()
+    with pytest.raises(SerializationError, match="not a step's outcome"):
+        driver.complete_record(resume_record("event_step", "go", T0))
+    with pytest.raises(SerializationError):
+        driver.complete_record(b"\x00garbage")

@@ -177,11 +177,20 @@ class Hephaestus:
             ``hephaestus`` command does). Off by default: an app runs only
             workflows whose modules are already imported, so a database
             never makes it run code it was not told to.
+        executor: ``"local"`` (the default): the app runs steps itself.
+            ``"procrastinate"`` (a Postgres storage and the ``[distributed]``
+            extra): each runnable step becomes a job of the procrastinate
+            task queue in the same database, and the app is a client that
+            starts, resumes, cancels and reads instances but runs nothing;
+            ``hephaestus worker`` processes drive the runs and run the jobs
+            (see docs/production.md).
 
     Raises:
         TypeError: An argument has the wrong type.
-        ValueError: An unknown storage URL scheme, ``concurrency < 1`` or a
-            lease that is not a positive number.
+        ValueError: An unknown storage URL scheme, ``concurrency < 1``, a
+            lease that is not a positive number, an unknown executor, or
+            ``"procrastinate"`` without a Postgres storage.
+        ImportError: ``"procrastinate"`` without the ``[distributed]`` extra.
         StorageError: The database is not ours or was written by a newer
             version (it is left unchanged).
     """
@@ -194,6 +203,7 @@ class Hephaestus:
         clock: Clock | None = None,
         lease: float = 30.0,
         import_workflows: bool = False,
+        executor: str = "local",
     ) -> None:
         if isinstance(concurrency, bool) or not isinstance(concurrency, int):
             raise TypeError(f"concurrency must be an int, got {type(concurrency).__name__}")
@@ -203,7 +213,23 @@ class Hephaestus:
             raise TypeError(f"lease must be a number of seconds, got {type(lease).__name__}")
         if not math.isfinite(lease) or lease <= 0:
             raise ValueError(f"lease must be a positive number of seconds, got {lease!r}")
+        if executor not in ("local", "procrastinate"):
+            raise ValueError(f"executor must be 'local' or 'procrastinate', got {executor!r}")
         self._storage, self._owns_storage = open_storage(storage)
+        #: The task queue steps go to (``executor="procrastinate"``); the app
+        #: is then a client until a worker makes it drive runs (`_serve`).
+        self._queue: object | None = None
+        self._client = False
+        if executor == "procrastinate":
+            try:
+                from hephaestus.runtime import distributed
+
+                self._queue = distributed.attach(self._storage)
+            except BaseException:
+                if self._owns_storage:
+                    self._storage.close()
+                raise
+            self._client = True
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._concurrency = concurrency
         self._lease = float(lease)
@@ -248,10 +274,11 @@ class Hephaestus:
 
     def start(self) -> None:
         """Starts the workers (idempotent): runnable runs are claimed and run,
-        timers fire, dead apps' runs are taken over."""
+        timers fire, dead apps' runs are taken over. (A client of a task
+        queue, ``executor="procrastinate"``, starts none.)"""
         with self._lock:
             self._check_open()
-            if self._scheduler is None:
+            if self._scheduler is None and not self._client:
                 self._scheduler = _Scheduler(self)
                 self._scheduler.start()
 
@@ -275,10 +302,19 @@ class Hephaestus:
         if self._closed:
             raise RuntimeError("this Hephaestus app is closed")
 
-    def _workers(self) -> _Scheduler:
+    def _serve(self) -> None:
+        """Makes a task queue's client drive runs (a ``hephaestus worker``):
+        it claims runs, fires timers and hands their steps to the queue."""
+        with self._lock:
+            self._client = False
+        self.start()
+
+    def _workers(self) -> _Scheduler | None:
+        """The running scheduler (started now if need be); ``None`` for a
+        task queue's client, whose work the workers do."""
         self.start()
         scheduler = self._scheduler
-        if scheduler is None:
+        if scheduler is None and not self._client:
             raise RuntimeError("this Hephaestus app is closed")
         return scheduler
 
@@ -316,7 +352,9 @@ class Hephaestus:
         self._check_open()
         run = self._new_run(workflow, context, id, version, telemetry_metadata)
         self._storage.create(run)
-        self._workers().wake()
+        scheduler = self._workers()
+        if scheduler is not None:
+            scheduler.wake()
         return run.id
 
     def _new_run(
@@ -429,7 +467,8 @@ class Hephaestus:
         waited = self._clock.now() - stored.row.updated_at
         events.step_resumed(instance, chosen, event, "external", waited)
         self._notify()
-        scheduler.changed(row.run_id)
+        if scheduler is not None:
+            scheduler.changed(row.run_id)
 
     def get(self, id: str) -> Instance:
         """The newest run of ``id``.

@@ -41,6 +41,7 @@ from hephaestus.runtime.storage.base import (
     ConflictError,
     Firing,
     RunRow,
+    StepOutcome,
     StorageError,
     Stored,
     Timer,
@@ -68,6 +69,9 @@ _GLANCE = 0.5
 #: app checks whether it died, to take its runs over without waiting out
 #: their leases.
 _ORPHAN_CHECK = 1.0
+#: How many runs an app that hands steps to a task queue drives at once:
+#: driving a run whose steps run elsewhere costs only its commits.
+_QUEUE_RUNS = 512
 
 
 # -- the owner of leases ---------------------------------------------------------------
@@ -158,6 +162,11 @@ class _Live:
     backoff: dict[str, float] = dataclasses.field(default_factory=dict)
     #: Runs going on now.
     running: dict[Unit, asyncio.Task[None]] = dataclasses.field(default_factory=dict)
+    #: Runs out on the task queue (with a queue executor): which attempt.
+    remote: dict[Unit, int] = dataclasses.field(default_factory=dict)
+    #: Unit keys of queued runs whose outcomes are pending: their rows go
+    #: with the commit that applies them.
+    settle: list[str] = dataclasses.field(default_factory=list)
     #: When each run going on now started: the clock's time (for
     #: `explain`) and ``time.monotonic_ns()`` (for telemetry's durations).
     started: dict[Unit, tuple[float, int]] = dataclasses.field(default_factory=dict)
@@ -201,6 +210,13 @@ class _Scheduler:
         self.owner = app._owner
         self.lease = app._lease
         self.executor: Executor = LocalExecutor(app._concurrency)
+        #: Steps go to a task queue (the app's ``_queue``): this app drives
+        #: runs and applies the outcomes queue workers record.
+        self.queued_steps = app._queue is not None
+        #: Runs whose queued steps' outcomes to look for at the next round.
+        self.look: set[int] = set()
+        #: When (``time.monotonic()``) to look at every queued step next.
+        self._sweep_due = 0.0
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(
             target=self._thread_main, name="hephaestus-scheduler", daemon=True
@@ -234,6 +250,9 @@ class _Scheduler:
     # -- the thread ----------------------------------------------------------------------
 
     def start(self) -> None:
+        subscribe = getattr(self.storage, "subscribe", None)
+        if self.queued_steps and subscribe is not None:
+            subscribe(self.wake)  # an outcome recorded elsewhere wakes the loop
         self.thread.start()
         self._started.wait()
         self.clock.subscribe(self._clock_moved)
@@ -389,6 +408,8 @@ class _Scheduler:
         if self.live and now - self._renewed_at >= self.lease / 3:
             await self._io_call(self.storage.renew, self.owner, now, self.lease)
             self._renewed_at = now
+        if self.queued_steps:
+            await self._collect(now)
         await self._fire(now)
         await self._claim(now)
         self._dispatch_ready()
@@ -536,7 +557,7 @@ class _Scheduler:
     async def _claim(self, now: float) -> None:
         if self.stopping or time.monotonic() < self.paused_until:
             return
-        room = self.slots * 2 - len(self.live)
+        room = (_QUEUE_RUNS if self.queued_steps else self.slots * 2) - len(self.live)
         if room <= 0:
             return
         rows = await self._io_call(
@@ -560,6 +581,7 @@ class _Scheduler:
                 await self._io_call(self.storage.release, self.owner, [row.run_id])
                 continue
             self.live[row.run_id] = live
+            self._adopt(live, stored)
             traced = otel.run_started(stored.row)
             if traced is not None:
                 self.traces[row.run_id] = traced
@@ -598,12 +620,112 @@ class _Scheduler:
         live.attempts.update(old.attempts)
         live.running = old.running
         live.started = old.started
-        live.pending = [*outcomes, *old.pending]
+        # (Queued steps' outcomes are read again from their rows.)
+        live.pending = [p for p in (*outcomes, *old.pending) if not _queued(p[1])]
         live.settling = old.settling
         live.durations = old.durations
         live.advances = old.advances
         self.live[run_id] = live
+        self._adopt(live, stored)
         await self._apply(live, drop_timers=live.outdated, extra=_starter(live))
+
+    # -- steps on a task queue ------------------------------------------------------------------
+
+    def _adopt(self, live: _Live, stored: Stored) -> None:
+        """Takes in a loaded run's steps that are out on the task queue: they
+        are not handed out again, and their outcomes are looked for."""
+        if not stored.jobs:
+            return
+        now = (self.clock.now(), time.monotonic_ns())
+        for job in stored.jobs:
+            try:
+                unit = self._unit(live, job.unit)
+            except SerializationError:
+                continue  # of no step of the graph: its row goes with the run
+            live.remote[unit] = job.attempt
+            live.started.setdefault(unit, now)
+        self.look.add(live.run_id)
+
+    async def _collect(self, now: float) -> None:
+        """Applies the outcomes queue workers recorded for the runs this app
+        drives (those a notification named, else all of them now and then),
+        reloads runs changed from outside, and hands out again the steps
+        whose execution stopped renewing its hold (a worker that died)."""
+        touched = getattr(self.storage, "touched", None)
+        if touched is None:
+            return
+        outcomes, changes, everything = touched()
+        for run_id in changes:
+            if run_id in self.live:
+                self.loop.create_task(self.refresh(run_id))
+        look, self.look = self.look | outcomes, set()
+        sweep = everything or time.monotonic() >= self._sweep_due
+        if sweep:
+            self._sweep_due = time.monotonic() + self.lease / 3
+            look = set(self.live)
+            stalled = await self._io_call(self.storage.stalled_steps, self.owner, now)  # type: ignore[attr-defined]
+            for run_id, key in stalled:
+                live = self.live.get(run_id)
+                if live is not None:
+                    self._hand_out_again(live, key)
+        look = {run_id for run_id in look if run_id in self.live and self.live[run_id].remote}
+        if not look:
+            return
+        found: list[StepOutcome] = await self._io_call(self.storage.step_outcomes, look)  # type: ignore[attr-defined]
+        ready: dict[int, _Live] = {}
+        for outcome in found:
+            live = self.live.get(outcome.run_id)
+            if live is None or live.stale:
+                continue
+            try:
+                unit = self._unit(live, outcome.unit)
+            except SerializationError:
+                continue
+            if live.remote.get(unit) != outcome.attempt:
+                continue
+            del live.remote[unit]
+            began = live.started.pop(unit, None)
+            if outcome.started is not None and outcome.finished is not None:
+                live.durations[unit] = int(max(0.0, outcome.finished - outcome.started) * 1e9)
+            elif began is not None:
+                live.durations[unit] = time.monotonic_ns() - began[1]
+            live.settle.append(outcome.unit)
+            live.settling.add(unit)
+            live.pending.append((unit, _attempted(outcome)))
+            ready[live.run_id] = live
+        for live in ready.values():
+            self.loop.create_task(self._apply(live))
+
+    def _hand_out_again(self, live: _Live, key: str) -> None:
+        """Queues the run ``key`` of ``live`` again: its execution stopped
+        renewing its hold (the worker died, or its job was lost)."""
+        try:
+            unit = self._unit(live, key)
+        except SerializationError:
+            return
+        if live.remote.pop(unit, None) is None:
+            return
+        log.info("running %s of %s again: its worker stopped", key, live.row.id)
+        self.loop.create_task(self._apply(live, extra=lambda: [unit]))
+
+    def _sendable(self, live: _Live, units: Iterable[Unit]) -> list[tuple[Unit, int]]:
+        """The runs among ``units`` to hand to the task queue now, each with
+        its attempt."""
+        instance = live.driver.instance
+        out: list[tuple[Unit, int]] = []
+        for unit in dict.fromkeys(units):
+            step, iteration = unit
+            key = _unit_key(step, iteration)
+            if (
+                unit in live.remote
+                or unit in live.settling
+                or key in live.backoff
+                or not instance.is_active(step)
+                or instance.is_waiting(step)
+            ):
+                continue
+            out.append((unit, live.attempts.get(key, 0) + 1))
+        return out
 
     # -- running steps ---------------------------------------------------------------------------
 
@@ -752,13 +874,17 @@ class _Scheduler:
                 timers.append(Timer(step_key(step), "wait", due))
         records = live.driver.take_records()
         to_run.extend(live.driver.take_runnable())
+        send = self._sendable(live, to_run) if self.queued_steps else []
+        settle, live.settle = live.settle, []
         if records and events.listening("engine.advance"):
             live.advances += 1
             events.advanced(first, instance, time.monotonic_ns() - began, live.advances)
         status = live.driver.status.value
         finished = status in _FINISHED
         runnable = not finished and self._has_work(live, instance)
-        nothing = not records and not timers and not attempts and not drop_timers
+        nothing = (
+            not records and not timers and not attempts and not drop_timers and not send
+        ) and not settle
         if nothing and runnable:
             live.settling.difference_update(unit for unit, _ in outcomes)
             self._dispatch(live, to_run)
@@ -782,6 +908,8 @@ class _Scheduler:
             attempts=attempts,
             owner=self.owner,
             release=not runnable,
+            dispatch=[(_unit_key(*unit), attempt) for unit, attempt in send],
+            settle=settle,
         )
         try:
             conflict = await self._commit(change)
@@ -824,7 +952,18 @@ class _Scheduler:
             took = now - live.row.created_at if finished else None
             self._end_trace(live.run_id, instance, status, took)
             return
-        self._dispatch(live, to_run)
+        if self.queued_steps:
+            self._sent(live, send)
+        else:
+            self._dispatch(live, to_run)
+
+    def _sent(self, live: _Live, sent: list[tuple[Unit, int]]) -> None:
+        """Notes the runs a commit handed to the task queue."""
+        started = (self.clock.now(), time.monotonic_ns())
+        for unit, attempt in sent:
+            live.remote[unit] = attempt
+            live.started[unit] = started
+            events.step_start(live.driver.instance, unit[0], attempt, len(live.remote))
 
     def _outcome(
         self,
@@ -843,7 +982,10 @@ class _Scheduler:
         if attempted.kind == "returned":
             # (A step withdrawn meanwhile has its result discarded.)
             before = live.driver.instance if events.listening(*events.STEP_EVENTS) else None
-            live.driver.complete(step, attempted.value, iteration=iteration, timestamp=stamp)
+            if isinstance(attempted.value, _Recorded):
+                live.driver.complete_record(attempted.value.record)
+            else:
+                live.driver.complete(step, attempted.value, iteration=iteration, timestamp=stamp)
             if before is not None and before.is_active(step):
                 events.step_returned(
                     live.graph, before, live.driver.instance, step, attempted.value, duration_ns
@@ -856,19 +998,14 @@ class _Scheduler:
         error: dict[str, Any]
         if attempted.kind == "raised":
             exc = attempted.value
-            kind = type(exc)
-            type_name = f"{kind.__module__}.{kind.__qualname__}"
-            message = _message(exc)
+            if isinstance(exc, _Raised):
+                type_name, message, trace = exc.type_name, exc.message, exc.traceback
+            else:
+                kind = type(exc)
+                type_name = f"{kind.__module__}.{kind.__qualname__}"
+                message, trace = _message(exc), short_traceback(exc)
             attempts.append(
-                Attempt(
-                    key,
-                    attempt,
-                    now,
-                    "exception",
-                    type_name,
-                    message,
-                    traceback=short_traceback(exc),
-                )
+                Attempt(key, attempt, now, "exception", type_name, message, traceback=trace)
             )
             error = {
                 "kind": "exception",
@@ -1093,3 +1230,38 @@ def _message(exc: object) -> str:
         return str(exc)
     except Exception:
         return f"<unprintable {type(exc).__name__}>"
+
+
+# -- outcomes recorded by queue workers ------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Recorded:
+    """A queued step's return value, read where it ran, as a journal record."""
+
+    record: bytes
+
+
+@dataclasses.dataclass(frozen=True)
+class _Raised:
+    """The exception a queued step raised where it ran, as text."""
+
+    type_name: str
+    message: str
+    traceback: str | None
+
+
+def _attempted(outcome: StepOutcome) -> Attempted:
+    """How a queued attempt ended, from what its execution recorded."""
+    if outcome.outcome == "returned" and outcome.record is not None:
+        return Attempted("returned", _Recorded(outcome.record))
+    raised = _Raised(
+        outcome.error_type or "builtins.Exception", outcome.error_message or "", outcome.traceback
+    )
+    return Attempted("timed_out" if outcome.outcome == "timed_out" else "raised", raised)
+
+
+def _queued(attempted: Attempted) -> bool:
+    """Whether an outcome came from the task queue (it is read again from
+    its row after a reload, not carried over)."""
+    return isinstance(attempted.value, (_Recorded, _Raised))

@@ -38,6 +38,8 @@ __all__ = [
     "Firing",
     "NewRun",
     "RunRow",
+    "StepJob",
+    "StepOutcome",
     "Storage",
     "StorageError",
     "Stored",
@@ -133,6 +135,37 @@ class Attempt:
 
 
 @dataclasses.dataclass(frozen=True)
+class StepJob:
+    """A run of a step handed to a task queue (``executor="procrastinate"``)
+    whose outcome is not applied yet."""
+
+    #: The unit key: the step key, with ``#iteration`` for a run of a
+    #: ForEach or Repeat step.
+    unit: str
+    attempt: int
+    #: The queue's id of the job that runs it.
+    job_id: int
+
+
+@dataclasses.dataclass(frozen=True)
+class StepOutcome:
+    """How a queued run of a step ended, as its execution recorded it."""
+
+    run_id: int
+    unit: str
+    attempt: int
+    #: ``"returned"``, ``"raised"`` or ``"timed_out"``.
+    outcome: str
+    #: For ``"returned"``: the step's outcome as a journal record.
+    record: bytes | None
+    error_type: str | None
+    error_message: str | None
+    traceback: str | None
+    started: float | None
+    finished: float | None
+
+
+@dataclasses.dataclass(frozen=True)
 class Stored:
     """A run as loaded: its row, its snapshot and the journal after it."""
 
@@ -144,6 +177,8 @@ class Stored:
     records: list[bytes]
     timers: list[Timer]
     attempts: list[Attempt]
+    #: Its runs of steps out on a task queue (only a storage with a queue).
+    jobs: list[StepJob] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,6 +203,11 @@ class Append:
     owner: str | None = None
     #: Give the lease up after this change.
     release: bool = False
+    #: Runs of steps to hand to the task queue in the same transaction, as
+    #: ``(unit key, attempt)`` (only a storage with a queue takes them).
+    dispatch: Sequence[tuple[str, int]] = ()
+    #: Unit keys of queued runs whose outcomes this change applies.
+    settle: Sequence[str] = ()
 
     @property
     def finished(self) -> bool:

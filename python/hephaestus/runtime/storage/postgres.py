@@ -33,7 +33,7 @@ import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from importlib.util import find_spec
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from hephaestus.errors import AlreadyRunningError
 
@@ -44,6 +44,8 @@ from .base import (
     Firing,
     NewRun,
     RunRow,
+    StepJob,
+    StepOutcome,
     StorageError,
     Stored,
     Timer,
@@ -64,7 +66,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg_pool import ConnectionPool, PoolTimeout, TooManyRequests
 
-__all__ = ["SCHEMA_VERSION", "PostgresStorage"]
+__all__ = ["SCHEMA_VERSION", "JobQueue", "PostgresStorage"]
 
 _T = TypeVar("_T")
 _Q, _MIGRATIONS = sql_files("postgres")
@@ -73,10 +75,34 @@ SCHEMA_VERSION = len(_MIGRATIONS)
 #: The channel every commit notifies.
 CHANNEL = "hephaestus"
 _NOTIFY = "SELECT pg_notify(%s, '')"
+#: A notification about one run: ``r:<run_id>`` (a queued step's outcome was
+#: recorded) or ``c:<run_id>`` (a change from outside its lease holder).
+_NOTIFY_RUN = "SELECT pg_notify(%s, %s)"
 #: The advisory lock (any fixed number) that serializes schema changes.
 _SCHEMA_LOCK = 0x6865_7068  # "heph"
 _MARKER = "hephaestus"
 _FINISHED = ("completed", "failed")
+
+
+class JobQueue(Protocol):
+    """A task queue in the same database that runs steps as jobs
+    (``executor="procrastinate"``): the storage calls it inside its own
+    transactions, so a job exists exactly when the change that made its
+    step runnable is committed."""
+
+    def install(self, conn: psycopg.Connection[Any]) -> bool:
+        """Creates the queue's schema on ``conn`` unless it exists; whether
+        it did."""
+
+    def defer(
+        self, conn: psycopg.Connection[Any], units: Sequence[tuple[int, str, int]]
+    ) -> list[int]:
+        """Enqueues a job per ``(run_id, unit key, attempt)`` on ``conn``;
+        returns their job ids, in order."""
+
+    def abort(self, conn: psycopg.Connection[Any], job_ids: Sequence[int]) -> None:
+        """On ``conn``: drops the jobs not started yet and asks the running
+        ones to stop."""
 
 
 class PostgresStorage:
@@ -123,6 +149,15 @@ class PostgresStorage:
         self._version = 0
         self._listener: threading.Thread | None = None
         self._stop = threading.Event()
+        self._queue: JobQueue | None = None
+        #: Runs that notifications named since `touched` was last called:
+        #: queued steps' outcomes, and changes from outside the lease holder;
+        #: and whether notifications may have been missed.
+        self._heard_outcomes: set[int] = set()
+        self._heard_changes: set[int] = set()
+        self._heard_all = False
+        #: Called (on the listening thread) for every notification heard.
+        self._listeners: list[Callable[[], None]] = []
 
     def __repr__(self) -> str:
         return f"PostgresStorage({_redacted(self.url)!r})"
@@ -293,12 +328,18 @@ class PostgresStorage:
                     self.url, autocommit=True, connect_timeout=max(1, int(self._timeout))
                 ) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
-                    self._version += 1  # anything may have changed while not listening
+                    # Anything may have changed while not listening.
+                    self._version += 1
+                    self._heard_all = True
                     pause = 0.1
                     while not self._stop.is_set():
                         # (Wakes at least every second to see whether to stop.)
-                        for _ in conn.notifies(timeout=1.0):
+                        for notice in conn.notifies(timeout=1.0):
                             self._version += 1
+                            if notice.payload:
+                                self._heard(notice.payload)
+                            for listener in self._listeners:
+                                listener()
             except psycopg.Error:
                 if self._stop.is_set():
                     return
@@ -308,6 +349,22 @@ class PostgresStorage:
     def data_version(self) -> int:
         self._check_open()
         return self._version
+
+    def _heard(self, payload: str) -> None:
+        kind, _, run = payload.partition(":")
+        if run.isdigit():
+            with self._lock:
+                (self._heard_outcomes if kind == "r" else self._heard_changes).add(int(run))
+
+    def touched(self) -> tuple[set[int], set[int], bool]:
+        """The runs notifications named since the last call: those with a
+        queued step's outcome recorded, those changed from outside their
+        lease holder; and whether some may have gone unheard (the listening
+        connection dropped), so that everything should be looked at."""
+        with self._lock:
+            heard = (self._heard_outcomes, self._heard_changes, self._heard_all)
+            self._heard_outcomes, self._heard_changes, self._heard_all = set(), set(), False
+        return heard
 
     # -- writes ---------------------------------------------------------------
 
@@ -360,17 +417,170 @@ class PostgresStorage:
             conflicts = [
                 _claim_position(conn, change, len(records)) for change, records, _ in prepared
             ]
+            applied = [
+                (change, records, snap)
+                for (change, records, snap), conflict in zip(prepared, conflicts, strict=True)
+                if conflict is None
+            ]
             with conn.pipeline():
-                for (change, records, snap), conflict in zip(prepared, conflicts, strict=True):
-                    if conflict is None:
-                        _write(conn, change, records, snap)
+                for change, records, snap in applied:
+                    _write(conn, change, records, snap)
+                    if change.owner is None:
+                        conn.execute(_NOTIFY_RUN, (CHANNEL, f"c:{change.run_id}"))
                 if any(_concerns_others(change) for change in changes):
                     conn.execute(_NOTIFY, (CHANNEL,))
+            self._queue_writes(conn, [change for change, _, _ in applied])
             return conflicts
 
         result = self._run(work)
         self._version += 1
         return result
+
+    # -- steps run as queue jobs -------------------------------------------------
+
+    def attach_queue(self, queue: JobQueue) -> None:
+        """Lets changes hand runs of steps to ``queue`` (``Append.dispatch``)
+        in their own transactions; creates the queue's schema if need be."""
+        self._run(queue.install)
+        self._queue = queue
+
+    def subscribe(self, listener: Callable[[], None]) -> None:
+        """Calls ``listener`` (on the listening thread; it must be quick)
+        whenever a notification is heard."""
+        self._listeners.append(listener)
+
+    def _queue_writes(self, conn: psycopg.Connection[Any], changes: Sequence[Append]) -> None:
+        """The step jobs of committed changes: a finished run's rows go (its
+        jobs are aborted); applied outcomes' rows go; dispatched runs get a
+        job and a row, in the change's transaction."""
+        queue = self._queue
+        dispatch: list[tuple[int, str, int]] = []
+        for change in changes:
+            if change.finished:
+                jobs = conn.execute(_Q["drop_step_jobs"], {"run_id": change.run_id}).fetchall()
+                if jobs and queue is not None:
+                    queue.abort(conn, [job_id for (job_id,) in jobs])
+                continue
+            if change.settle:
+                with conn.cursor() as cursor:
+                    cursor.executemany(
+                        _Q["settle_step"],
+                        [{"run_id": change.run_id, "unit": unit} for unit in change.settle],
+                    )
+            dispatch.extend((change.run_id, unit, attempt) for unit, attempt in change.dispatch)
+        if not dispatch:
+            return
+        if queue is None:
+            raise RuntimeError("a change dispatches steps to a queue, but none is attached")
+        job_ids = queue.defer(conn, dispatch)
+        with conn.cursor() as cursor:
+            cursor.executemany(
+                _Q["dispatch_step"],
+                [
+                    {"run_id": run_id, "unit": unit, "attempt": attempt, "job_id": job_id}
+                    for (run_id, unit, attempt), job_id in zip(dispatch, job_ids, strict=True)
+                ],
+            )
+
+    def claim_step(
+        self,
+        run_id: int,
+        unit: str,
+        attempt: int,
+        job_id: int,
+        holder: str,
+        now: float,
+        until: float,
+    ) -> bool:
+        """Takes a queued run of a step over for an execution of its job
+        (``holder``) until ``until``; ``False`` when there is nothing to run
+        (its outcome was recorded, it was withdrawn, the run finished, or a
+        newer job replaced this one)."""
+        params = {
+            "run_id": run_id,
+            "unit": unit,
+            "attempt": attempt,
+            "job_id": job_id,
+            "holder": holder,
+            "until": until,
+            "now": now,
+        }
+        return bool(self._query_write(_Q["claim_step"], params))
+
+    def renew_steps(self, holders: Collection[str], until: float) -> None:
+        """Extends the hold of the executions ``holders`` on their runs."""
+        if holders:
+            self._query_write(_Q["renew_steps"], {"holders": list(holders), "until": until})
+
+    def record_step(self, run_id: int, holder: str, outcome: StepOutcome) -> bool:
+        """Records how a queued run of a step ended, only while ``holder``
+        still holds it and only once; notifies the run's driver. ``False``:
+        not recorded (another execution took it over, or it went away)."""
+        params = {
+            "run_id": run_id,
+            "unit": outcome.unit,
+            "attempt": outcome.attempt,
+            "holder": holder,
+            "outcome": outcome.outcome,
+            "record": opt_bytes(outcome.record),
+            "error_type": outcome.error_type,
+            "error_message": outcome.error_message,
+            "traceback": outcome.traceback,
+            "finished": outcome.finished,
+        }
+
+        def work(conn: psycopg.Connection[Any]) -> bool:
+            recorded = conn.execute(_Q["record_step"], params).fetchone() is not None
+            if recorded:
+                conn.execute(_NOTIFY_RUN, (CHANNEL, f"r:{run_id}"))
+            return recorded
+
+        return self._run(work)
+
+    def step_outcomes(self, run_ids: Collection[int]) -> list[StepOutcome]:
+        """The recorded, not yet applied outcomes of queued steps of ``run_ids``."""
+        if not run_ids:
+            return []
+        rows = self._query(_Q["step_outcomes"], {"run_ids": list(run_ids)})
+        return [
+            StepOutcome(
+                run_id=run_id,
+                unit=unit,
+                attempt=attempt,
+                outcome=outcome,
+                record=opt_bytes(record),
+                error_type=error_type,
+                error_message=error_message,
+                traceback=traceback,
+                started=started,
+                finished=finished,
+            )
+            for (
+                run_id,
+                unit,
+                attempt,
+                outcome,
+                record,
+                error_type,
+                error_message,
+                traceback,
+                started,
+                finished,
+            ) in rows
+        ]
+
+    def stalled_steps(self, owner: str, now: float) -> list[tuple[int, str]]:
+        """``(run_id, unit key)`` of queued steps of runs ``owner`` drives
+        whose execution stopped renewing its hold before ``now``."""
+        return [
+            (run_id, unit)
+            for run_id, unit in self._query(_Q["stalled_steps"], {"owner": owner, "now": now})
+        ]
+
+    def _query_write(self, query: str, params: dict[str, Any]) -> int:
+        """Runs one writing statement; the number of rows it changed."""
+        with self._connection() as conn:
+            return conn.execute(query, params).rowcount
 
     def fire(self, firings: Sequence[Firing], now: float) -> list[bool]:
         prepared = [(f.run_id, f.step, opt_bytes(f.record)) for f in firings]
@@ -456,6 +666,7 @@ class PostgresStorage:
             records = conn.execute(_Q["load_records"], {"run_id": run_id, "after": snapshot_seq})
             timers = conn.execute(_Q["load_timers"], {"run_id": run_id})
             attempts = conn.execute(_Q["load_attempts"], {"run_id": run_id})
+            jobs = conn.execute(_Q["load_step_jobs"], {"run_id": run_id})
             return Stored(
                 row=row_from(values),
                 snapshot=bytes(snapshot),
@@ -463,6 +674,7 @@ class PostgresStorage:
                 records=[bytes(record) for (record,) in records],
                 timers=[Timer(*values) for values in timers],
                 attempts=[Attempt(*values) for values in attempts],
+                jobs=[StepJob(*values) for values in jobs],
             )
 
         return self._read(work)

@@ -142,3 +142,60 @@ SELECT run_id, token, id, workflow, version, status, seq, lease_owner, lease_exp
        runnable, created_at, updated_at, trace
 FROM hephaestus.runs
 WHERE TRUE
+
+-- name: dispatch_step
+-- A run of a step handed to the queue (again, after a stalled execution).
+INSERT INTO hephaestus.step_jobs (run_id, unit, attempt, job_id)
+VALUES (%(run_id)s, %(unit)s, %(attempt)s, %(job_id)s)
+ON CONFLICT (run_id, unit) DO UPDATE SET
+    attempt = EXCLUDED.attempt, job_id = EXCLUDED.job_id, holder = NULL, held_until = NULL,
+    started = NULL, outcome = NULL, record = NULL, error_type = NULL, error_message = NULL,
+    traceback = NULL, finished = NULL;
+
+-- name: settle_step
+-- The outcome was applied: the row goes.
+DELETE FROM hephaestus.step_jobs
+WHERE run_id = %(run_id)s AND unit = %(unit)s AND outcome IS NOT NULL;
+
+-- name: drop_step_jobs
+-- The run finished: its rows go, and their jobs are aborted.
+DELETE FROM hephaestus.step_jobs WHERE run_id = %(run_id)s RETURNING job_id;
+
+-- name: claim_step
+-- An execution of the job takes the row over (the last one to claim it is
+-- the only one that may record the outcome).
+UPDATE hephaestus.step_jobs
+SET holder = %(holder)s, held_until = %(until)s, started = %(now)s
+WHERE run_id = %(run_id)s AND unit = %(unit)s AND attempt = %(attempt)s
+  AND job_id = %(job_id)s AND outcome IS NULL
+RETURNING run_id;
+
+-- name: renew_steps
+UPDATE hephaestus.step_jobs SET held_until = %(until)s
+WHERE holder = ANY(%(holders)s) AND outcome IS NULL;
+
+-- name: record_step
+-- Only while the execution still holds the row, and only once.
+UPDATE hephaestus.step_jobs SET
+    outcome = %(outcome)s, record = %(record)s, error_type = %(error_type)s,
+    error_message = %(error_message)s, traceback = %(traceback)s, finished = %(finished)s
+WHERE run_id = %(run_id)s AND unit = %(unit)s AND attempt = %(attempt)s
+  AND holder = %(holder)s AND outcome IS NULL
+RETURNING run_id;
+
+-- name: step_outcomes
+SELECT run_id, unit, attempt, outcome, record, error_type, error_message, traceback,
+       started, finished
+FROM hephaestus.step_jobs
+WHERE run_id = ANY(%(run_ids)s) AND outcome IS NOT NULL
+ORDER BY finished;
+
+-- name: stalled_steps
+-- Runs of steps whose execution stopped renewing its hold, of runs the
+-- owner drives.
+SELECT j.run_id, j.unit
+FROM hephaestus.step_jobs AS j JOIN hephaestus.runs AS r ON r.run_id = j.run_id
+WHERE j.outcome IS NULL AND j.held_until < %(now)s AND r.lease_owner = %(owner)s;
+
+-- name: load_step_jobs
+SELECT unit, attempt, job_id FROM hephaestus.step_jobs WHERE run_id = %(run_id)s ORDER BY unit;

@@ -1,0 +1,392 @@
+"""Steps as jobs of procrastinate, a Postgres task queue
+(``executor="procrastinate"``; ``pip install 'hephaestus-core[distributed]'``).
+
+The adapter between hephaestus and the queue, and all of it: hephaestus'
+tables stay the source of truth, and procrastinate carries the work.
+
+* **Defer.** A commit that makes a step runnable also enqueues its job and
+  writes a row in ``hephaestus.step_jobs`` (run, unit, attempt, job id), in
+  the same transaction (procrastinate's ``connection=``): a job exists
+  exactly when the change that made its step runnable is committed.
+* **Run.** A worker's job claims the row (the last execution to claim it
+  holds it), loads the instance, runs the step and records its outcome in
+  the row, only while it still holds it: the fencing procrastinate's
+  ``finish_job`` lacks. A step's result is recorded once.
+* **Apply.** The run's driver (the app that holds its lease, in some
+  worker) applies recorded outcomes through the engine and deletes the rows
+  in that commit, which also enqueues what became runnable. State changes to
+  one instance are serialized by its lease; its steps run on any worker.
+* **Timers and retries** are rows of ``hephaestus.timers``, fired by every
+  worker's sweep (no job holds an instance ``lock``); the commit that fires
+  one enqueues the step it releases.
+* **Dead workers.** procrastinate's heartbeats mark a dead worker's jobs as
+  stalled and every worker's reaper retries them; a step whose execution
+  stops renewing its hold is enqueued again by its run's driver; a dead
+  driver's runs are taken over when their leases expire.
+* **Cancel.** The commit that cancels a run deletes its rows and asks
+  procrastinate to abort their jobs (an ``async`` step is cancelled; a
+  ``def`` step's late result finds no row and is discarded).
+
+Another queue fits the same way: a :class:`~hephaestus.runtime.storage.
+postgres.JobQueue` for the storage, and a worker that runs
+:meth:`StepRunner.run` for each job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Sequence
+from importlib.util import find_spec
+from typing import TYPE_CHECKING, Any
+
+from hephaestus._core import step_key
+from hephaestus.engine import graph_of
+from hephaestus.errors import SerializationError
+from hephaestus.runtime.clock import as_datetime
+from hephaestus.runtime.execution import Execution
+from hephaestus.runtime.executor import LocalExecutor, StepCall
+from hephaestus.runtime.storage.base import StepOutcome, Storage, StorageError
+
+if find_spec("procrastinate") is None:  # pragma: no cover
+    raise ImportError(
+        "executor='procrastinate' needs procrastinate: pip install 'hephaestus-core[distributed]'"
+    )
+
+import procrastinate
+from procrastinate import jobs as procrastinate_jobs
+
+from hephaestus.runtime.storage.postgres import PostgresStorage
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from hephaestus.runtime.app import Hephaestus
+
+__all__ = ["QUEUE", "TASK", "ProcrastinateQueue", "StepRunner", "Worker", "attach"]
+
+log = logging.getLogger("hephaestus.distributed")
+
+#: The procrastinate queue hephaestus' jobs go to.
+QUEUE = "hephaestus"
+#: The task that runs one attempt of one step.
+TASK = "hephaestus.run_step"
+#: The advisory lock (the storage's) that serializes schema changes.
+_SCHEMA_LOCK = 0x6865_7068
+
+
+class ProcrastinateQueue:
+    """The storage's side of the queue: enqueues and aborts jobs inside the
+    storage's transactions, and creates procrastinate's schema on first use."""
+
+    def __init__(self) -> None:
+        # Never opened: every call passes the storage's own connection.
+        self._app = procrastinate.App(connector=procrastinate.SyncPsycopgConnector())
+
+    def install(self, conn: psycopg.Connection[Any]) -> bool:
+        """Creates procrastinate's tables unless the database has them;
+        whether it did."""
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+        (found,) = conn.execute("SELECT to_regclass('procrastinate_jobs')").fetchone() or (None,)
+        if found is not None:
+            return False
+        conn.execute(self._app.schema_manager.get_schema())
+        return True
+
+    def defer(
+        self, conn: psycopg.Connection[Any], units: Sequence[tuple[int, str, int]]
+    ) -> list[int]:
+        """One job per ``(run_id, unit, attempt)``, enqueued on ``conn``."""
+        jobs = [
+            procrastinate_jobs.Job(
+                queue=QUEUE,
+                lock=None,
+                queueing_lock=None,
+                task_name=TASK,
+                task_kwargs={"run_id": run_id, "unit": unit, "attempt": attempt},
+            )
+            for run_id, unit, attempt in units
+        ]
+        deferred = self._app.job_manager.batch_defer_jobs(jobs, connection=conn)
+        return [job.id for job in deferred if job.id is not None]
+
+    def abort(self, conn: psycopg.Connection[Any], job_ids: Sequence[int]) -> None:
+        """Drops the jobs not started yet; asks running ones to stop."""
+        for job_id in job_ids:
+            self._app.job_manager.cancel_job_by_id(job_id, abort=True, connection=conn)
+
+
+def attach(storage: Storage) -> ProcrastinateQueue:
+    """Makes ``storage`` (a :class:`PostgresStorage`) hand steps to
+    procrastinate, creating procrastinate's schema if need be."""
+    if not isinstance(storage, PostgresStorage):
+        raise ValueError(
+            "executor='procrastinate' needs a Postgres storage (a postgresql:// URL), "
+            f"got {type(storage).__name__}"
+        )
+    queue = ProcrastinateQueue()
+    storage.attach_queue(queue)
+    return queue
+
+
+class StepRunner:
+    """Runs one attempt of one queued step, for a job: claims its row, runs
+    the step as the local executor does, records the outcome while it
+    still holds the row; renews its holds while steps run."""
+
+    def __init__(self, app: Hephaestus, concurrency: int) -> None:
+        self.app = app
+        self.storage: PostgresStorage = app._storage  # type: ignore[assignment]
+        self.executor = LocalExecutor(concurrency)
+        #: The executions running now (their holds are renewed).
+        self.holding: set[str] = set()
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Prepares to run steps on ``loop`` (the queue worker's)."""
+        self.executor.start(loop)
+
+    async def run(self, job_id: int, tries: int, run_id: int, unit: str, attempt: int) -> None:
+        """Runs the attempt ``attempt`` of ``unit`` of run ``run_id`` for job
+        ``job_id`` (its ``tries``-th execution)."""
+        holder = f"{self.app._owner}/{job_id}/{tries}"
+        clock, lease = self.app._clock, self.app._lease
+        now = clock.now()
+        claimed = await asyncio.to_thread(
+            self.storage.claim_step, run_id, unit, attempt, job_id, holder, now, now + lease
+        )
+        if not claimed:
+            log.debug("job %s: %s of run %s has nothing to run", job_id, unit, run_id)
+            return
+        self.holding.add(holder)
+        try:
+            outcome = await self._attempt(run_id, unit, attempt, now)
+            if not await asyncio.to_thread(self.storage.record_step, run_id, holder, outcome):
+                log.info("job %s: the outcome of %s was discarded (taken over)", job_id, unit)
+        finally:
+            self.holding.discard(holder)
+
+    async def _attempt(self, run_id: int, unit: str, attempt: int, started: float) -> StepOutcome:
+        from hephaestus.runtime.scheduler import short_traceback
+
+        def ended(kind: str, **fields: Any) -> StepOutcome:
+            values: dict[str, Any] = {
+                "record": None,
+                "error_type": None,
+                "error_message": None,
+                "traceback": None,
+            }
+            values.update(fields)
+            return StepOutcome(
+                run_id=run_id,
+                unit=unit,
+                attempt=attempt,
+                outcome=kind,
+                started=started,
+                finished=self.app._clock.now(),
+                **values,
+            )
+
+        try:
+            stored = await asyncio.to_thread(self.storage.load, run_id)
+            driver = self.app._rebuild(stored)
+            instance = driver.instance
+            keys = {step_key(step): step for step in graph_of(instance).steps}
+            base, _, index = unit.rpartition("#")
+            step, iteration = (
+                (keys[base], int(index)) if base in keys and index.isdigit() else (keys[unit], None)
+            )
+        except (SerializationError, KeyError) as exc:
+            # This worker cannot run it (its code is not here, say): the
+            # step's retry policy applies, as to any failure.
+            return ended(
+                "raised",
+                error_type=f"{type(exc).__module__}.{type(exc).__qualname__}",
+                error_message=f"cannot run {unit} here: {exc}",
+            )
+        call = StepCall(
+            step=step,
+            instance=instance,
+            config=driver.config(step, iteration),
+            execution=Execution(
+                instance_id=instance.id,
+                step=step,
+                attempt=attempt,
+                idempotency_key=f"{stored.row.token}:{unit}",
+                iteration=iteration,
+            ),
+            timeout=getattr(step, "timeout", None),
+        )
+        attempted = await self.executor.run(call)
+        if attempted.kind == "returned":
+            try:
+                record = driver.outcome_record(
+                    step,
+                    attempted.value,
+                    iteration=iteration,
+                    timestamp=as_datetime(self.app._clock.now()),
+                )
+            except Exception as exc:
+                return ended(
+                    "raised",
+                    error_type=f"{type(exc).__module__}.{type(exc).__qualname__}",
+                    error_message=str(exc),
+                )
+            return ended("returned", record=record)
+        if attempted.kind == "timed_out":
+            timeout = getattr(step, "timeout", None)
+            return ended(
+                "timed_out", error_type="TimeoutError", error_message=f"ran over {timeout} s"
+            )
+        error = attempted.value
+        kind = type(error)
+        try:
+            message = str(error)
+        except Exception:
+            message = f"<unprintable {kind.__name__}>"
+        return ended(
+            "raised",
+            error_type=f"{kind.__module__}.{kind.__qualname__}",
+            error_message=message,
+            traceback=short_traceback(error),
+        )
+
+    async def renew(self) -> None:
+        """Renews the holds of running executions, every third of a lease."""
+        while True:
+            await asyncio.sleep(self.app._lease / 3)
+            if self.holding:
+                try:
+                    until = self.app._clock.now() + self.app._lease
+                    await asyncio.to_thread(self.storage.renew_steps, set(self.holding), until)
+                except StorageError:
+                    log.exception("cannot renew the holds of running steps")
+
+    def close(self, grace: float) -> None:
+        """Lets running ``def`` steps finish for up to ``grace`` seconds."""
+        self.executor.close(grace)
+
+
+class Worker:
+    """A ``hephaestus worker`` on a task queue: drives runs (claims them,
+    fires timers, applies outcomes, enqueues steps) and runs step jobs with
+    ``concurrency`` at once, until :meth:`stop`.
+
+    ``app`` must be made with ``executor="procrastinate"``.
+    """
+
+    def __init__(self, app: Hephaestus, *, concurrency: int | None = None) -> None:
+        if app._queue is None:
+            raise ValueError("the app was not made with executor='procrastinate'")
+        storage = app._storage
+        assert isinstance(storage, PostgresStorage)
+        self.app = app
+        self.concurrency = concurrency or app._concurrency
+        self.runner = StepRunner(app, self.concurrency)
+        self._url = storage.url
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._main: asyncio.Task[None] | None = None
+        self._ready = threading.Event()
+        self._failed: BaseException | None = None
+
+    def start(self) -> None:
+        """Starts driving runs and running jobs (returns once both run)."""
+        self.app._serve()
+        self._thread = threading.Thread(target=self._thread_main, name="hephaestus-queue")
+        self._thread.start()
+        self._ready.wait()
+        if self._failed is not None:
+            raise self._failed
+
+    def stop(self, grace: float = 10.0) -> None:
+        """Takes no new jobs, lets running steps finish for up to ``grace``
+        seconds (those still running are left to be run again elsewhere),
+        then stops driving runs."""
+        loop, main = self._loop, self._main
+        if loop is not None and main is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(main.cancel)
+        if self._thread is not None:
+            self._thread.join(grace + 30)
+        self.runner.close(0)
+        self.app.close()
+
+    def __enter__(self) -> Worker:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _thread_main(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            self._main = loop.create_task(self._work())
+            loop.run_until_complete(self._main)
+        except asyncio.CancelledError:
+            pass
+        except BaseException as exc:  # reported by start(), or logged
+            if not self._ready.is_set():
+                self._failed = exc
+            else:
+                log.exception("the queue worker stopped")
+        finally:
+            self._ready.set()
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    async def _work(self) -> None:
+        lease = self.app._lease
+        queue_app = procrastinate.App(
+            connector=procrastinate.PsycopgConnector(conninfo=self._url),
+            worker_defaults={
+                "queues": [QUEUE],
+                "concurrency": self.concurrency,
+                "install_signal_handlers": False,
+                "update_heartbeat_interval": max(0.5, lease / 6),
+                "stalled_worker_timeout": lease,
+                "delete_jobs": "successful",
+                "name": f"hephaestus-{self.app._owner}",
+            },
+        )
+        runner = self.runner
+
+        @queue_app.task(name=TASK, queue=QUEUE, pass_context=True)
+        async def run_step(
+            context: procrastinate.JobContext, run_id: int, unit: str, attempt: int
+        ) -> None:
+            job = context.job
+            assert job.id is not None
+            await runner.run(job.id, job.attempts, run_id, unit, attempt)
+
+        runner.start(asyncio.get_running_loop())
+        async with queue_app.open_async():
+            renew = asyncio.create_task(runner.renew())
+            reap = asyncio.create_task(_reap(queue_app, lease))
+            self._ready.set()
+            try:
+                await queue_app.run_worker_async(shutdown_graceful_timeout=10.0)
+            finally:
+                renew.cancel()
+                reap.cancel()
+                await asyncio.gather(renew, reap, return_exceptions=True)
+
+
+async def _reap(queue_app: procrastinate.App, lease: float) -> None:
+    """Every third of a lease, retries the jobs of workers whose heartbeat
+    stopped for a lease (procrastinate's documented stalled-job retry; one
+    per worker, no job ``lock``, so it never waits behind other jobs)."""
+    manager = queue_app.job_manager
+    while True:
+        await asyncio.sleep(lease / 3)
+        try:
+            stalled = await manager.get_stalled_jobs(queue=QUEUE, seconds_since_heartbeat=lease)
+            for job in stalled:
+                with contextlib.suppress(Exception):  # another reaper got it first
+                    await manager.retry_job(job)
+                    log.info("retrying job %s of a worker that stopped", job.id)
+        except Exception:
+            log.exception("cannot look for stalled jobs")
