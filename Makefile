@@ -14,7 +14,7 @@ help: ## list the targets
 install: ## a dev virtualenv (.venv) with the package built in place and the test tools
 	$(PYTHON) -m venv $(DEV)
 	$(BIN)/pip install -q --upgrade pip maturin
-	$(BIN)/pip install -q pytest pytest-timeout hypothesis mypy ruff pyrsistent SpiffWorkflow typing_extensions atheris dbos
+	$(BIN)/pip install -q pytest pytest-timeout hypothesis mypy ruff pyrsistent SpiffWorkflow typing_extensions atheris dbos opentelemetry-sdk "psycopg[binary,pool]" procrastinate
 	$(BIN)/maturin develop --release
 
 build-dev: ## rebuild the package in .venv after a Rust change

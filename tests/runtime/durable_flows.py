@@ -33,6 +33,7 @@ from typing import Any
 from hephaestus import (
     Done,
     ForEach,
+    Retry,
     Step,
     Unique,
     Wait,
@@ -334,3 +335,42 @@ class BusyFlow(Workflow, unique=Unique("busy")):
 
     start = Begin
     transitions = _busy_transitions()
+
+
+# -- the fleet workflow: a fan-out, a join, a retry and a timer, on many workers ----------
+
+
+class Shaky(Logged):
+    """Fails its first attempt (logging ``shaky#1``), succeeds on the second."""
+
+    events = ("steady",)
+    retry = Retry(max_attempts=3, backoff="constant", base_delay=0.2, max_backoff=0.2)
+
+    def execute(self, instance: Any, config: Any, context: Any) -> str:
+        attempt = current_execution().attempt
+        path = context.initial.get("log")
+        if attempt == 1:
+            if path:
+                log_line(path, instance.id, "shaky#1")
+            raise RuntimeError("the first attempt fails")
+        return super().execute(instance, config, context)
+
+
+class FleetFlow(Workflow, unique=Unique("fleet")):
+    """Begin, then Left and Right at once, Join, Shaky (one retry), a
+    one-second Pause, Finish."""
+
+    start = Begin
+    transitions = {
+        Begin: {"go": [Left, Right]},
+        Left: {"left": Join},
+        Right: {"right": Join},
+        Join: {"joined": Shaky},
+        Shaky: {"steady": (Pause, {"duration": 1, "unit": "second"})},
+        Pause: {"timeout": Finish},
+        Finish: {"finished": Done},
+    }
+
+
+#: The steps of a completed :class:`FleetFlow` instance.
+FLEET_STEPS = frozenset({Begin, Left, Right, Join, Shaky, Pause, Finish, Done})

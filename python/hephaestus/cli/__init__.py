@@ -47,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.ClickException as exc:
         _say(exc.format_message())
         return USAGE
-    except (UserError, HephaestusError, ValueError, TypeError) as exc:
+    except (UserError, HephaestusError, ValueError, TypeError, ImportError) as exc:
         _say(_message(exc))
         return USAGE
     return status if isinstance(status, int) else 0

@@ -10,6 +10,7 @@ import signal
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
+from importlib.util import find_spec
 from typing import Any, TypeVar
 
 import click
@@ -61,12 +62,10 @@ def cli() -> None:
 
 
 @contextlib.contextmanager
-def _app(db: str | None, *, must_exist: bool = True, concurrency: int = 8) -> Iterator[Hephaestus]:
+def _app(db: str | None, *, must_exist: bool = True) -> Iterator[Hephaestus]:
     """An app on ``db`` that may import the workflows it finds there. Its
     workers start only when a command starts or resumes an instance."""
-    app = Hephaestus(
-        database(db, must_exist=must_exist), concurrency=concurrency, import_workflows=True
-    )
+    app = Hephaestus(database(db, must_exist=must_exist), import_workflows=True)
     try:
         yield app
     finally:
@@ -301,34 +300,88 @@ def _members(workflow: type) -> list[type]:
     help="How many steps run at once.",
 )
 @click.option(
+    "--executor",
+    type=click.Choice(["local", "procrastinate"]),
+    default=None,
+    help="Where steps run: 'procrastinate' (the default on Postgres when the "
+    "[distributed] extra is installed) runs them as jobs that every worker on "
+    "the database shares; 'local' runs each run's steps in the worker driving it.",
+)
+@click.option(
+    "--lease",
+    type=click.FloatRange(min=0, min_open=True),
+    default=30.0,
+    show_default=True,
+    help="Seconds after which the runs and steps of a worker that stopped "
+    "renewing them (a dead one) are taken over.",
+)
+@click.option(
+    "--grace",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    show_default=True,
+    help="Seconds running steps get to finish on SIGTERM.",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
     default="INFO",
     show_default=True,
 )
 @_db
-def worker(modules: tuple[str, ...], concurrency: int, log_level: str, db: str | None) -> None:
+def worker(
+    modules: tuple[str, ...],
+    concurrency: int,
+    executor: str | None,
+    lease: float,
+    grace: float,
+    log_level: str,
+    db: str | None,
+) -> None:
     """Drive unfinished instances, fire timers and retries, take over those of
     dead processes, until SIGINT or SIGTERM."""
     import_modules(modules)
     level = getattr(logging, log_level.upper())
     logging.getLogger("hephaestus").setLevel(level)
     log_handler.attach(level)
+    url = database(db, must_exist=False)
+    chosen = executor or _default_executor(url)
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in _STOP_SIGNALS}
+    runner = logging.getLogger("hephaestus.runner")
     try:
-        with _app(db, must_exist=False, concurrency=concurrency) as app:
-            app.start()
-            where = getattr(app.storage, "path", None) or type(app.storage).__name__
-            logging.getLogger("hephaestus.runner").info(
-                "worker ready on %s; stop with Ctrl-C or SIGTERM", where
+        app = Hephaestus(
+            url, concurrency=concurrency, lease=lease, import_workflows=True, executor=chosen
+        )
+        with contextlib.closing(app):
+            queue_worker = None
+            if chosen == "procrastinate":
+                from hephaestus.runtime.distributed import Worker
+
+                queue_worker = Worker(app)
+                queue_worker.start()
+            else:
+                app.start()
+            where = getattr(app.storage, "path", None) or app.storage
+            runner.info(
+                "worker ready on %s (steps run %s); stop with Ctrl-C or SIGTERM",
+                where,
+                "as procrastinate jobs" if queue_worker else "here",
             )
             stop.wait()
-            logging.getLogger("hephaestus.runner").info("stopping")
+            runner.info("stopping")
+            if queue_worker is not None:
+                queue_worker.stop(grace)
     finally:
         log_handler.detach()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _default_executor(url: str | None) -> str:
+    """``procrastinate`` on Postgres when it is installed, else ``local``."""
+    postgres = url is not None and url.startswith(("postgresql://", "postgres://"))
+    return "procrastinate" if postgres and find_spec("procrastinate") is not None else "local"
 
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -351,6 +404,10 @@ def migrate(db: str | None) -> None:
         storage = PostgresStorage(url)
         try:
             before, after = storage.migrate()
+            if find_spec("procrastinate") is not None:
+                from hephaestus.runtime.distributed import attach
+
+                attach(storage)  # procrastinate's tables, unless there
         finally:
             storage.close()
     else:

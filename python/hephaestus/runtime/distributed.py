@@ -38,7 +38,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from importlib.util import find_spec
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +56,7 @@ if find_spec("procrastinate") is None:  # pragma: no cover
     )
 
 import procrastinate
+import psycopg_pool
 from procrastinate import jobs as procrastinate_jobs
 
 from hephaestus.runtime.storage.postgres import PostgresStorage
@@ -109,13 +110,25 @@ class ProcrastinateQueue:
             )
             for run_id, unit, attempt in units
         ]
-        deferred = self._app.job_manager.batch_defer_jobs(jobs, connection=conn)
+        with _as_storage_error():
+            deferred = self._app.job_manager.batch_defer_jobs(jobs, connection=conn)
         return [job.id for job in deferred if job.id is not None]
 
     def abort(self, conn: psycopg.Connection[Any], job_ids: Sequence[int]) -> None:
         """Drops the jobs not started yet; asks running ones to stop."""
-        for job_id in job_ids:
-            self._app.job_manager.cancel_job_by_id(job_id, abort=True, connection=conn)
+        with _as_storage_error():
+            for job_id in job_ids:
+                self._app.job_manager.cancel_job_by_id(job_id, abort=True, connection=conn)
+
+
+@contextlib.contextmanager
+def _as_storage_error() -> Iterator[None]:
+    """procrastinate's database errors as the storage's (which the runtime
+    knows to retry): its calls run inside the storage's transactions."""
+    try:
+        yield
+    except procrastinate.exceptions.ConnectorException as error:
+        raise StorageError(f"procrastinate: {error.__cause__ or error}") from error
 
 
 def attach(storage: Storage) -> ProcrastinateQueue:
@@ -341,7 +354,12 @@ class Worker:
     async def _work(self) -> None:
         lease = self.app._lease
         queue_app = procrastinate.App(
-            connector=procrastinate.PsycopgConnector(conninfo=self._url),
+            # (Reconnecting as the storage's pool does; see `PostgresStorage`.)
+            connector=procrastinate.PsycopgConnector(
+                conninfo=self._url,
+                reconnect_timeout=2.0,
+                reconnect_failed=psycopg_pool.AsyncConnectionPool.check,
+            ),
             worker_defaults={
                 "queues": [QUEUE],
                 "concurrency": self.concurrency,
@@ -354,7 +372,12 @@ class Worker:
         )
         runner = self.runner
 
-        @queue_app.task(name=TASK, queue=QUEUE, pass_context=True)
+        # A job fails only when the database does (its step's own failures
+        # are outcomes): it is tried again a second later, as often as it
+        # takes. (No queueing lock, so a retry cannot collide with one.)
+        retry = procrastinate.RetryStrategy(wait=1, retry_exceptions=[StorageError])
+
+        @queue_app.task(name=TASK, queue=QUEUE, pass_context=True, retry=retry)
         async def run_step(
             context: procrastinate.JobContext, run_id: int, unit: str, attempt: int
         ) -> None:
@@ -363,16 +386,57 @@ class Worker:
             await runner.run(job.id, job.attempts, run_id, unit, attempt)
 
         runner.start(asyncio.get_running_loop())
-        async with queue_app.open_async():
-            renew = asyncio.create_task(runner.renew())
-            reap = asyncio.create_task(_reap(queue_app, lease))
-            self._ready.set()
+        renew = asyncio.create_task(runner.renew())
+        try:
+            await self._serve(queue_app)
+        finally:
+            renew.cancel()
+            await asyncio.gather(renew, return_exceptions=True)
+
+    async def _serve(self, queue_app: procrastinate.App) -> None:
+        """Runs procrastinate's worker (and the reaper) until stopped. When
+        the database was lost and is back (a restart), or the worker failed,
+        it starts afresh: procrastinate's worker can sit a minute on dead
+        connections otherwise. Steps it was running are run again (their
+        holds lapse)."""
+        loop = asyncio.get_running_loop()
+        lost = asyncio.Event()
+        self.app._storage.subscribe(  # type: ignore[attr-defined]
+            lambda: None, reconnected=lambda: loop.call_soon_threadsafe(lost.set)
+        )
+        pause = 0.5
+        while True:
+            lost.clear()
             try:
-                await queue_app.run_worker_async(shutdown_graceful_timeout=10.0)
-            finally:
-                renew.cancel()
-                reap.cancel()
-                await asyncio.gather(renew, reap, return_exceptions=True)
+                async with queue_app.open_async():
+                    reap = asyncio.create_task(_reap(queue_app, self.app._lease))
+                    work = asyncio.create_task(
+                        queue_app.run_worker_async(shutdown_graceful_timeout=10.0)
+                    )
+                    self._ready.set()
+                    pause = 0.5
+                    restart = asyncio.create_task(lost.wait())
+                    try:
+                        await asyncio.wait({work, restart}, return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        # (Cancelling procrastinate's worker stops it gracefully.)
+                        for task in (reap, work, restart):
+                            task.cancel()
+                        await asyncio.gather(reap, work, restart, return_exceptions=True)
+                    if restart.done() and not restart.cancelled():
+                        log.warning("the database connection was lost; restarting the queue worker")
+                        continue
+                    if not work.cancelled() and work.exception() is not None:
+                        raise work.exception()  # type: ignore[misc]
+                return
+            except Exception as exc:
+                if not self._ready.is_set():
+                    raise  # the first start failed: start() reports it
+                log.warning(
+                    "the queue worker lost the database (%s); reconnecting in %.1f s", exc, pause
+                )
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 5.0)
 
 
 async def _reap(queue_app: procrastinate.App, lease: float) -> None:

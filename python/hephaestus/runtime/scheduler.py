@@ -72,6 +72,8 @@ _ORPHAN_CHECK = 1.0
 #: How many runs an app that hands steps to a task queue drives at once:
 #: driving a run whose steps run elsewhere costs only its commits.
 _QUEUE_RUNS = 512
+#: How many runs such an app loads in one round.
+_QUEUE_BATCH = 64
 
 
 # -- the owner of leases ---------------------------------------------------------------
@@ -405,14 +407,19 @@ class _Scheduler:
         if self._orphans_due is not None and time.monotonic() >= self._orphans_due:
             await self._io_call(self._release_orphans)
         now = self.clock.now()
-        if self.live and now - self._renewed_at >= self.lease / 3:
-            await self._io_call(self.storage.renew, self.owner, now, self.lease)
-            self._renewed_at = now
+        await self._renew()
         if self.queued_steps:
             await self._collect(now)
         await self._fire(now)
         await self._claim(now)
         self._dispatch_ready()
+
+    async def _renew(self) -> None:
+        """Extends this app's leases once a third of a lease has passed."""
+        now = self.clock.now()
+        if self.live and now - self._renewed_at >= self.lease / 3:
+            await self._io_call(self.storage.renew, self.owner, now, self.lease)
+            self._renewed_at = now
 
     async def _sleep(self) -> None:
         assert self._wake_event is not None
@@ -557,7 +564,11 @@ class _Scheduler:
     async def _claim(self, now: float) -> None:
         if self.stopping or time.monotonic() < self.paused_until:
             return
-        room = (_QUEUE_RUNS if self.queued_steps else self.slots * 2) - len(self.live)
+        room = self.slots * 2 - len(self.live)
+        if self.queued_steps:
+            # (A round loads at most a batch, so that outcomes are not kept
+            # waiting while hundreds of runs load.)
+            room = min(_QUEUE_RUNS - len(self.live), _QUEUE_BATCH)
         if room <= 0:
             return
         rows = await self._io_call(
@@ -568,6 +579,8 @@ class _Scheduler:
         for row in rows:
             if row.run_id in self.live:
                 continue
+            # (Loading many runs takes a while: the leases must not lapse.)
+            await self._renew()
             try:
                 stored = await self._io_call(self.storage.load, row.run_id)
                 workflow = self.app._resolve(row.workflow)
@@ -730,6 +743,7 @@ class _Scheduler:
     # -- running steps ---------------------------------------------------------------------------
 
     def _dispatch(self, live: _Live, units: Iterable[Unit]) -> None:
+        assert not self.queued_steps, "steps go to the task queue in commits"
         for unit in units:
             if _unit_key(*unit) in live.backoff or unit in live.running or unit in live.settling:
                 continue
@@ -887,7 +901,8 @@ class _Scheduler:
         ) and not settle
         if nothing and runnable:
             live.settling.difference_update(unit for unit, _ in outcomes)
-            self._dispatch(live, to_run)
+            if not self.queued_steps:
+                self._dispatch(live, to_run)
             return
         # (A run released with nothing new still commits: its row must say
         # it has no work now, or every app would claim it again at once.)

@@ -81,6 +81,8 @@ _NOTIFY_RUN = "SELECT pg_notify(%s, %s)"
 #: The advisory lock (any fixed number) that serializes schema changes.
 _SCHEMA_LOCK = 0x6865_7068  # "heph"
 _MARKER = "hephaestus"
+#: Seconds a pool keeps trying, in the background, to replace a connection.
+_RECONNECT = 2.0
 _FINISHED = ("completed", "failed")
 
 
@@ -156,8 +158,10 @@ class PostgresStorage:
         self._heard_outcomes: set[int] = set()
         self._heard_changes: set[int] = set()
         self._heard_all = False
-        #: Called (on the listening thread) for every notification heard.
+        #: Called (on the listening thread) for every notification heard,
+        #: and after the listening connection was dropped and is back.
         self._listeners: list[Callable[[], None]] = []
+        self._reconnected: list[Callable[[], None]] = []
 
     def __repr__(self) -> str:
         return f"PostgresStorage({_redacted(self.url)!r})"
@@ -189,6 +193,12 @@ class PostgresStorage:
                 # runtime retries, and the pool replaces it.)
                 kwargs={"autocommit": True},
                 name="hephaestus",
+                # After a server restart the pool replaces dropped
+                # connections with a backoff (1, 2, 4 ... 32 s) that can keep
+                # every call waiting for a minute: instead, an attempt gives
+                # up after a short while and a fresh one starts at once.
+                reconnect_timeout=_RECONNECT,
+                reconnect_failed=ConnectionPool.check,
             )
             try:
                 pool.open(wait=True, timeout=self._timeout)
@@ -307,14 +317,35 @@ class PostgresStorage:
 
     def _read(self, work: Callable[[psycopg.Connection[Any]], _T]) -> _T:
         """Runs ``work`` in a read-only transaction that sees one snapshot."""
-        with self._connection() as conn, conn.transaction():
-            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            return work(conn)
+
+        def read() -> _T:
+            with self._connection() as conn, conn.transaction():
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                return work(conn)
+
+        return self._again_if_dropped(read)
 
     def _query(self, query: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         """The rows of one statement (which sees one snapshot on its own)."""
-        with self._connection() as conn:
-            return conn.execute(query, params).fetchall()
+
+        def read() -> list[tuple[Any, ...]]:
+            with self._connection() as conn:
+                return conn.execute(query, params).fetchall()
+
+        return self._again_if_dropped(read)
+
+    def _again_if_dropped(self, read: Callable[[], _T]) -> _T:
+        """Runs ``read`` again while its connection turns out dropped (the
+        server restarted since the pool opened it; the pool discards it):
+        a read is safe to repeat, and a caller should not see an error for a
+        server that is back. At most once per pooled connection."""
+        for _ in range(self._max):
+            try:
+                return read()
+            except StorageError as error:
+                if not isinstance(error.__cause__, psycopg.OperationalError):
+                    raise
+        return read()
 
     # -- listening --------------------------------------------------------------
 
@@ -322,6 +353,7 @@ class PostgresStorage:
         """Counts the notifications of every storage's commits; reconnects
         with a growing pause when the connection drops."""
         pause = 0.1
+        dropped = False
         while not self._stop.is_set():
             try:
                 with psycopg.connect(
@@ -332,6 +364,10 @@ class PostgresStorage:
                     self._version += 1
                     self._heard_all = True
                     pause = 0.1
+                    if dropped:
+                        dropped = False
+                        for listener in self._reconnected:
+                            listener()
                     while not self._stop.is_set():
                         # (Wakes at least every second to see whether to stop.)
                         for notice in conn.notifies(timeout=1.0):
@@ -343,6 +379,7 @@ class PostgresStorage:
             except psycopg.Error:
                 if self._stop.is_set():
                     return
+                dropped = True
             self._stop.wait(pause)
             pause = min(pause * 2, 5.0)
 
@@ -444,10 +481,15 @@ class PostgresStorage:
         self._run(queue.install)
         self._queue = queue
 
-    def subscribe(self, listener: Callable[[], None]) -> None:
+    def subscribe(
+        self, listener: Callable[[], None], *, reconnected: Callable[[], None] | None = None
+    ) -> None:
         """Calls ``listener`` (on the listening thread; it must be quick)
-        whenever a notification is heard."""
+        whenever a notification is heard, and ``reconnected`` when the
+        connection to the server was lost and is back (a restart)."""
         self._listeners.append(listener)
+        if reconnected is not None:
+            self._reconnected.append(reconnected)
 
     def _queue_writes(self, conn: psycopg.Connection[Any], changes: Sequence[Append]) -> None:
         """The step jobs of committed changes: a finished run's rows go (its
