@@ -45,6 +45,7 @@ bench: ## the side-by-side benchmarks; writes BENCHMARKS.md
 	$(BIN)/python benchmarks/bench_engine.py --write BENCHMARKS.md
 	$(BIN)/python benchmarks/bench_runtime.py --write BENCHMARKS.md
 	$(BIN)/python benchmarks/bench_postgres.py --write BENCHMARKS.md
+	$(BIN)/python benchmarks/bench_scaleout.py --write BENCHMARKS.md
 	$(BIN)/python benchmarks/bench_control_flow.py --write BENCHMARKS.md
 
 fuzz: ## ten minutes of atheris on the instance parsers

@@ -79,6 +79,10 @@ class PostgresServer:
     def _ctl(self, action: str) -> None:
         options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} "
         options += "-c max_connections=200"
+        # A connection that opened but never spoke (a client giving up
+        # mid-connect while the server restarts) holds a restart up for
+        # this long; Postgres's default is a minute.
+        options += " -c authentication_timeout=3s"
         if not self.durable:
             options += " -c fsync=off -c full_page_writes=off"
         self._run(

@@ -49,7 +49,7 @@ def test_the_schema_lives_in_its_own_schema_with_its_version(postgres_url: str) 
             "SELECT table_name FROM information_schema.tables WHERE table_schema = 'hephaestus'",
         )
     }
-    assert tables == {"meta", "runs", "snapshots", "journal", "timers", "attempts"}
+    assert tables == {"meta", "runs", "snapshots", "journal", "timers", "attempts", "step_jobs"}
     meta = dict(sql(postgres_url, "SELECT key, value FROM hephaestus.meta"))
     assert meta == {"schema": "hephaestus", "version": str(postgres_module.SCHEMA_VERSION)}
     indexes = {name for (name,) in sql(postgres_url, "SELECT indexname FROM pg_indexes")}
@@ -85,23 +85,43 @@ def test_a_newer_schema_is_refused_unchanged(postgres_url: str) -> None:
 def test_without_migrate_an_older_schema_waits_for_db_migrate(
     postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A database at schema version 1, and a hephaestus that knows a version 2.
+    # A database at the current schema version, and a hephaestus that knows
+    # the next one.
     storage = fresh_postgres(postgres_url)
     storage.open()
     storage.close()
-    later = (2, "002_later.sql", "CREATE TABLE hephaestus.later (x int);")
+    now = postgres_module.SCHEMA_VERSION
+    later = (now + 1, f"{now + 1:03}_later.sql", "CREATE TABLE hephaestus.later (x int);")
     monkeypatch.setattr(postgres_module, "_MIGRATIONS", [*postgres_module._MIGRATIONS, later])
-    monkeypatch.setattr(postgres_module, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(postgres_module, "SCHEMA_VERSION", now + 1)
     with pytest.raises(StorageError, match="run `hephaestus db migrate`"):
         PostgresStorage(postgres_url, migrate=False).open()
     storage = PostgresStorage(postgres_url, migrate=False)
     try:
-        assert storage.migrate() == (1, 2)
-        assert storage.migrate() == (2, 2)
+        assert storage.migrate() == (now, now + 1)
+        assert storage.migrate() == (now + 1, now + 1)
         assert storage.find() == []
     finally:
         storage.close()
     assert sql(postgres_url, "SELECT count(*) FROM hephaestus.later") == [(0,)]
+
+
+def test_a_version_1_database_gains_the_step_jobs_table_and_keeps_its_runs(
+    postgres_url: str,
+) -> None:
+    with Hephaestus(fresh_postgres(postgres_url)) as app:
+        app.start_instance(rf.NapFlow, id="nap::old")
+        app.wait("nap::old", timeout=30)
+    # What version 1 wrote: no step_jobs table.
+    sql(postgres_url, "DROP TABLE hephaestus.step_jobs")
+    sql(postgres_url, "UPDATE hephaestus.meta SET value = '1' WHERE key = 'version'")
+    storage = PostgresStorage(postgres_url)
+    try:
+        assert storage.migrate() == (1, postgres_module.SCHEMA_VERSION)
+        assert [row.id for row in storage.find()] == ["nap::old"]
+    finally:
+        storage.close()
+    assert sql(postgres_url, "SELECT count(*) FROM hephaestus.step_jobs") == [(0,)]
 
 
 def test_a_commit_wakes_every_other_storage_on_the_database(postgres_url: str) -> None:

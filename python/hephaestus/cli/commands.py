@@ -320,7 +320,8 @@ def _members(workflow: type) -> list[type]:
     type=click.FloatRange(min=0),
     default=10.0,
     show_default=True,
-    help="Seconds running steps get to finish on SIGTERM.",
+    help="Seconds running step jobs get to finish on SIGTERM (the procrastinate "
+    "executor; a local worker gives its steps 5 s).",
 )
 @click.option(
     "--log-level",
@@ -358,7 +359,7 @@ def worker(
             if chosen == "procrastinate":
                 from hephaestus.runtime.distributed import Worker
 
-                queue_worker = Worker(app)
+                queue_worker = Worker(app, grace=grace)
                 queue_worker.start()
             else:
                 app.start()
@@ -371,7 +372,7 @@ def worker(
             stop.wait()
             runner.info("stopping")
             if queue_worker is not None:
-                queue_worker.stop(grace)
+                queue_worker.stop()
     finally:
         log_handler.detach()
         for sig, handler in previous.items():

@@ -241,9 +241,13 @@ class Hephaestus:
         #: Workflow classes this app was given, by name (to load their runs).
         self._workflows: dict[str, type] = {}
         self._import_workflows = bool(import_workflows)
-        #: Notified whenever this app commits a change; `_changes` counts them.
+        #: Notified whenever this app commits a change, or the storage hears
+        #: of another process's; `_changes` counts them.
         self._changed = threading.Condition()
         self._changes = 0
+        subscribe = getattr(self._storage, "subscribe", None)
+        if subscribe is not None:
+            subscribe(self._notify)  # `wait` sees runs driven elsewhere at once
 
     # -- lifetime ----------------------------------------------------------------------
 

@@ -286,16 +286,21 @@ class Worker:
     fires timers, applies outcomes, enqueues steps) and runs step jobs with
     ``concurrency`` at once, until :meth:`stop`.
 
-    ``app`` must be made with ``executor="procrastinate"``.
+    ``app`` must be made with ``executor="procrastinate"``; ``concurrency``
+    defaults to the app's. On :meth:`stop`, running steps get ``grace``
+    seconds to finish.
     """
 
-    def __init__(self, app: Hephaestus, *, concurrency: int | None = None) -> None:
+    def __init__(
+        self, app: Hephaestus, *, concurrency: int | None = None, grace: float = 10.0
+    ) -> None:
         if app._queue is None:
             raise ValueError("the app was not made with executor='procrastinate'")
         storage = app._storage
         assert isinstance(storage, PostgresStorage)
         self.app = app
         self.concurrency = concurrency or app._concurrency
+        self.grace = grace
         self.runner = StepRunner(app, self.concurrency)
         self._url = storage.url
         self._thread: threading.Thread | None = None
@@ -313,10 +318,11 @@ class Worker:
         if self._failed is not None:
             raise self._failed
 
-    def stop(self, grace: float = 10.0) -> None:
+    def stop(self) -> None:
         """Takes no new jobs, lets running steps finish for up to ``grace``
         seconds (those still running are left to be run again elsewhere),
         then stops driving runs."""
+        grace = self.grace
         loop, main = self._loop, self._main
         if loop is not None and main is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):
@@ -411,7 +417,7 @@ class Worker:
                 async with queue_app.open_async():
                     reap = asyncio.create_task(_reap(queue_app, self.app._lease))
                     work = asyncio.create_task(
-                        queue_app.run_worker_async(shutdown_graceful_timeout=10.0)
+                        queue_app.run_worker_async(shutdown_graceful_timeout=self.grace)
                     )
                     self._ready.set()
                     pause = 0.5
