@@ -101,12 +101,18 @@ def stop_workers(processes: list[subprocess.Popen[bytes]]) -> None:
             process.kill()
 
 
-def completed(url: str) -> int:
+def wait_completed(url: str, count: int, began: float) -> None:
+    """Until ``count`` runs are completed, polling on one connection (a new
+    connection per poll would cost the server more than the work measured)."""
     import psycopg
 
-    with psycopg.connect(url) as conn:
-        row = conn.execute("SELECT count(*) FROM hephaestus.runs WHERE status = 'completed'")
-        return int((row.fetchone() or (0,))[0])
+    with psycopg.connect(url, autocommit=True) as conn:
+        while True:
+            row = conn.execute("SELECT count(*) FROM hephaestus.runs WHERE status = 'completed'")
+            if int((row.fetchone() or (0,))[0]) >= count:
+                return
+            check(time.perf_counter() - began < 600, "the instances did not finish")
+            time.sleep(0.02)
 
 
 def scale_round(server: PostgresServer, settings: Settings, workers: int, tag: str) -> float:
@@ -125,9 +131,7 @@ def scale_round(server: PostgresServer, settings: Settings, workers: int, tag: s
                 client.start_instance(
                     scale_flows.NapFlow, {"nap": settings.nap}, id=f"nap::{index}"
                 )
-            while completed(url) < settings.instances:
-                check(time.perf_counter() - began < 600, "the instances did not finish")
-                time.sleep(0.02)
+            wait_completed(url, settings.instances, began)
             took = time.perf_counter() - began
     finally:
         stop_workers(processes)

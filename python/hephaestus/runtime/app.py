@@ -247,7 +247,8 @@ class Hephaestus:
         self._changes = 0
         subscribe = getattr(self._storage, "subscribe", None)
         if subscribe is not None:
-            subscribe(self._notify)  # `wait` sees runs driven elsewhere at once
+            # `wait` sees runs driven elsewhere finish at once.
+            subscribe(lambda payload: self._notify())
 
     # -- lifetime ----------------------------------------------------------------------
 

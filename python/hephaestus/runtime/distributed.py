@@ -202,7 +202,7 @@ class StepRunner:
             )
 
         try:
-            stored = await asyncio.to_thread(self.storage.load, run_id)
+            stored = await asyncio.to_thread(self.storage.load_instance, run_id)
             driver = self.app._rebuild(stored)
             instance = driver.instance
             keys = {step_key(step): step for step in graph_of(instance).steps}
@@ -408,7 +408,7 @@ class Worker:
         loop = asyncio.get_running_loop()
         lost = asyncio.Event()
         self.app._storage.subscribe(  # type: ignore[attr-defined]
-            lambda: None, reconnected=lambda: loop.call_soon_threadsafe(lost.set)
+            reconnected=lambda: loop.call_soon_threadsafe(lost.set)
         )
         pause = 0.5
         while True:

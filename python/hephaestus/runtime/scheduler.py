@@ -72,6 +72,8 @@ _ORPHAN_CHECK = 1.0
 #: How many runs an app that hands steps to a task queue drives at once:
 #: driving a run whose steps run elsewhere costs only its commits.
 _QUEUE_RUNS = 512
+#: Such an app wakes for news of other apps' work at most this often (seconds).
+_COALESCE = 0.05
 #: How many runs such an app loads in one round.
 _QUEUE_BATCH = 64
 
@@ -217,6 +219,7 @@ class _Scheduler:
         self.queued_steps = app._queue is not None
         #: Runs whose queued steps' outcomes to look for at the next round.
         self.look: set[int] = set()
+        self._wake_pending = False
         #: When (``time.monotonic()``) to look at every queued step next.
         self._sweep_due = 0.0
         self.loop = asyncio.new_event_loop()
@@ -254,7 +257,7 @@ class _Scheduler:
     def start(self) -> None:
         subscribe = getattr(self.storage, "subscribe", None)
         if self.queued_steps and subscribe is not None:
-            subscribe(self.wake)  # an outcome recorded elsewhere wakes the loop
+            subscribe(self._heard)
         self.thread.start()
         self._started.wait()
         self.clock.subscribe(self._clock_moved)
@@ -278,6 +281,29 @@ class _Scheduler:
             return
         with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
             self.loop.call_soon_threadsafe(event.set)
+
+    def _heard(self, payload: str) -> None:
+        """A notification (on the storage's listening thread): an outcome
+        recorded for, or a change from outside to, a run this app drives
+        wakes the loop at once; other news (a new run, a fired timer, a
+        released lease) wakes it within ``_COALESCE`` seconds, once however
+        much arrived meanwhile: a round per notification would cost every
+        app several queries per step of every other app."""
+        _, _, run = payload.partition(":")
+        if run.isdigit() and int(run) in self.live:
+            self.wake()
+        elif not self._wake_pending and not self.loop.is_closed():
+            self._wake_pending = True
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                self.loop.call_soon_threadsafe(self._wake_soon)
+
+    def _wake_soon(self) -> None:
+        def wake() -> None:
+            self._wake_pending = False
+            if self._wake_event is not None:
+                self._wake_event.set()
+
+        self.loop.call_later(_COALESCE, wake)
 
     def _clock_moved(self) -> None:
         """The clock jumped (a virtual clock moved): fire what fell due before

@@ -160,7 +160,7 @@ class PostgresStorage:
         self._heard_all = False
         #: Called (on the listening thread) for every notification heard,
         #: and after the listening connection was dropped and is back.
-        self._listeners: list[Callable[[], None]] = []
+        self._listeners: list[Callable[[str], None]] = []
         self._reconnected: list[Callable[[], None]] = []
 
     def __repr__(self) -> str:
@@ -366,8 +366,8 @@ class PostgresStorage:
                     pause = 0.1
                     if dropped:
                         dropped = False
-                        for listener in self._reconnected:
-                            listener()
+                        for callback in self._reconnected:
+                            callback()
                     while not self._stop.is_set():
                         # (Wakes at least every second to see whether to stop.)
                         for notice in conn.notifies(timeout=1.0):
@@ -375,7 +375,7 @@ class PostgresStorage:
                             if notice.payload:
                                 self._heard(notice.payload)
                             for listener in self._listeners:
-                                listener()
+                                listener(notice.payload)
             except psycopg.Error:
                 if self._stop.is_set():
                     return
@@ -482,12 +482,18 @@ class PostgresStorage:
         self._queue = queue
 
     def subscribe(
-        self, listener: Callable[[], None], *, reconnected: Callable[[], None] | None = None
+        self,
+        listener: Callable[[str], None] | None = None,
+        *,
+        reconnected: Callable[[], None] | None = None,
     ) -> None:
-        """Calls ``listener`` (on the listening thread; it must be quick)
-        whenever a notification is heard, and ``reconnected`` when the
-        connection to the server was lost and is back (a restart)."""
-        self._listeners.append(listener)
+        """Calls ``listener`` with the payload (on the listening thread; it
+        must be quick) whenever a notification is heard: ``""``, or
+        ``"r:<run_id>"`` / ``"c:<run_id>"`` (see `touched`); and
+        ``reconnected`` when the connection to the server was lost and is
+        back (a restart)."""
+        if listener is not None:
+            self._listeners.append(listener)
         if reconnected is not None:
             self._reconnected.append(reconnected)
 
@@ -610,6 +616,23 @@ class PostgresStorage:
                 finished,
             ) in rows
         ]
+
+    def load_instance(self, run_id: int) -> Stored:
+        """A run's row, snapshot and journal tail in one statement, without
+        its timers, attempts or step jobs (what a queued step needs);
+        ``KeyError`` for an unknown run."""
+        rows = self._query(_Q["load_instance"], {"run_id": run_id})
+        if not rows:
+            raise KeyError(run_id)
+        values = rows[0]
+        return Stored(
+            row=row_from(values),
+            snapshot=bytes(values[13]),
+            snapshot_seq=values[14],
+            records=[bytes(record) for record in values[15]],
+            timers=[],
+            attempts=[],
+        )
 
     def stalled_steps(self, owner: str, now: float) -> list[tuple[int, str]]:
         """``(run_id, unit key)`` of queued steps of runs ``owner`` drives

@@ -199,3 +199,13 @@ WHERE j.outcome IS NULL AND j.held_until < %(now)s AND r.lease_owner = %(owner)s
 
 -- name: load_step_jobs
 SELECT unit, attempt, job_id FROM hephaestus.step_jobs WHERE run_id = %(run_id)s ORDER BY unit;
+
+-- name: load_instance
+-- What a queued step needs of its run, in one statement (one snapshot): its
+-- row, its snapshot, and the journal records after it.
+SELECT r.run_id, r.token, r.id, r.workflow, r.version, r.status, r.seq, r.lease_owner,
+       r.lease_expires, r.runnable, r.created_at, r.updated_at, r.trace, s.data, s.seq,
+       ARRAY(SELECT j.record FROM hephaestus.journal AS j
+             WHERE j.run_id = r.run_id AND j.seq > s.seq ORDER BY j.seq)
+FROM hephaestus.runs AS r JOIN hephaestus.snapshots AS s ON s.run_id = r.run_id
+WHERE r.run_id = %(run_id)s;
