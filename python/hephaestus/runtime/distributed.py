@@ -46,8 +46,8 @@ from hephaestus._core import step_key
 from hephaestus.engine import graph_of
 from hephaestus.errors import SerializationError
 from hephaestus.runtime.clock import as_datetime
-from hephaestus.runtime.execution import Execution
-from hephaestus.runtime.executor import LocalExecutor, StepCall
+from hephaestus.runtime.executor import LocalExecutor
+from hephaestus.runtime.scheduler import described, step_call, unit_of
 from hephaestus.runtime.storage.base import StepOutcome, Storage, StorageError
 
 if find_spec("procrastinate") is None:  # pragma: no cover
@@ -181,89 +181,46 @@ class StepRunner:
             self.holding.discard(holder)
 
     async def _attempt(self, run_id: int, unit: str, attempt: int, started: float) -> StepOutcome:
-        from hephaestus.runtime.scheduler import short_traceback
-
-        def ended(kind: str, **fields: Any) -> StepOutcome:
-            values: dict[str, Any] = {
-                "record": None,
-                "error_type": None,
-                "error_message": None,
-                "traceback": None,
-            }
-            values.update(fields)
+        def ended(kind: str, error: object = None, record: bytes | None = None) -> StepOutcome:
+            type_name, message, trace = described(error) if error is not None else (None,) * 3
             return StepOutcome(
                 run_id=run_id,
                 unit=unit,
                 attempt=attempt,
                 outcome=kind,
+                record=record,
+                error_type=type_name,
+                error_message=message,
+                traceback=trace,
                 started=started,
                 finished=self.app._clock.now(),
-                **values,
             )
 
         try:
             stored = await asyncio.to_thread(self.storage.load_instance, run_id)
             driver = self.app._rebuild(stored)
-            instance = driver.instance
-            keys = {step_key(step): step for step in graph_of(instance).steps}
-            base, _, index = unit.rpartition("#")
-            step, iteration = (
-                (keys[base], int(index)) if base in keys and index.isdigit() else (keys[unit], None)
-            )
-        except (SerializationError, KeyError) as exc:
+            keys = {step_key(step): step for step in graph_of(driver.instance).steps}
+            step, iteration = unit_of(keys, unit, stored.row.workflow)
+        except SerializationError as exc:
             # This worker cannot run it (its code is not here, say): the
             # step's retry policy applies, as to any failure.
-            return ended(
-                "raised",
-                error_type=f"{type(exc).__module__}.{type(exc).__qualname__}",
-                error_message=f"cannot run {unit} here: {exc}",
-            )
-        call = StepCall(
-            step=step,
-            instance=instance,
-            config=driver.config(step, iteration),
-            execution=Execution(
-                instance_id=instance.id,
-                step=step,
-                attempt=attempt,
-                idempotency_key=f"{stored.row.token}:{unit}",
-                iteration=iteration,
-            ),
-            timeout=getattr(step, "timeout", None),
+            return ended("raised", exc)
+        attempted = await self.executor.run(
+            step_call(driver, (step, iteration), attempt, stored.row.token)
         )
-        attempted = await self.executor.run(call)
         if attempted.kind == "returned":
+            stamp = as_datetime(self.app._clock.now())
             try:
                 record = driver.outcome_record(
-                    step,
-                    attempted.value,
-                    iteration=iteration,
-                    timestamp=as_datetime(self.app._clock.now()),
+                    step, attempted.value, iteration=iteration, timestamp=stamp
                 )
             except Exception as exc:
-                return ended(
-                    "raised",
-                    error_type=f"{type(exc).__module__}.{type(exc).__qualname__}",
-                    error_message=str(exc),
-                )
+                return ended("raised", exc)
             return ended("returned", record=record)
         if attempted.kind == "timed_out":
             timeout = getattr(step, "timeout", None)
-            return ended(
-                "timed_out", error_type="TimeoutError", error_message=f"ran over {timeout} s"
-            )
-        error = attempted.value
-        kind = type(error)
-        try:
-            message = str(error)
-        except Exception:
-            message = f"<unprintable {kind.__name__}>"
-        return ended(
-            "raised",
-            error_type=f"{kind.__module__}.{kind.__qualname__}",
-            error_message=message,
-            traceback=short_traceback(error),
-        )
+            return ended("timed_out", TimeoutError(f"ran over {timeout} s"))
+        return ended("raised", attempted.value)
 
     async def renew(self) -> None:
         """Renews the holds of running executions, every third of a lease."""

@@ -571,12 +571,7 @@ class _Scheduler:
 
     def _unit(self, live: _Live, key: str) -> Unit:
         """The run a unit key names (see `_unit_key`)."""
-        if key in live.keys:
-            return live.keys[key], None
-        base, _, iteration = key.rpartition("#")
-        if base in live.keys and iteration.isdigit():
-            return live.keys[base], int(iteration)
-        raise SerializationError(f"{live.row.workflow} has no step with the key {key!r}")
+        return unit_of(live.keys, key, live.row.workflow)
 
     # -- claiming and loading ----------------------------------------------------------------------
 
@@ -791,20 +786,7 @@ class _Scheduler:
             if key in live.backoff or not instance.is_active(step) or instance.is_waiting(step):
                 continue
             attempt = live.attempts.get(key, 0) + 1
-            execution = Execution(
-                instance_id=instance.id,
-                step=step,
-                attempt=attempt,
-                idempotency_key=f"{live.row.token}:{key}",
-                iteration=iteration,
-            )
-            call = StepCall(
-                step=step,
-                instance=instance,
-                config=live.driver.config(step, iteration),
-                execution=execution,
-                timeout=getattr(step, "timeout", None),
-            )
+            call = step_call(live.driver, unit, attempt, live.row.token)
             self.running += 1
             live.started[unit] = (self.clock.now(), time.monotonic_ns())
             if self.traces:  # OpenTelemetry is on
@@ -1042,9 +1024,7 @@ class _Scheduler:
             if isinstance(exc, _Raised):
                 type_name, message, trace = exc.type_name, exc.message, exc.traceback
             else:
-                kind = type(exc)
-                type_name = f"{kind.__module__}.{kind.__qualname__}"
-                message, trace = _message(exc), short_traceback(exc)
+                type_name, message, trace = described(exc)
             attempts.append(
                 Attempt(key, attempt, now, "exception", type_name, message, traceback=trace)
             )
@@ -1223,6 +1203,44 @@ def stale_timers(instance: Instance, timers: Iterable[Timer], keys: dict[str, ty
         elif not instance.is_active(step):
             stale.append(timer.step)
     return stale
+
+
+def unit_of(keys: dict[str, type], key: str, workflow: str) -> Unit:
+    """The run a unit key names (see `_unit_key`), given the graph's steps
+    by key; ``SerializationError`` for a key of no step of ``workflow``."""
+    if key in keys:
+        return keys[key], None
+    base, _, iteration = key.rpartition("#")
+    if base in keys and iteration.isdigit():
+        return keys[base], int(iteration)
+    raise SerializationError(f"{workflow} has no step with the key {key!r}")
+
+
+def step_call(driver: _core.Run, unit: Unit, attempt: int, token: str) -> StepCall:
+    """The call of attempt ``attempt`` of the run ``unit`` of the instance
+    ``driver`` holds (``token``: its run's, for the idempotency key)."""
+    step, iteration = unit
+    instance = driver.instance
+    execution = Execution(
+        instance_id=instance.id,
+        step=step,
+        attempt=attempt,
+        idempotency_key=f"{token}:{_unit_key(step, iteration)}",
+        iteration=iteration,
+    )
+    return StepCall(
+        step=step,
+        instance=instance,
+        config=driver.config(step, iteration),
+        execution=execution,
+        timeout=getattr(step, "timeout", None),
+    )
+
+
+def described(exc: object) -> tuple[str, str, str | None]:
+    """An exception's type (``module.QualName``), message and short traceback."""
+    kind = type(exc)
+    return f"{kind.__module__}.{kind.__qualname__}", _message(exc), short_traceback(exc)
 
 
 def _waited_for(instance: Instance, step: type) -> float:
