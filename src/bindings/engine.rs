@@ -1108,7 +1108,8 @@ impl PyRun {
             self.driver.run_ended((position, iteration));
             return Ok(());
         }
-        self.driver.apply_outcome(py, (position, iteration), outcome)
+        self.driver
+            .apply_outcome(py, (position, iteration), outcome)
     }
 
     /// Applies the exception the run `(step, iteration)`'s `execute`
