@@ -65,10 +65,21 @@ class Workers:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE), env.get("PYTHONPATH")) if p)
         out = open(self.tmp_path / f"worker{len(self.processes)}.log", "wb")  # noqa: SIM115
         command = [
-            sys.executable, "-m", "hephaestus", "worker", "--db", self.url,
-            "--import", "durable_flows", "--concurrency", str(concurrency),
-            "--lease", str(LEASE), "--executor", "procrastinate", "--log-level", "WARNING",
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "hephaestus",
+            "worker",
+            "--db",
+            self.url,
+            "--import",
+            "durable_flows",
+            "--concurrency",
+            str(concurrency),
+            "--lease",
+            str(LEASE),
+            "--log-level",
+            "WARNING",
+        ]  # fmt: skip  (procrastinate is the default executor on Postgres)
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
         out.close()
         self.processes.append(process)
@@ -139,6 +150,21 @@ def test_the_executor_needs_postgres_and_a_known_name(queue_url: str) -> None:
         Hephaestus(queue_url, executor="celery")
 
 
+def test_db_migrate_creates_procrastinates_schema_beside_ours(queue_url: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "hephaestus", "db", "migrate", "--db", queue_url],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    with psycopg.connect(queue_url) as conn:
+        found = conn.execute(
+            "SELECT to_regclass('procrastinate_jobs'), to_regclass('hephaestus.step_jobs')"
+        ).fetchone()
+    assert found == ("procrastinate_jobs", "hephaestus.step_jobs")
+
+
 def test_a_client_runs_nothing_and_defers_nothing_itself(queue_url: str) -> None:
     # The client writes the pending run; only a worker drives it (and
     # enqueues its first step in the commit that starts it).
@@ -197,15 +223,7 @@ def test_an_outcome_is_recorded_only_by_the_execution_holding_the_step(queue_url
         assert storage.record_step(run_id, "b", outcome)
         assert not storage.record_step(run_id, "b", outcome)  # once
         assert storage.step_outcomes([run_id]) == [outcome]
-        settle = Append(
-            run_id=run_id,
-            expected_seq=0,
-            records=(),
-            status="running",
-            runnable=True,
-            updated_at=3.0,
-            settle=["begin"],
-        )
+        settle = dataclasses.replace(change, updated_at=3.0, dispatch=(), settle=["begin"])
         assert storage.commit([settle]) == [None]
         assert storage.step_outcomes([run_id]) == []
         assert storage.load(run_id).jobs == []

@@ -745,30 +745,18 @@ class _Scheduler:
     def _sendable(self, live: _Live, units: Iterable[Unit]) -> list[tuple[Unit, int]]:
         """The runs among ``units`` to hand to the task queue now, each with
         its attempt."""
-        instance = live.driver.instance
-        out: list[tuple[Unit, int]] = []
-        for unit in dict.fromkeys(units):
-            step, iteration = unit
-            key = _unit_key(step, iteration)
-            if (
-                unit in live.remote
-                or unit in live.settling
-                or key in live.backoff
-                or not instance.is_active(step)
-                or instance.is_waiting(step)
-            ):
-                continue
-            out.append((unit, live.attempts.get(key, 0) + 1))
-        return out
+        return [
+            (unit, live.attempts.get(_unit_key(*unit), 0) + 1)
+            for unit in dict.fromkeys(units)
+            if _can_start(live, unit)
+        ]
 
     # -- running steps ---------------------------------------------------------------------------
 
     def _dispatch(self, live: _Live, units: Iterable[Unit]) -> None:
         assert not self.queued_steps, "steps go to the task queue in commits"
         for unit in units:
-            if _unit_key(*unit) in live.backoff or unit in live.running or unit in live.settling:
-                continue
-            if (live.run_id, unit) not in self.queued:
+            if _can_start(live, unit) and (live.run_id, unit) not in self.queued:
                 self.queued.add((live.run_id, unit))
                 self.ready.append((live.run_id, unit))
         self._dispatch_ready()
@@ -778,14 +766,11 @@ class _Scheduler:
             run_id, unit = self.ready.popleft()
             self.queued.discard((run_id, unit))
             live = self.live.get(run_id)
-            if live is None or live.stale or unit in live.running or unit in live.settling:
+            if live is None or live.stale or not _can_start(live, unit):
                 continue
             step, iteration = unit
-            key = _unit_key(step, iteration)
             instance = live.driver.instance
-            if key in live.backoff or not instance.is_active(step) or instance.is_waiting(step):
-                continue
-            attempt = live.attempts.get(key, 0) + 1
+            attempt = live.attempts.get(_unit_key(step, iteration), 0) + 1
             call = step_call(live.driver, unit, attempt, live.row.token)
             self.running += 1
             live.started[unit] = (self.clock.now(), time.monotonic_ns())
@@ -904,9 +889,7 @@ class _Scheduler:
         status = live.driver.status.value
         finished = status in _FINISHED
         runnable = not finished and self._has_work(live, instance)
-        nothing = (
-            not records and not timers and not attempts and not drop_timers and not send
-        ) and not settle
+        nothing = not (records or timers or attempts or drop_timers or send or settle)
         if nothing and runnable:
             live.settling.difference_update(unit for unit, _ in outcomes)
             if not self.queued_steps:
@@ -1203,6 +1186,23 @@ def stale_timers(instance: Instance, timers: Iterable[Timer], keys: dict[str, ty
         elif not instance.is_active(step):
             stale.append(timer.step)
     return stale
+
+
+def _can_start(live: _Live, unit: Unit) -> bool:
+    """Whether the run ``unit`` of ``live`` may start now: it is active and
+    not waiting, not in a retry's backoff or a Repeat's interval, and not
+    going on already (here, on the task queue, or ended and not yet
+    committed)."""
+    step, iteration = unit
+    instance = live.driver.instance
+    return not (
+        unit in live.running
+        or unit in live.remote
+        or unit in live.settling
+        or _unit_key(step, iteration) in live.backoff
+        or not instance.is_active(step)
+        or instance.is_waiting(step)
+    )
 
 
 def unit_of(keys: dict[str, type], key: str, workflow: str) -> Unit:

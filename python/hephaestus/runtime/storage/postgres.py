@@ -158,6 +158,7 @@ class PostgresStorage:
         self._heard_outcomes: set[int] = set()
         self._heard_changes: set[int] = set()
         self._heard_all = False
+        self._touching = False
         #: Called (on the listening thread) for every notification heard,
         #: and after the listening connection was dropped and is back.
         self._listeners: list[Callable[[str], None]] = []
@@ -389,7 +390,9 @@ class PostgresStorage:
 
     def _heard(self, payload: str) -> None:
         kind, _, run = payload.partition(":")
-        if run.isdigit():
+        # (Kept only for a caller of `touched`: a client would gather every
+        # run id it hears of, forever.)
+        if run.isdigit() and self._touching:
             with self._lock:
                 (self._heard_outcomes if kind == "r" else self._heard_changes).add(int(run))
 
@@ -397,8 +400,10 @@ class PostgresStorage:
         """The runs notifications named since the last call: those with a
         queued step's outcome recorded, those changed from outside their
         lease holder; and whether some may have gone unheard (the listening
-        connection dropped), so that everything should be looked at."""
+        connection dropped), so that everything should be looked at. Runs
+        are gathered from the first call on."""
         with self._lock:
+            self._touching = True
             heard = (self._heard_outcomes, self._heard_changes, self._heard_all)
             self._heard_outcomes, self._heard_changes, self._heard_all = set(), set(), False
         return heard
