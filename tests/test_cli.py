@@ -467,6 +467,16 @@ def _strip_ansi(text: str) -> str:
     return re.sub(r"\x1b\[[0-9;]*m", "", text)
 
 
+def test_a_worker_on_an_unreachable_postgres_says_so_in_one_line(tmp_path: Path) -> None:
+    done = hep(tmp_path, "worker", "--db", "postgresql://nobody@127.0.0.1:1/none")
+    one_line_error(done, "cannot connect to Postgres at postgresql://nobody@127.0.0.1:1/none")
+
+
+def test_the_procrastinate_executor_on_sqlite_is_refused_in_one_line(tmp_path: Path) -> None:
+    done = hep(tmp_path, "worker", "--executor", "procrastinate", "--db", "x.db")
+    one_line_error(done, "needs a Postgres storage")
+
+
 # -- db migrate --------------------------------------------------------------------------------
 
 

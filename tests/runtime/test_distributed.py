@@ -158,6 +158,7 @@ def test_db_migrate_creates_procrastinates_schema_beside_ours(queue_url: str) ->
         check=False,
     )
     assert done.returncode == 0, done.stderr
+    assert "procrastinate's tables are there" in done.stdout
     with psycopg.connect(queue_url) as conn:
         found = conn.execute(
             "SELECT to_regclass('procrastinate_jobs'), to_regclass('hephaestus.step_jobs')"

@@ -399,6 +399,7 @@ def migrate(db: str | None) -> None:
     """Create the schema, or bring it up to date (SQLite migrates on open
     too; Postgres apps made with migrate=False need this)."""
     url = database(db, must_exist=False) or "hephaestus.db"
+    queue = ""
     if url.startswith(("postgresql://", "postgres://")):
         from hephaestus.runtime.storage.postgres import PostgresStorage
 
@@ -409,6 +410,7 @@ def migrate(db: str | None) -> None:
                 from hephaestus.runtime.distributed import attach
 
                 attach(storage)  # procrastinate's tables, unless there
+                queue = f"{url}: procrastinate's tables are there"
         finally:
             storage.close()
     else:
@@ -429,4 +431,6 @@ def migrate(db: str | None) -> None:
             opened.close()
         after = sqlite.SCHEMA_VERSION
     what = "up to date" if before == after else f"migrated from version {before}"
+    if queue:
+        output.console().print(queue, markup=False)
     output.console().print(f"{url}: schema version {after} ({what})", markup=False)

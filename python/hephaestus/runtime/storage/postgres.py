@@ -183,6 +183,13 @@ class PostgresStorage:
                 raise StorageError("the storage is closed")
             if self._state == "open":
                 return self._migrate(migrate) if migrate else (SCHEMA_VERSION, SCHEMA_VERSION)
+            try:
+                # A wrong URL or a server that is down fails here, at once
+                # and with libpq's reason, rather than after the pool spent
+                # `connect_timeout` retrying it.
+                psycopg.connect(self.url, connect_timeout=max(1, int(self._timeout))).close()
+            except psycopg.Error as error:
+                raise StorageError(f"cannot connect to {_storage_error(error, self.url)}") from None
             pool: ConnectionPool[Any] = ConnectionPool(
                 self.url,
                 min_size=1,
